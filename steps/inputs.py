@@ -1,0 +1,158 @@
+"""Read and validate a study's input CSV before any model time is spent.
+
+:func:`load_study_table` either returns a fully typed table (columns in the input
+model's order, derived columns filled) or raises :class:`InputValidationError`
+listing every problem with file, row, line and column.
+Rows are numbered from 1 (the first data row); lines are physical file lines.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from pydantic import ValidationError
+
+from steps.derive import DerivationError, derive
+from steps.errors import InputValidationError
+from steps.studies import StudySpec
+
+_BINARY_SIGNATURES = {
+    b"PK\x03\x04": "an Excel workbook or zip archive (export it as CSV)",
+    b"PAR1": "a Parquet file",
+    b"\xd0\xcf\x11\xe0": "an old Excel (.xls) workbook (export it as CSV)",
+    b"%PDF": "a PDF document",
+}
+_DELIMITERS = (",", ";", "\t")
+
+
+@dataclass(frozen=True)
+class StudyTable:
+    """A validated study input: the typed rows and where they came from."""
+
+    path: str
+    sha256: str
+    frame: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+
+def _decode(path: str, data: bytes, encoding: str) -> str:
+    for signature, what in _BINARY_SIGNATURES.items():
+        if data.startswith(signature):
+            raise InputValidationError(path, [f"this is not a CSV file: it looks like {what}"])
+    if b"\x00" in data[:4096]:
+        raise InputValidationError(path, ["this is not a CSV text file: it contains binary (NUL) bytes"])
+    try:
+        return data.decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        bad = data[exc.start : exc.start + 1].hex()
+        raise InputValidationError(
+            path,
+            [
+                f"line {line}: byte 0x{bad} is not valid {encoding}; the file has another encoding "
+                f"(often Windows-1252 from Excel). Re-save it as UTF-8, or pass --encoding cp1252"
+            ],
+        ) from exc
+    except LookupError as exc:
+        raise InputValidationError(path, [f"unknown encoding {encoding!r}"]) from exc
+
+
+def _delimiter(header_line: str) -> str:
+    counts = {d: header_line.count(d) for d in _DELIMITERS}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+def _missing_column_message(column: str, header: list[str]) -> str:
+    close = difflib.get_close_matches(column, header, n=1, cutoff=0.6)
+    hint = f" (found {close[0]!r}: the files spell it {column!r}; rename the column back)" if close else ""
+    return f"header: required column {column!r} is missing{hint}"
+
+
+def _cell_problem(row_no: int, line: int, column: str, message: str) -> str:
+    return f"row {row_no} (line {line}), column {column!r}: {message}"
+
+
+def load_study_table(path: str | Path, spec: StudySpec, encoding: str = "utf-8") -> StudyTable:
+    """Read ``path`` as study ``spec``'s input; raise InputValidationError on any problem."""
+    path_str = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise InputValidationError(path_str, ["file not found"]) from exc
+    except OSError as exc:
+        raise InputValidationError(path_str, [f"cannot read the file: {exc.strerror}"]) from exc
+    text = _decode(path_str, data, encoding)
+    if not text.strip():
+        raise InputValidationError(path_str, ["the file is empty; expected a header line and data rows"])
+
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text.splitlines()[0]))
+    try:
+        header = [h.strip() for h in next(reader)]
+        records = []
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                records.append((reader.line_num, cells))
+    except csv.Error as exc:
+        raise InputValidationError(path_str, [f"line {reader.line_num}: not valid CSV ({exc})"]) from exc
+
+    required = spec.file_columns
+    optional = {n for n, f in spec.input_model.model_fields.items() if not f.is_required()}
+    problems = [_missing_column_message(c, header) for c in required if c not in header and c not in optional]
+    duplicated = sorted({h for h in header if header.count(h) > 1})
+    problems += [f"header: column {h!r} appears more than once" for h in duplicated]
+    if problems:
+        raise InputValidationError(path_str, problems)
+    warnings = [f"column {h!r} is not used by study {spec.number} and is ignored" for h in header if h not in required]
+    if not records:
+        raise InputValidationError(path_str, ["the file has a header but no data rows"])
+
+    position = {h: i for i, h in enumerate(header)}
+    rows: list[dict] = []
+    seen: dict[tuple, tuple[int, int]] = {}
+    for row_no, (line, cells) in enumerate(records, start=1):
+        if len(cells) != len(header):
+            problems.append(f"row {row_no} (line {line}): has {len(cells)} fields, expected {len(header)} as in the header")
+            continue
+        raw = {c: cells[position[c]] for c in required if c in position}
+        row_problems = [
+            _cell_problem(row_no, line, c, "is empty; expected text")
+            for c, v in raw.items()
+            if not v.strip() and c not in optional
+        ]
+        values: dict = dict(raw)
+        for column, rule in spec.derived.items():
+            if rule["source"] in raw and raw[rule["source"]].strip():
+                try:
+                    values[column] = derive(rule, raw)
+                except DerivationError as exc:
+                    row_problems.append(_cell_problem(row_no, line, rule["source"], str(exc)))
+        if row_problems:
+            problems += row_problems
+            continue
+        try:
+            typed = spec.input_model.model_validate(values)
+        except ValidationError as exc:
+            for err in exc.errors():
+                column = str(err["loc"][0]) if err["loc"] else "(row)"
+                got = f" (got {err['input']!r})" if err["loc"] else ""
+                problems.append(_cell_problem(row_no, line, column, f"{err['msg']}{got}"))
+            continue
+        key = tuple(raw.values())
+        if key in seen:
+            first_row, first_line = seen[key]
+            problems.append(f"row {row_no} (line {line}): exact duplicate of row {first_row} (line {first_line})")
+            continue
+        seen[key] = (row_no, line)
+        rows.append(typed.model_dump())
+
+    if problems:
+        raise InputValidationError(path_str, problems)
+    frame = pd.DataFrame(rows, columns=list(spec.input_model.model_fields))
+    return StudyTable(path=path_str, sha256=hashlib.sha256(data).hexdigest(), frame=frame, warnings=warnings)

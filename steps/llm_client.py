@@ -1,0 +1,271 @@
+"""The one module that talks HTTP to model servers (vLLM, llama.cpp, hosted APIs).
+
+Contracts:
+
+* One concurrency limit per client: at most ``concurrency`` requests are on the wire
+  at once; a slot is released when a request finishes (or goes to sleep before a
+  retry), so the window refills immediately -- never send-N-and-wait.
+* One finite retry policy, decided by the pure :func:`retry_delay`: 408, 429, 5xx,
+  connection errors, timeouts and unreadable JSON bodies are retried with exponential
+  backoff and jitter, honouring ``Retry-After``; everything else fails at once.
+* Failures come back as :class:`RequestFailed` carrying a one-line reason and the
+  number of attempts; callers record them per row and go on.
+* The ``httpx.AsyncClient`` is passed in, so tests use respx or MockTransport.
+* API keys go only into the ``Authorization`` header; they never appear in errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Optional, TypeVar
+
+import httpx
+
+RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+DEFAULT_MAX_ATTEMPTS = 4  # the first try + 3 retries (the seed's "retry 3 times")
+DEFAULT_BASE_DELAY_S = 1.0
+DEFAULT_MAX_DELAY_S = 60.0
+DEFAULT_REQUEST_TIMEOUT_S = 600.0
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry. Delay n (n = 1, 2, ...) is drawn from
+    ``[d/2, d]`` with ``d = min(max_delay, base_delay * 2**(n-1))`` ("equal jitter")."""
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    base_delay_s: float = DEFAULT_BASE_DELAY_S
+    max_delay_s: float = DEFAULT_MAX_DELAY_S
+
+
+class RequestFailed(Exception):
+    """A request failed for good (not retryable, or out of attempts)."""
+
+    def __init__(self, reason: str, attempts: int, status_code: Optional[int] = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.attempts = attempts
+        self.status_code = status_code
+
+
+class _MalformedBody(Exception):
+    """A 2xx response whose body is not JSON (truncated, garbage): retried."""
+
+
+def parse_retry_after(value: Optional[str], now: Optional[datetime] = None) -> Optional[float]:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent/invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def is_retryable(status_code: Optional[int], error: Optional[BaseException]) -> bool:
+    """True for 408/429/5xx, transport errors (connect, reset, timeout) and unreadable bodies."""
+    if error is not None:
+        return isinstance(error, (httpx.TransportError, _MalformedBody))
+    return status_code in RETRYABLE_STATUS
+
+
+def retry_delay(
+    attempt: int,
+    policy: RetryPolicy,
+    status_code: Optional[int] = None,
+    error: Optional[BaseException] = None,
+    retry_after_s: Optional[float] = None,
+    rng: Callable[[], float] = random.random,
+) -> Optional[float]:
+    """Seconds to sleep before attempt ``attempt + 1``, or None to give up.
+
+    ``attempt`` counts attempts made so far (1 after the first). A server's
+    Retry-After wins over the computed backoff, capped at ``policy.max_delay_s``.
+    """
+    if attempt >= policy.max_attempts or not is_retryable(status_code, error):
+        return None
+    if retry_after_s is not None:
+        return min(retry_after_s, policy.max_delay_s)
+    ceiling = min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
+    return ceiling / 2 + rng() * ceiling / 2
+
+
+@dataclass(frozen=True)
+class Response:
+    """A successful JSON response and how long the successful attempt took."""
+
+    body: dict[str, Any]
+    latency_ms: float
+    attempts: int
+    received_at: datetime
+
+
+def _describe(error: BaseException) -> str:
+    name = type(error).__name__
+    text = str(error).strip()
+    return f"{name}: {text}" if text else name
+
+
+def _error_detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        message = body.get("error", body) if isinstance(body, dict) else body
+        if isinstance(message, dict):
+            message = message.get("message", message)
+        detail = str(message)
+    except (ValueError, json.JSONDecodeError):
+        detail = response.text
+    return " ".join(detail.split())[:300]
+
+
+class LLMClient:
+    """Sends JSON POSTs to one model server (or several replicas of it).
+
+    ``base_urls`` are replicas of the same model; each request goes to the replica
+    with the fewest requests in flight.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_urls: Iterable[str],
+        concurrency: int,
+        policy: RetryPolicy = RetryPolicy(),
+        api_key: Optional[str] = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ):
+        self._http = http
+        self._urls = [u.rstrip("/") for u in base_urls]
+        if not self._urls:
+            raise ValueError("LLMClient needs at least one base URL")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight = {u: 0 for u in self._urls}
+        self._policy = policy
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._sleep = sleep
+
+    @property
+    def base_urls(self) -> list[str]:
+        return list(self._urls)
+
+    async def _attempt(self, path: str, payload: dict[str, Any]) -> tuple[httpx.Response, float]:
+        async with self._slots:
+            url = min(self._urls, key=self._in_flight.__getitem__)
+            self._in_flight[url] += 1
+            started = time.perf_counter()
+            try:
+                response = await self._http.post(url + path, json=payload, headers=self._headers)
+                await response.aread()
+            finally:
+                self._in_flight[url] -= 1
+            return response, (time.perf_counter() - started) * 1000.0
+
+    async def post_json(self, path: str, payload: dict[str, Any]) -> Response:
+        """POST ``payload`` to ``path`` with retries; return the parsed body or raise RequestFailed."""
+        attempt = 0
+        while True:
+            attempt += 1
+            status: Optional[int] = None
+            error: Optional[BaseException] = None
+            retry_after: Optional[float] = None
+            try:
+                response, latency_ms = await self._attempt(path, payload)
+                status = response.status_code
+                if response.is_success:
+                    try:
+                        body = response.json()
+                    except (ValueError, json.JSONDecodeError) as exc:
+                        raise _MalformedBody(f"HTTP {status} with a body that is not JSON ({len(response.content)} bytes)") from exc
+                    if not isinstance(body, dict):
+                        raise RequestFailed(f"HTTP {status} with JSON that is not an object", attempt, status)
+                    return Response(body, latency_ms, attempt, datetime.now(timezone.utc))
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                reason = f"HTTP {status}: {_error_detail(response)}"
+            except (httpx.TransportError, _MalformedBody) as exc:
+                error, reason = exc, _describe(exc)
+            delay = retry_delay(attempt, self._policy, status, error, retry_after)
+            if delay is None:
+                suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
+                raise RequestFailed(reason + suffix, attempt, status)
+            await self._sleep(delay)
+
+    async def get_json(self, path: str) -> dict[str, Any]:
+        """One GET (no retries) for health and metadata checks; raises RequestFailed."""
+        url = self._urls[0] + path
+        try:
+            response = await self._http.get(url, headers=self._headers)
+        except httpx.TransportError as exc:
+            raise RequestFailed(f"{url}: {_describe(exc)}", 1) from exc
+        if not response.is_success:
+            raise RequestFailed(f"{url}: HTTP {response.status_code}: {_error_detail(response)}", 1, response.status_code)
+        try:
+            return response.json()
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise RequestFailed(f"{url}: response is not JSON", 1, response.status_code) from exc
+
+
+def make_http_client(request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S, max_connections: int = 64) -> httpx.AsyncClient:
+    """An AsyncClient with the project's timeouts (connect 10 s, read ``request_timeout_s``)."""
+    timeout = httpx.Timeout(request_timeout_s, connect=DEFAULT_CONNECT_TIMEOUT_S, pool=None)
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return httpx.AsyncClient(timeout=timeout, limits=limits)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def completed_in_window(
+    items: Iterable[T], worker: Callable[[T], Awaitable[R]], window: int
+) -> AsyncIterator[R]:
+    """Run ``worker`` over ``items`` keeping up to ``window`` running; yield results as each finishes.
+
+    A new item starts as soon as one finishes (sliding window). Exceptions raised by
+    ``worker`` propagate after the other running tasks are cancelled.
+    """
+    iterator = iter(items)
+    running: set[asyncio.Task[R]] = set()
+
+    def refill() -> None:
+        while len(running) < window:
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            running.add(asyncio.ensure_future(worker(item)))
+
+    refill()
+    try:
+        while running:
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                running.discard(task)
+            refill()
+            for task in done:
+                yield task.result()
+    finally:
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
