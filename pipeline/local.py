@@ -1,0 +1,276 @@
+"""Run the DAG on one machine: validate inputs, start or reach model servers, run nodes.
+
+Order of work (nothing is sent to a model before every input file is valid):
+inputs -> run id and manifest -> plan -> servers -> nodes (a node starts when its
+dependencies have finished; independent nodes run concurrently and share each
+model's one client, hence its one concurrency limit) -> tables -> summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+import httpx
+
+from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, ENDPOINT_API_KEY_ENV, RunConfig, derive_run_id, run_dir
+from pipeline.embedded import EmbeddedServers, default_workers
+from pipeline.plan import Node, build_plan
+from pipeline.progress import ProgressReporter
+from pipeline.registry import model_slug, resolve_model
+from schemas.raw_responses import raw_response_row_model
+from schemas.settings import ModelSpec
+from steps.checkpoint import Checkpoint
+from steps.errors import ConfigError, GraceError, ServerError
+from steps.inputs import StudyTable, load_study_table
+from steps.llm_client import LLMClient, RequestFailed, RetryPolicy, make_http_client
+from steps.query import effective_max_tokens, enforce_failure_threshold, run_query_step
+from steps.studies import StudySpec, load_study
+from steps.tables import write_table
+
+
+@dataclass
+class NodeResult:
+    """How one node went (for the summary)."""
+
+    node: Node
+    done: int = 0
+    failed: int = 0
+    resumed: int = 0
+    wall_s: float = 0.0
+    completion_tokens: int = 0
+    outputs: list[Path] = field(default_factory=list)
+    error: Optional[GraceError] = None
+
+
+@dataclass
+class RunResult:
+    """Everything the CLI prints at the end of a run."""
+
+    run_id: str
+    run_path: Path
+    results: list[NodeResult]
+    wall_s: float
+
+    @property
+    def errors(self) -> list[GraceError]:
+        return [r.error for r in self.results if r.error is not None]
+
+
+def code_version() -> str:
+    """Package version plus git commit when run from a checkout (``$GRACE_CODE_VERSION`` wins)."""
+    if os.environ.get("GRACE_CODE_VERSION"):
+        return os.environ["GRACE_CODE_VERSION"]
+    try:
+        version = metadata.version("grace-pipeline")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    try:
+        here = Path(__file__).resolve().parent
+        commit = subprocess.run(["git", "-C", str(here), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5)
+        if commit.returncode == 0 and commit.stdout.strip():
+            version += f"+git.{commit.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return version
+
+
+def redact_url(url: str) -> str:
+    """``url`` without any user:password part (never written to manifests or logs)."""
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
+
+
+def load_inputs(config: RunConfig) -> dict[int, tuple[StudySpec, StudyTable]]:
+    """Validate every study file (all of them, before any model is started)."""
+    loaded = {}
+    problems: list[GraceError] = []
+    for number, path in sorted(config.studies.items()):
+        spec = load_study(number)
+        try:
+            table = load_study_table(path, spec, encoding=config.encoding)
+        except GraceError as exc:
+            problems.append(exc)
+            continue
+        if config.row_limit is not None:
+            table = StudyTable(table.path, table.sha256, table.frame.head(config.row_limit).reset_index(drop=True), table.warnings)
+        loaded[number] = (spec, table)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise type(problems[0])("\n".join(str(p) for p in problems))  # type: ignore[call-arg]
+    return loaded
+
+
+def resolve_models(config: RunConfig) -> dict[str, ModelSpec]:
+    """Registry entries for the run's models; a vLLM model needs an --endpoint here."""
+    unknown_endpoints = [m for m in config.endpoints if m not in config.models]
+    if unknown_endpoints:
+        raise ConfigError(f"--endpoint given for {unknown_endpoints}, which are not among the models to run {list(config.models)}")
+    models = {}
+    for name in config.models:
+        spec = resolve_model(name, external=name in config.endpoints)
+        if spec.engine != "embedded" and name not in config.endpoints:
+            raise ConfigError(
+                f"model {name!r} is served by vLLM: start a vLLM server for {spec.hf_id} and pass --endpoint {name}=URL "
+                "(or run it on the cluster)"
+            )
+        models[name] = spec
+    slugs = [model_slug(n) for n in models]
+    if len(set(slugs)) != len(slugs):
+        raise ConfigError(f"two models give the same file name slug: {slugs}")
+    return models
+
+
+async def check_endpoint(client: LLMClient, model: ModelSpec) -> Optional[str]:
+    """Make sure the server answers and serves ``model``; return its version if it says.
+
+    Raises ServerError naming what is served instead, so a wrong server is caught
+    before any row is sent.
+    """
+    try:
+        listing = await client.get_json("/v1/models")
+    except RequestFailed as exc:
+        raise ServerError(f"model server for {model.name!r} does not answer: {exc.reason}") from exc
+    served = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)]
+    if model.request_model not in served:
+        raise ServerError(
+            f"the server at {client.base_urls[0]} serves {served}, not {model.request_model!r} (model {model.name!r}). "
+            f"Start it with --served-model-name {model.request_model}, or pass the served name as the model: --endpoint NAME=URL"
+        )
+    try:
+        return str((await client.get_json("/version")).get("version"))
+    except RequestFailed:
+        return None
+
+
+def _fingerprint(spec: StudySpec, table: StudyTable, model: ModelSpec, config: RunConfig, run_id: str) -> dict:
+    sampling = config.sampling.model_dump() | {"max_tokens": effective_max_tokens(model, config.sampling)}
+    return {
+        "run_id": run_id,
+        "input_sha256": table.sha256,
+        "template_hash": spec.query_prompt.hash,
+        "model_id": model.request_model,
+        "system_role": model.system_role,
+        "sampling": sampling,
+    }
+
+
+def _write_manifest(path: Path, config: RunConfig, run_id: str, inputs, models, servers: dict[str, dict]) -> None:
+    manifest_path = path / "manifest.json"
+    previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    config_json = config.model_dump(mode="json")
+    config_json["endpoints"] = {m: [redact_url(u) for u in urls] for m, urls in config.endpoints.items()}
+    invocation = {
+        "started_at": datetime.now(timezone.utc).isoformat(),
+        "code_version": code_version(),
+        "config": config_json,
+        "servers": servers,
+    }
+    manifest = {
+        "run_id": run_id,
+        "studies": {
+            str(n): {
+                "path": table.path, "sha256": table.sha256, "rows": len(table.frame), "name": spec.name,
+                "query_template_hash": spec.query_prompt.hash,
+                "query_template": {"system": spec.query_prompt.system, "user": spec.query_prompt.user},
+            }
+            for n, (spec, table) in inputs.items()
+        },
+        "models": {n: m.model_dump(mode="json") for n, m in models.items()},
+        "sampling": config.sampling.model_dump(),
+        "invocations": previous.get("invocations", []) + [invocation],
+    }
+    tmp = manifest_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    os.replace(tmp, manifest_path)
+
+
+async def _run_query_node(node, spec, table, model, client, config, run_id, path, progress) -> NodeResult:
+    slug = model_slug(model.name)
+    checkpoint = Checkpoint(path / "checkpoints" / "exp1" / f"{slug}_study{spec.number}.jsonl",
+                            _fingerprint(spec, table, model, config, run_id))
+    result = NodeResult(node)
+    with checkpoint:
+        already = sum(1 for r in checkpoint.load().values() if r.get("status") == "ok")
+        progress.start(node.name, len(table.frame) * config.replications, already)
+        outcome = await run_query_step(
+            table.frame, spec, model, client, config.sampling, checkpoint, run_id, config.replications,
+            on_row=lambda record: progress.advance(node.name, record["status"] == "ok"),
+        )
+    stem = path / "exp1" / f"{slug}_study{spec.number}_raw_responses"
+    result.outputs = list(write_table(outcome.frame, raw_response_row_model(spec.input_model), stem))
+    result.done, result.failed, result.resumed = outcome.done, outcome.failed, outcome.resumed
+    result.wall_s, result.completion_tokens = outcome.wall_s, outcome.completion_tokens
+    try:
+        enforce_failure_threshold(outcome, config.max_failed_fraction, f"{model.name} study {spec.number}")
+    except GraceError as exc:
+        result.error = exc
+    return result
+
+
+async def _execute(nodes: list[Node], run_node) -> list[NodeResult]:
+    """Run ``nodes``; each starts when all its dependencies finished without error."""
+    finished: dict[str, asyncio.Task] = {}
+
+    async def start(node: Node) -> NodeResult:
+        deps = [await finished[d] for d in node.depends]
+        blocked = [d.node.name for d in deps if d.error is not None]
+        if blocked:
+            return NodeResult(node, error=GraceError(f"{node.name} skipped: {', '.join(blocked)} failed"))
+        return await run_node(node)
+
+    for node in nodes:
+        finished[node.name] = asyncio.ensure_future(start(node))
+    return list(await asyncio.gather(*finished.values()))
+
+
+async def run_local(config: RunConfig, progress: ProgressReporter, started: float) -> RunResult:
+    """Execute the whole run on this machine and return its summary."""
+    inputs = load_inputs(config)
+    models = resolve_models(config)
+    run_id = config.run_id or derive_run_id(
+        {n: t.sha256 for n, (_, t) in inputs.items()}, {n: s.query_prompt.hash for n, (s, _) in inputs.items()}, config.sampling
+    )
+    path = run_dir(config, run_id)
+    path.mkdir(parents=True, exist_ok=True)
+    nodes = build_plan(list(models), sorted(inputs), list(config.stages))
+    api_key = os.environ.get(ENDPOINT_API_KEY_ENV) or None
+    servers: dict[str, dict] = {}
+
+    with ExitStack() as stack:
+        http = make_http_client(config.request_timeout_s)
+        clients: dict[str, LLMClient] = {}
+        try:
+            for name, model in models.items():
+                if name in config.endpoints:
+                    urls, concurrency, version = list(config.endpoints[name]), config.concurrency or DEFAULT_ENDPOINT_CONCURRENCY, None
+                else:
+                    workers = config.embedded_workers or default_workers()
+                    embedded = stack.enter_context(EmbeddedServers(model, workers, path / "logs"))
+                    urls, concurrency = embedded.urls, config.concurrency or workers
+                    version = f"llama-cpp-python {metadata.version('llama-cpp-python')}"
+                clients[name] = LLMClient(http, urls, concurrency, RetryPolicy(), api_key=None if name not in config.endpoints else api_key)
+                version = await check_endpoint(clients[name], model) or version
+                servers[name] = {"urls": [redact_url(u) for u in urls], "concurrency": concurrency, "server_version": version, "engine": model.engine if name not in config.endpoints else "endpoint"}
+            _write_manifest(path, config, run_id, inputs, models, servers)
+
+            async def run_node(node: Node) -> NodeResult:
+                spec, table = inputs[node.study]
+                model = models[node.model]
+                return await _run_query_node(node, spec, table, model, clients[node.model], config, run_id, path, progress)
+
+            with progress:
+                results = await _execute(nodes, run_node)
+        finally:
+            await http.aclose()
+    return RunResult(run_id, path, results, time.perf_counter() - started)

@@ -1,0 +1,73 @@
+"""The DAG, described once: which nodes run, and after what.
+
+Both runners read this: the local runner (``pipeline.local``) executes it on one
+machine; the Argo workflow (a later stage of the project) is generated from it. A
+node is one stage for one model x study (or a whole-run stage, model/study None).
+Node names are valid Argo task names (``^[a-zA-Z0-9][-a-zA-Z0-9]*$``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from pipeline.registry import model_slug
+from steps.errors import ConfigError
+
+# stage -> stages it waits for (per model x study). Later stages plug in here.
+STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {"query": ()}
+_ARGO_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
+
+
+@dataclass(frozen=True)
+class Node:
+    """One unit of work in the DAG."""
+
+    name: str
+    stage: str
+    model: Optional[str]
+    study: Optional[int]
+    depends: tuple[str, ...] = ()
+
+
+def node_name(stage: str, model: str, study: int) -> str:
+    """'query', 'meta-llama/Llama-3.1-8B', 1 -> 'query-meta-llama-llama-3-1-8b-study1'."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", model_slug(model)).strip("-")
+    return f"{stage}-{slug}-study{study}"[:128]
+
+
+def build_plan(models: list[str], studies: list[int], stages: list[str]) -> list[Node]:
+    """Nodes in a valid execution order (each after its dependencies)."""
+    unknown = [s for s in stages if s not in STAGE_DEPENDENCIES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGE_DEPENDENCIES)}")
+    nodes: list[Node] = []
+    for stage in STAGE_DEPENDENCIES:  # declaration order is a topological order
+        if stage not in stages:
+            continue
+        for model in models:
+            for study in studies:
+                depends = tuple(node_name(d, model, study) for d in STAGE_DEPENDENCIES[stage] if d in stages)
+                nodes.append(Node(node_name(stage, model, study), stage, model, study, depends))
+    check_dag(nodes)
+    return nodes
+
+
+def check_dag(nodes: list[Node]) -> None:
+    """Raise ConfigError unless names are unique Argo names and every dependency comes earlier."""
+    seen: set[str] = set()
+    for node in nodes:
+        if not _ARGO_NAME.match(node.name):
+            raise ConfigError(f"node name {node.name!r} is not a valid Argo task name")
+        if node.name in seen:
+            raise ConfigError(f"two nodes are named {node.name!r} (two model names give the same slug)")
+        missing = [d for d in node.depends if d not in seen]
+        if missing:
+            raise ConfigError(f"node {node.name!r} depends on {missing}, which do not run before it")
+        seen.add(node.name)
+
+
+def plan_as_dicts(nodes: list[Node]) -> list[dict]:
+    """JSON-ready form (e.g. for an Argo ``withParam`` fan-out)."""
+    return [asdict(n) for n in nodes]

@@ -1,0 +1,58 @@
+"""Progress on long work: live bars on a terminal, periodic log lines elsewhere (Argo logs, CI)."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+LOG_EVERY_S = 30.0
+
+
+class ProgressReporter:
+    """Tracks rows done per node; ``start``/``advance``/``finish`` are called by the runner."""
+
+    def __init__(self, console: Console, live: Optional[bool] = None):
+        self.console = console
+        self.live = console.is_terminal if live is None else live
+        self._bars: Optional[Progress] = None
+        self._tasks: dict[str, int] = {}
+        self._state: dict[str, dict] = {}
+
+    def __enter__(self) -> "ProgressReporter":
+        if self.live:
+            self._bars = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+                TextColumn("{task.fields[failed]} failed"), TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
+            )
+            self._bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+
+    def start(self, node: str, total: int, already_done: int) -> None:
+        self._state[node] = dict(total=total, done=already_done, failed=0, started=time.monotonic(), fresh=0, logged=0.0)
+        if self._bars is not None:
+            self._tasks[node] = self._bars.add_task(node, total=total, completed=already_done, failed=0, rate="")
+        elif already_done:
+            self.console.print(f"{node}: resuming, {already_done} of {total} rows already done")
+
+    def advance(self, node: str, ok: bool) -> None:
+        state = self._state[node]
+        state["done"] += 1
+        state["fresh"] += 1
+        state["failed"] += 0 if ok else 1
+        elapsed = max(1e-9, time.monotonic() - state["started"])
+        rate = state["fresh"] / elapsed
+        if self._bars is not None:
+            self._bars.update(self._tasks[node], advance=1, failed=state["failed"], rate=f"{rate:.2f} rows/s")
+        elif state["done"] == state["total"] or time.monotonic() - state["logged"] >= LOG_EVERY_S:
+            state["logged"] = time.monotonic()
+            left = state["total"] - state["done"]
+            eta = f", ETA {left / rate:.0f} s" if rate > 0 and left else ""
+            self.console.print(f"{node}: {state['done']}/{state['total']} rows ({state['failed']} failed), {rate:.2f} rows/s{eta}")

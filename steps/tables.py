@@ -1,0 +1,67 @@
+"""Write step tables as Parquet and CSV that R reads without surprises.
+
+Types come from the table's pydantic row model: int -> nullable Int64, float ->
+Float64, datetime -> UTC timestamp, text -> string. CSV: UTF-8, header, no index,
+``NA`` for missing, ISO 8601 timestamps. Both files are written to a temporary name
+and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+import typing
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel
+
+
+def _base_type(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _base_type(args[0]) if len(args) == 1 else str
+    if origin is typing.Literal:
+        return type(typing.get_args(annotation)[0])
+    return annotation
+
+
+def coerce_to_schema(frame: pd.DataFrame, row_model: type[BaseModel]) -> pd.DataFrame:
+    """``frame`` with exactly ``row_model``'s columns, in order, with the model's types."""
+    out = frame.reindex(columns=list(row_model.model_fields)).copy()
+    for name, field in row_model.model_fields.items():
+        kind = _base_type(field.annotation)
+        if kind is bool:
+            out[name] = out[name].astype("boolean")
+        elif kind is int:
+            out[name] = pd.to_numeric(out[name]).astype("Int64")
+        elif kind is float:
+            out[name] = pd.to_numeric(out[name]).astype("Float64")
+        elif kind is datetime:
+            out[name] = pd.to_datetime(out[name], utc=True, format="ISO8601")
+        else:
+            out[name] = out[name].astype("string")
+    return out
+
+
+def _replace_atomically(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_table(frame: pd.DataFrame, row_model: type[BaseModel], stem: Path) -> tuple[Path, Path]:
+    """Write ``stem``.parquet and ``stem``.csv; return both paths."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    typed = coerce_to_schema(frame, row_model)
+    parquet, csv = stem.with_name(stem.name + ".parquet"), stem.with_name(stem.name + ".csv")
+    _replace_atomically(parquet, lambda p: typed.to_parquet(p, index=False, engine="pyarrow"))
+    _replace_atomically(
+        csv, lambda p: typed.to_csv(p, index=False, na_rep="NA", encoding="utf-8", date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+    )
+    return parquet, csv
