@@ -71,7 +71,7 @@ def _delimiter(header_line: str) -> str:
 
 def _missing_column_message(column: str, header: list[str]) -> str:
     close = difflib.get_close_matches(column, header, n=1, cutoff=0.6)
-    hint = f" (found {close[0]!r}: the files spell it {column!r}; rename the column back)" if close else ""
+    hint = f" (found {close[0]!r} instead: the study files spell it {column!r}; rename the column)" if close else ""
     return f"header: required column {column!r} is missing{hint}"
 
 
@@ -104,12 +104,13 @@ def load_study_table(path: str | Path, spec: StudySpec, encoding: str = "utf-8")
 
     required = spec.file_columns
     optional = {n for n, f in spec.input_model.model_fields.items() if not f.is_required()}
-    problems = [_missing_column_message(c, header) for c in required if c not in header and c not in optional]
+    unexpected = [h for h in header if h not in required]
+    problems = [_missing_column_message(c, unexpected) for c in required if c not in header and c not in optional]
     duplicated = sorted({h for h in header if header.count(h) > 1})
     problems += [f"header: column {h!r} appears more than once" for h in duplicated]
     if problems:
         raise InputValidationError(path_str, problems)
-    warnings = [f"column {h!r} is not used by study {spec.number} and is ignored" for h in header if h not in required]
+    warnings = [f"column {h!r} is not used by study {spec.number} and is ignored" for h in unexpected]
     if not records:
         raise InputValidationError(path_str, ["the file has a header but no data rows"])
 

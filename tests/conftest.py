@@ -1,0 +1,53 @@
+"""Shared fixtures: study specs, the bundled example tables, a FAKE model server."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import example_study_path
+from steps.inputs import load_study_table
+from steps.studies import load_study
+from tests.fakes.fake_openai_server import FakeOpenAIServer
+
+
+@pytest.fixture
+def study1():
+    return load_study(1)
+
+
+@pytest.fixture
+def study2():
+    return load_study(2)
+
+
+@pytest.fixture
+def study1_table(study1):
+    return load_study_table(example_study_path(1), study1)
+
+
+@pytest.fixture
+def study2_table(study2):
+    return load_study_table(example_study_path(2), study2)
+
+
+@pytest.fixture
+def fake_server():
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+def read_rows(path: str) -> tuple[list[str], list[list[str]]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    return rows[0], rows[1:]
+
+
+def write_rows(path: Path, header: list[str], rows: list[list[str]], encoding: str = "utf-8") -> Path:
+    with open(path, "w", newline="", encoding=encoding) as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

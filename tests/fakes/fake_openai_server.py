@@ -1,0 +1,196 @@
+"""FAKE OpenAI-compatible model server for tests and benchmarks (not a real model).
+
+A hand-written HTTP/1.1 server on asyncio streams, so it can misbehave at the
+socket level: reset connections, truncate bodies, hang. It answers
+
+* ``GET /v1/models`` and ``GET /version``;
+* ``POST /v1/chat/completions`` with a deterministic answer derived from the
+  messages and seed (so two runs over the same rows give identical answers).
+
+Faults come from ``fault_script`` (consumed one per chat request, in arrival order)
+and from markers in the prompt: a user message containing ``FAIL-ALWAYS`` always gets
+HTTP 500; ``REJECT`` always gets HTTP 400. Latency per request is drawn from a
+seeded lognormal distribution (``latency_ms`` median, ``latency_sigma`` spread).
+
+Run standalone: ``python -m tests.fakes.fake_openai_server --port 8000 --latency-ms 50``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import socket
+import struct
+import threading
+from typing import Optional
+
+FAULTS = ("ok", "500", "503", "429", "400", "timeout", "reset", "truncated", "malformed", "no_choices")
+
+
+def fake_answer(messages: list, seed: Optional[int]) -> str:
+    """The deterministic answer the fake gives to ``messages`` with ``seed``."""
+    digest = hashlib.sha256(json.dumps([messages, seed], sort_keys=True).encode()).hexdigest()
+    return f"Initial Answer: {int(digest[0], 16) % 4}\nKnowledge: {'yes' if int(digest[1], 16) % 2 else 'no'} [{digest[:8]}]"
+
+
+class FakeOpenAIServer:
+    """Start with ``start()`` (background thread) or ``serve_forever()``; ``url`` is its base URL."""
+
+    def __init__(self, model: str = "fake-model", latency_ms: float = 0.0, latency_sigma: float = 0.0,
+                 fault_script: Optional[list[str]] = None, hang_s: float = 30.0, rng_seed: int = 0,
+                 reasoning: bool = False, port: int = 0):
+        self.model = model
+        self.latency_ms = latency_ms
+        self.latency_sigma = latency_sigma
+        self.fault_script = list(fault_script or [])
+        self.hang_s = hang_s
+        self.reasoning = reasoning
+        self.port = port
+        self.chat_requests = 0
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._rng = random.Random(rng_seed)
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._server: Optional[asyncio.AbstractServer] = None
+        self._thread: Optional[threading.Thread] = None
+        self._ready = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _respond(self, writer: asyncio.StreamWriter, status: int, body: bytes, headers: Optional[dict] = None) -> None:
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "X")
+        head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json", f"Content-Length: {len(body)}"]
+        head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        await writer.drain()
+
+    def _chat_body(self, request: dict) -> bytes:
+        answer = fake_answer(request.get("messages", []), request.get("seed"))
+        if self.reasoning:
+            answer = f"<think>Let me think about {answer[:12]}.</think>\n{answer}"
+        return json.dumps({
+            "id": "fake", "object": "chat.completion", "model": request.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": len(answer.split()), "total_tokens": 100 + len(answer.split())},
+        }).encode()
+
+    async def _handle_chat(self, writer: asyncio.StreamWriter, raw: bytes) -> bool:
+        """Answer one chat request; return False when the connection must be dropped."""
+        self.chat_requests += 1
+        request = json.loads(raw or b"{}")
+        text = json.dumps(request.get("messages", []))
+        fault = self.fault_script.pop(0) if self.fault_script else "ok"
+        if "FAIL-ALWAYS" in text:
+            fault = "500"
+        elif "REJECT" in text:
+            fault = "400"
+        if self.latency_ms:
+            delay = self.latency_ms * (self._rng.lognormvariate(0, self.latency_sigma) if self.latency_sigma else 1.0)
+            await asyncio.sleep(delay / 1000.0)
+        if fault == "ok":
+            await self._respond(writer, 200, self._chat_body(request))
+        elif fault in ("500", "503", "400"):
+            await self._respond(writer, int(fault), json.dumps({"error": {"message": f"fake {fault}"}}).encode())
+        elif fault == "429":
+            await self._respond(writer, 429, b'{"error": {"message": "rate limited"}}', {"Retry-After": "0"})
+        elif fault == "timeout":
+            await asyncio.sleep(self.hang_s)
+            return False
+        elif fault == "reset":
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return False
+        elif fault == "truncated":
+            body = self._chat_body(request)
+            writer.write(f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])
+            await writer.drain()
+            return False
+        elif fault == "malformed":
+            await self._respond(writer, 200, b'{"choices": [ this is not json')
+        elif fault == "no_choices":
+            await self._respond(writer, 200, b'{"object": "chat.completion"}')
+        return True
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:] if ":" in l)}
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                keep = True
+                if method == "GET" and path == "/v1/models":
+                    await self._respond(writer, 200, json.dumps({"object": "list", "data": [{"id": self.model, "object": "model"}]}).encode())
+                elif method == "GET" and path == "/version":
+                    await self._respond(writer, 200, b'{"version": "fake-0.1"}')
+                elif method == "POST" and path == "/v1/chat/completions":
+                    self._in_flight += 1
+                    self.max_in_flight = max(self.max_in_flight, self._in_flight)
+                    try:
+                        keep = await self._handle_chat(writer, body)
+                    finally:
+                        self._in_flight -= 1
+                else:
+                    await self._respond(writer, 404, b'{"error": {"message": "not found"}}')
+                if not keep:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def _serve(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        async with self._server:
+            await self._server.serve_forever()
+
+    def start(self) -> "FakeOpenAIServer":
+        """Serve in a background thread; returns once the port is open."""
+        def target() -> None:
+            self._loop = asyncio.new_event_loop()
+            try:
+                self._loop.run_until_complete(self._serve())
+            except asyncio.CancelledError:
+                pass
+        self._thread = threading.Thread(target=target, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._server:
+            self._loop.call_soon_threadsafe(self._server.close)
+            for task in asyncio.all_tasks(self._loop):
+                self._loop.call_soon_threadsafe(task.cancel)
+        if self._thread:
+            self._thread.join(5)
+
+    def __enter__(self) -> "FakeOpenAIServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--model", default="fake-model")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--latency-sigma", type=float, default=0.0)
+    args = parser.parse_args()
+    server = FakeOpenAIServer(args.model, args.latency_ms, args.latency_sigma, port=args.port)
+    print(f"fake server on port {args.port}", flush=True)
+    asyncio.run(server._serve())
+
+
+if __name__ == "__main__":
+    main()
