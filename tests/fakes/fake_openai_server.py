@@ -146,20 +146,22 @@ class FakeOpenAIServer:
             writer.close()
 
     async def _serve(self) -> None:
+        self._stopping = asyncio.Event()
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
-        async with self._server:
-            await self._server.serve_forever()
+        await self._stopping.wait()
+        self._server.close()
+        handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
     def start(self) -> "FakeOpenAIServer":
         """Serve in a background thread; returns once the port is open."""
         def target() -> None:
             self._loop = asyncio.new_event_loop()
-            try:
-                self._loop.run_until_complete(self._serve())
-            except asyncio.CancelledError:
-                pass
+            self._loop.run_until_complete(self._serve())
         self._thread = threading.Thread(target=target, daemon=True)
         self._thread.start()
         self._ready.wait(10)
@@ -167,11 +169,11 @@ class FakeOpenAIServer:
 
     def stop(self) -> None:
         if self._loop and self._server:
-            self._loop.call_soon_threadsafe(self._server.close)
-            for task in asyncio.all_tasks(self._loop):
-                self._loop.call_soon_threadsafe(task.cancel)
+            self._loop.call_soon_threadsafe(self._stopping.set)
         if self._thread:
             self._thread.join(5)
+        if self._loop:
+            self._loop.close()
 
     def __enter__(self) -> "FakeOpenAIServer":
         return self.start()
