@@ -127,20 +127,22 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def print_summary(console: Console, result: RunResult) -> None:
+    """Rows done/failed per model x study, time and tokens/s, then where the outputs are."""
     table = Table(title=f"Run {result.run_id}: Experiment 1")
-    for column in ("node", "ok", "failed", "resumed", "time", "tokens/s", "table"):
-        table.add_column(column, justify="right" if column in ("ok", "failed", "resumed", "time", "tokens/s") else "left")
+    table.add_column("model")
+    table.add_column("study")
+    for column in ("ok", "failed", "resumed", "time", "tokens/s"):
+        table.add_column(column, justify="right")
     for r in result.results:
-        fresh_s = r.wall_s or 1e-9
-        table.add_row(
-            r.node.name, str(r.done), str(r.failed), str(r.resumed), f"{r.wall_s:.1f} s",
-            f"{r.completion_tokens / fresh_s:.1f}" if r.completion_tokens else "-",
-            str(r.outputs[1]) if len(r.outputs) > 1 else "-",
-        )
+        rate = f"{r.completion_tokens / r.wall_s:.1f}" if r.completion_tokens and r.wall_s else "-"
+        table.add_row(str(r.node.model), str(r.node.study), str(r.done), str(r.failed), str(r.resumed), f"{r.wall_s:.1f} s", rate)
     console.print(table)
-    console.print(f"Outputs: {result.run_path} (Parquet + CSV per model x study, manifest.json); total {result.wall_s:.1f} s")
+    print(f"Outputs of {result.run_id} ({result.wall_s:.1f} s): {result.run_path}")
+    for r in result.results:
+        for path in r.outputs:
+            print(f"  {path}")
     for error in result.errors:
-        console.print(f"[red]{error}[/red]")
+        print(f"error: {error}")
 
 
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -187,10 +189,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(plan_as_dicts(nodes), indent=2))
         return 0
     except GraceError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted: finished rows are saved; run the same command again to resume")
+        print("interrupted: finished rows are saved; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
