@@ -241,7 +241,7 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
     run_id = config.run_id or derive_run_id(
         {n: t.sha256 for n, (_, t) in inputs.items()}, {n: s.query_prompt.hash for n, (s, _) in inputs.items()}, config.sampling
     )
-    path = run_dir(config, run_id)
+    path = run_dir(config, run_id).resolve()
     path.mkdir(parents=True, exist_ok=True)
     nodes = build_plan(list(models), sorted(inputs), list(config.stages))
     api_key = os.environ.get(ENDPOINT_API_KEY_ENV) or None

@@ -1,0 +1,40 @@
+"""End to end with the REAL embedded llama.cpp server and Gemma 3 270M GGUF (slow: ~1 min).
+
+This is the README's first command: ``grace-pipeline run`` with no arguments.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.embedded
+
+
+def _command() -> list[str]:
+    exe = shutil.which("grace-pipeline", path=str(Path(sys.executable).parent))
+    return [exe, "run"] if exe else [sys.executable, "-m", "pipeline.cli", "run"]
+
+
+def test_default_run_on_the_embedded_model(tmp_path):
+    done = subprocess.run(_command(), cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run_dir,) = (tmp_path / "grace-output").iterdir()
+    for study, rows in ((1, 6), (2, 8)):
+        frame = pd.read_parquet(run_dir / "exp1" / f"gemma-3-270m_study{study}_raw_responses.parquet")
+        assert len(frame) == rows and (frame.status == "ok").all()
+        assert frame.model_response.str.len().gt(0).mean() >= 0.5  # a base model may answer with nothing now and then
+        assert (frame.completion_tokens > 0).all() and (frame.processing_time_ms > 0).all()
+        assert frame.processing_time_ms.nunique() == rows  # each row's own latency, not a batch average
+        assert (frame.model_name == "gemma-3-270m").all() and frame.prompt_hash.is_unique
+    assert "gemma-3-270m" in done.stdout and str(run_dir) in done.stdout
+    assert "rows" in done.stderr  # progress was shown
+
+    again = subprocess.run(_command(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0
+    assert "resuming, 6 of 6 rows already done" in again.stderr  # nothing is redone
