@@ -20,8 +20,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
-import httpx
-
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, ENDPOINT_API_KEY_ENV, RunConfig, derive_run_id, run_dir
 from pipeline.embedded import EmbeddedServers, default_workers
 from pipeline.plan import Node, build_plan
@@ -32,7 +30,7 @@ from schemas.settings import ModelSpec
 from steps.checkpoint import Checkpoint
 from steps.errors import ConfigError, GraceError, ServerError
 from steps.inputs import StudyTable, load_study_table
-from steps.llm_client import LLMClient, RequestFailed, RetryPolicy, make_http_client
+from steps.llm_client import LLMClient, RequestFailed, RetryPolicy, make_http_client, redact_url
 from steps.query import effective_max_tokens, enforce_failure_threshold, run_query_step
 from steps.studies import StudySpec, load_study
 from steps.tables import write_table
@@ -82,12 +80,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return version
-
-
-def redact_url(url: str) -> str:
-    """``url`` without any user:password part (never written to manifests or logs)."""
-    parsed = httpx.URL(url)
-    return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
 
 
 def load_inputs(config: RunConfig) -> dict[int, tuple[StudySpec, StudyTable]]:

@@ -118,6 +118,12 @@ class Response:
     received_at: datetime
 
 
+def redact_url(url: str) -> str:
+    """``url`` without any user:password part (for errors, logs and manifests)."""
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
+
+
 def _describe(error: BaseException) -> str:
     name = type(error).__name__
     text = str(error).strip()
@@ -167,7 +173,8 @@ class LLMClient:
 
     @property
     def base_urls(self) -> list[str]:
-        return list(self._urls)
+        """The replicas' base URLs, without credentials."""
+        return [redact_url(u) for u in self._urls]
 
     async def _attempt(self, path: str, payload: dict[str, Any]) -> tuple[httpx.Response, float]:
         async with self._slots:
@@ -213,16 +220,17 @@ class LLMClient:
     async def get_json(self, path: str) -> dict[str, Any]:
         """One GET (no retries) for health and metadata checks; raises RequestFailed."""
         url = self._urls[0] + path
+        shown = redact_url(url)
         try:
             response = await self._http.get(url, headers=self._headers)
         except httpx.TransportError as exc:
-            raise RequestFailed(f"{url}: {_describe(exc)}", 1) from exc
+            raise RequestFailed(f"{shown}: {_describe(exc)}", 1) from exc
         if not response.is_success:
-            raise RequestFailed(f"{url}: HTTP {response.status_code}: {_error_detail(response)}", 1, response.status_code)
+            raise RequestFailed(f"{shown}: HTTP {response.status_code}: {_error_detail(response)}", 1, response.status_code)
         try:
             return response.json()
         except (ValueError, json.JSONDecodeError) as exc:
-            raise RequestFailed(f"{url}: response is not JSON", 1, response.status_code) from exc
+            raise RequestFailed(f"{shown}: response is not JSON", 1, response.status_code) from exc
 
 
 def make_http_client(request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S, max_connections: int = 64) -> httpx.AsyncClient:

@@ -174,3 +174,9 @@ def test_concurrency_limit_holds_across_callers(fake_server):
     asyncio.run(go())
     assert fake_server.chat_requests == 12
     assert fake_server.max_in_flight == 3
+
+
+def test_credentials_in_urls_are_redacted():
+    from steps.llm_client import redact_url
+    assert redact_url("http://user:s3cret@vllm.local:8000/v1") == "http://vllm.local:8000/v1"
+    assert redact_url("http://vllm.local:8000") == "http://vllm.local:8000"
