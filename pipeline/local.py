@@ -28,7 +28,7 @@ from pipeline.registry import model_slug, resolve_model
 from schemas.raw_responses import raw_response_row_model
 from schemas.settings import ModelSpec
 from steps.checkpoint import Checkpoint
-from steps.errors import ConfigError, GraceError, ServerError
+from steps.errors import ConfigError, GraceError, InputValidationError, ServerError
 from steps.inputs import StudyTable, load_study_table
 from steps.llm_client import LLMClient, RequestFailed, RetryPolicy, make_http_client, redact_url
 from steps.query import effective_max_tokens, enforce_failure_threshold, run_query_step
@@ -85,21 +85,19 @@ def code_version() -> str:
 def load_inputs(config: RunConfig) -> dict[int, tuple[StudySpec, StudyTable]]:
     """Validate every study file (all of them, before any model is started)."""
     loaded = {}
-    problems: list[GraceError] = []
+    problems: list[InputValidationError] = []
     for number, path in sorted(config.studies.items()):
         spec = load_study(number)
         try:
             table = load_study_table(path, spec, encoding=config.encoding)
-        except GraceError as exc:
+        except InputValidationError as exc:
             problems.append(exc)
             continue
         if config.row_limit is not None:
             table = StudyTable(table.path, table.sha256, table.frame.head(config.row_limit).reset_index(drop=True), table.warnings)
         loaded[number] = (spec, table)
-    if len(problems) == 1:
-        raise problems[0]
     if problems:
-        raise type(problems[0])("\n".join(str(p) for p in problems))  # type: ignore[call-arg]
+        raise problems[0] if len(problems) == 1 else InputValidationError.combine(problems)
     return loaded
 
 

@@ -37,6 +37,15 @@ class InputValidationError(GraceError):
             lines.append(f"  ... and {more} more")
         super().__init__("\n".join(lines))
 
+    @classmethod
+    def combine(cls, errors: list["InputValidationError"]) -> "InputValidationError":
+        """One error reporting the problems of several files, file by file."""
+        combined = cls.__new__(cls)
+        GraceError.__init__(combined, "\n".join(str(e) for e in errors))
+        combined.path = ", ".join(e.path for e in errors)
+        combined.problems = [p for e in errors for p in e.problems]
+        return combined
+
 
 class ConfigError(GraceError):
     """A command-line option, registry entry or run configuration is invalid."""

@@ -59,6 +59,24 @@ def test_bad_input_fails_before_any_model_call(tmp_path, fake_server, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_problems_in_both_files_are_reported_together(tmp_path, capsys):
+    header1, rows1 = read_rows(example_study_path(1))
+    rows1[0][header1.index("observe")] = "x"
+    header2, rows2 = read_rows(example_study_path(2))
+    rows2[1][header2.index("State")] = "9 hearts"
+    bad1 = write_rows(tmp_path / "s1.csv", header1, rows1)
+    bad2 = write_rows(tmp_path / "s2.csv", header2, rows2)
+    assert main(["validate", "--study1", str(bad1), "--study2", str(bad2)]) == 2
+    err = capsys.readouterr().err
+    assert "s1.csv: 1 problem" in err and "s2.csv: 1 problem" in err
+
+
+def test_validate_reports_rows(capsys):
+    assert main(["validate"]) == 0
+    out = capsys.readouterr().out
+    assert "6 rows OK" in out and "8 rows OK" in out
+
+
 def test_wrong_model_on_endpoint_is_caught_before_rows_are_sent(tmp_path, fake_server, capsys):
     code = main(["run", "--models", "gemma-2-9b-it", "--endpoint", f"gemma-2-9b-it={fake_server.url}", "--output", str(tmp_path / "o")])
     assert code == 4

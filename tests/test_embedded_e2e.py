@@ -38,3 +38,35 @@ def test_default_run_on_the_embedded_model(tmp_path):
     again = subprocess.run(_command(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
     assert "resuming, 6 of 6 rows already done" in again.stderr  # nothing is redone
+
+
+def _llama_servers() -> set[int]:
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if b"llama_cpp.server" in (proc / "cmdline").read_bytes():
+                    found.add(int(proc.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and PR_SET_PDEATHSIG")
+def test_sigkilled_run_leaves_no_server_behind(tmp_path):
+    import signal
+    import time
+
+    before = _llama_servers()
+    run = subprocess.Popen(_command(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(tmp_path.glob("grace-output/*/checkpoints/exp1/*.jsonl")):
+        time.sleep(0.2)  # checkpoints are opened once the servers answer
+    started = _llama_servers() - before
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert started, "the embedded servers never started"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _llama_servers() & started:
+        time.sleep(0.1)
+    assert not _llama_servers() & started
