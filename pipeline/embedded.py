@@ -1,4 +1,4 @@
-"""The embedded model server: llama.cpp (llama-cpp-python) serving a GGUF shipped on PyPI.
+"""Launch the embedded model servers (``pipeline.embedded_server``) for a GGUF shipped on PyPI.
 
 :class:`EmbeddedServers` starts ``workers`` single-thread server processes on free
 loopback ports (one llama.cpp server answers one request at a time; on 2 cores two
@@ -75,17 +75,17 @@ def _die_with_parent() -> None:  # runs in the child before exec
 
 
 def server_command(model: ModelSpec, gguf: Path, port: int) -> list[str]:
-    """The llama-cpp-python server command line for one worker."""
+    """The embedded server command line for one single-thread worker."""
     assert model.embedded is not None
     return [
-        sys.executable, "-m", "llama_cpp.server",
+        sys.executable, "-m", "pipeline.embedded_server",
         "--model", str(gguf),
         "--host", "127.0.0.1",
         "--port", str(port),
-        "--model_alias", model.request_model,
-        "--chat_format", model.embedded.chat_format,  # without it every chat answer is empty
-        "--n_ctx", str(model.embedded.n_ctx),
-        "--n_threads", "1",
+        "--alias", model.request_model,
+        "--chat-format", model.embedded.chat_format,  # without it every chat answer is empty
+        "--n-ctx", str(model.embedded.n_ctx),
+        "--threads", "1",
     ]
 
 
