@@ -29,6 +29,7 @@ from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
 from schemas.settings import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingSettings
 from steps.errors import ConfigError, GraceError
+from steps.probabilities import DEFAULT_MIN_OPTION_MASS
 from steps.query import DEFAULT_MAX_FAILED_FRACTION
 from steps.studies import available_studies
 
@@ -58,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="Run the pipeline on this machine (embedded model server by default)",
                          description="Validate the study files, start (or reach) the model servers, run Experiment 1 "
-                                     "for every model x study, and write one table per model x study. Re-running the "
-                                     "same command resumes: finished rows are not redone.")
+                                     "(query) and Experiment 2 (probabilities) for every model x study, and write one table "
+                                     "per stage x model x study. Re-running the same command resumes: finished rows are not redone.")
     _add_input_options(run)
     run.add_argument("--models", help=f"Comma-separated registry names (default: {EMBEDDED_DEFAULT}, or the models given with --endpoint)")
     run.add_argument("--endpoint", action="append", type=_endpoint, default=[], metavar="MODEL=URL",
@@ -77,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--replications", type=int, default=1, help="Samples per row, each with its own seed (default: %(default)s)")
     run.add_argument("--max-failed-fraction", type=float, default=DEFAULT_MAX_FAILED_FRACTION,
                      help="A step fails (exit 3) when more than this share of its rows failed (default: %(default)s)")
+    run.add_argument("--scoring", choices=["exact", "first-token"], default="exact",
+                     help="Experiment 2 method: 'exact' scores each option's full continuation; 'first-token' is the seed's "
+                          "method, kept for comparison (options whose first token collides are reported, not guessed)")
+    run.add_argument("--min-option-mass", type=float, default=DEFAULT_MIN_OPTION_MASS,
+                     help="Flag rows whose answer options carried less total probability than this (default: %(default)s)")
     run.add_argument("--request-timeout", type=float, default=600.0, help="Seconds to wait for one answer (default: %(default)s)")
 
     validate = sub.add_parser("validate", help="Check study files without calling any model")
@@ -119,7 +125,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             output_dir=args.output, run_id=args.run_id, row_limit=args.limit, replications=args.replications,
             sampling=SamplingSettings(temperature=args.temperature, max_tokens=args.max_tokens, top_p=args.top_p, seed=args.seed),
             concurrency=args.concurrency, request_timeout_s=args.request_timeout, max_failed_fraction=args.max_failed_fraction,
-            embedded_workers=args.embedded_workers, encoding=args.encoding,
+            embedded_workers=args.embedded_workers, encoding=args.encoding, scoring=args.scoring,
+            min_option_mass=args.min_option_mass,
         )
     except ValidationError as exc:
         details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
@@ -128,14 +135,15 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def print_summary(console: Console, result: RunResult) -> None:
     """Rows done/failed per model x study, time and tokens/s, then where the outputs are."""
-    table = Table(title=f"Run {result.run_id}: Experiment 1")
+    table = Table(title=f"Run {result.run_id}")
+    table.add_column("stage")
     table.add_column("model")
     table.add_column("study")
     for column in ("ok", "failed", "resumed", "time", "tokens/s"):
         table.add_column(column, justify="right")
     for r in result.results:
         rate = f"{r.completion_tokens / r.wall_s:.1f}" if r.completion_tokens and r.wall_s else "-"
-        table.add_row(str(r.node.model), str(r.node.study), str(r.done), str(r.failed), str(r.resumed), f"{r.wall_s:.1f} s", rate)
+        table.add_row(r.node.stage, str(r.node.model), str(r.node.study), str(r.done), str(r.failed), str(r.resumed), f"{r.wall_s:.1f} s", rate)
     console.print(table)
     print(f"Outputs of {result.run_id} ({result.wall_s:.1f} s): {result.run_path}")
     for r in result.results:

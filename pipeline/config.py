@@ -10,18 +10,19 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.settings import SamplingSettings
 from steps.query import DEFAULT_MAX_FAILED_FRACTION
 from steps.llm_client import DEFAULT_REQUEST_TIMEOUT_S
+from steps.probabilities import DEFAULT_MIN_OPTION_MASS
 
 DEFAULT_OUTPUT_DIR = "grace-output"
 DEFAULT_ENDPOINT_CONCURRENCY = 16
 ENDPOINT_API_KEY_ENV = "GRACE_ENDPOINT_API_KEY"
-STAGES = ("query",)
+STAGES = ("query", "probabilities")
 
 
 def example_study_path(number: int) -> str:
@@ -48,6 +49,8 @@ class RunConfig(BaseModel):
     max_failed_fraction: float = Field(DEFAULT_MAX_FAILED_FRACTION, ge=0.0, le=1.0)
     embedded_workers: Optional[int] = Field(None, ge=1, le=64)
     encoding: str = "utf-8"
+    scoring: Literal["exact", "first-token"] = Field("exact", description="Experiment 2 method; 'first-token' is the seed's, for comparison")
+    min_option_mass: float = Field(DEFAULT_MIN_OPTION_MASS, ge=0.0, le=1.0, description="Flag rows whose options carried less probability than this")
 
 
 def derive_run_id(input_hashes: dict[int, str], template_hashes: dict[int, str], sampling: SamplingSettings) -> str:

@@ -25,12 +25,14 @@ from pipeline.embedded import EmbeddedServers, default_workers
 from pipeline.plan import Node, build_plan
 from pipeline.progress import ProgressReporter
 from pipeline.registry import model_slug, resolve_model
+from schemas.probabilities import PROBABILITY_ROW_MODELS
 from schemas.raw_responses import raw_response_row_model
 from schemas.settings import ModelSpec
 from steps.checkpoint import Checkpoint
 from steps.errors import ConfigError, GraceError, InputValidationError, ServerError
 from steps.inputs import StudyTable, load_study_table
 from steps.llm_client import LLMClient, RequestFailed, RetryPolicy, make_http_client, redact_url
+from steps.probabilities import run_probability_step
 from steps.query import effective_max_tokens, enforce_failure_threshold, run_query_step
 from steps.studies import StudySpec, load_study
 from steps.tables import write_table
@@ -143,16 +145,13 @@ async def check_endpoint(client: LLMClient, model: ModelSpec) -> Optional[str]:
         return None
 
 
-def _fingerprint(spec: StudySpec, table: StudyTable, model: ModelSpec, config: RunConfig, run_id: str) -> dict:
-    sampling = config.sampling.model_dump() | {"max_tokens": effective_max_tokens(model, config.sampling)}
-    return {
-        "run_id": run_id,
-        "input_sha256": table.sha256,
-        "template_hash": spec.query_prompt.hash,
-        "model_id": model.request_model,
-        "system_role": model.system_role,
-        "sampling": sampling,
-    }
+def _fingerprint(stage: str, spec: StudySpec, table: StudyTable, model: ModelSpec, config: RunConfig, run_id: str) -> dict:
+    """What a stage's checkpoint must agree with to be resumed."""
+    common = {"run_id": run_id, "stage": stage, "input_sha256": table.sha256, "model_id": model.request_model}
+    if stage == "query":
+        sampling = config.sampling.model_dump() | {"max_tokens": effective_max_tokens(model, config.sampling)}
+        return common | {"template_hash": spec.query_prompt.hash, "system_role": model.system_role, "sampling": sampling}
+    return common | {"template_hash": spec.probability_hash, "chat_template": model.chat_template, "scoring": config.scoring}
 
 
 def _write_manifest(path: Path, config: RunConfig, run_id: str, inputs, models, servers: dict[str, dict]) -> None:
@@ -173,6 +172,12 @@ def _write_manifest(path: Path, config: RunConfig, run_id: str, inputs, models, 
                 "path": table.path, "sha256": table.sha256, "rows": len(table.frame), "name": spec.name,
                 "query_template_hash": spec.query_prompt.hash,
                 "query_template": {"system": spec.query_prompt.system, "user": spec.query_prompt.user},
+                "probability_template_hash": spec.probability_hash,
+                "probability_questions": [
+                    {"name": q.name, "system": q.template.system, "user": q.template.user, "answer_prefix": q.answer_prefix,
+                     "options": q.options, "repeat": q.repeat}
+                    for q in spec.probability_questions
+                ],
             }
             for n, (spec, table) in inputs.items()
         },
@@ -185,24 +190,37 @@ def _write_manifest(path: Path, config: RunConfig, run_id: str, inputs, models, 
     os.replace(tmp, manifest_path)
 
 
-async def _run_query_node(node, spec, table, model, client, config, run_id, path, progress) -> NodeResult:
-    slug = model_slug(model.name)
-    checkpoint = Checkpoint(path / "checkpoints" / "exp1" / f"{slug}_study{spec.number}.jsonl",
-                            _fingerprint(spec, table, model, config, run_id))
+def _stage_files(stage: str, spec: StudySpec, model: ModelSpec, config: RunConfig, path: Path) -> tuple[Path, Path, type]:
+    """Checkpoint path, output stem and row model of one stage for one model x study."""
+    slug, n = model_slug(model.name), spec.number
+    if stage == "query":
+        return (path / "checkpoints" / "exp1" / f"{slug}_study{n}.jsonl",
+                path / "exp1" / f"{slug}_study{n}_raw_responses", raw_response_row_model(spec.input_model))
+    suffix = "" if config.scoring == "exact" else "_first-token"
+    return (path / "checkpoints" / "exp2" / f"{slug}_study{n}{suffix}.jsonl",
+            path / "exp2" / f"{slug}_study{n}_probabilities{suffix}", PROBABILITY_ROW_MODELS[spec.probability_summary])
+
+
+async def _run_step_node(node, spec, table, model, client, config, run_id, path, progress) -> NodeResult:
+    checkpoint_path, stem, row_model = _stage_files(node.stage, spec, model, config, path)
+    checkpoint = Checkpoint(checkpoint_path, _fingerprint(node.stage, spec, table, model, config, run_id))
     result = NodeResult(node)
+    replications = config.replications if node.stage == "query" else 1
+    on_row = lambda record: progress.advance(node.name, record["status"] == "ok")  # noqa: E731
     with checkpoint:
         already = sum(1 for r in checkpoint.load().values() if r.get("status") == "ok")
-        progress.start(node.name, len(table.frame) * config.replications, already)
-        outcome = await run_query_step(
-            table.frame, spec, model, client, config.sampling, checkpoint, run_id, config.replications,
-            on_row=lambda record: progress.advance(node.name, record["status"] == "ok"),
-        )
-    stem = path / "exp1" / f"{slug}_study{spec.number}_raw_responses"
-    result.outputs = list(write_table(outcome.frame, raw_response_row_model(spec.input_model), stem))
+        progress.start(node.name, len(table.frame) * replications, already)
+        if node.stage == "query":
+            outcome = await run_query_step(table.frame, spec, model, client, config.sampling, checkpoint, run_id,
+                                           replications, on_row=on_row)
+        else:
+            outcome = await run_probability_step(table.frame, spec, model, client, checkpoint, run_id, config.scoring,
+                                                 config.min_option_mass, on_row=on_row)
+    result.outputs = list(write_table(outcome.frame, row_model, stem))
     result.done, result.failed, result.resumed = outcome.done, outcome.failed, outcome.resumed
     result.wall_s, result.completion_tokens = outcome.wall_s, outcome.completion_tokens
     try:
-        enforce_failure_threshold(outcome, config.max_failed_fraction, f"{model.name} study {spec.number}")
+        enforce_failure_threshold(outcome, config.max_failed_fraction, f"{node.stage} {model.name} study {spec.number}")
     except GraceError as exc:
         result.error = exc
     return result
@@ -229,7 +247,7 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
     inputs = load_inputs(config)
     models = resolve_models(config)
     run_id = config.run_id or derive_run_id(
-        {n: t.sha256 for n, (_, t) in inputs.items()}, {n: s.query_prompt.hash for n, (s, _) in inputs.items()}, config.sampling
+        {n: t.sha256 for n, (_, t) in inputs.items()}, {n: f"{s.query_prompt.hash}:{s.probability_hash}" for n, (s, _) in inputs.items()}, config.sampling
     )
     path = run_dir(config, run_id).resolve()
     path.mkdir(parents=True, exist_ok=True)
@@ -257,7 +275,7 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
             async def run_node(node: Node) -> NodeResult:
                 spec, table = inputs[node.study]
                 model = models[node.model]
-                return await _run_query_node(node, spec, table, model, clients[node.model], config, run_id, path, progress)
+                return await _run_step_node(node, spec, table, model, clients[node.model], config, run_id, path, progress)
 
             with progress:
                 results = await _execute(nodes, run_node)

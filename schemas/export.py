@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.inputs import Study1Input, Study2Input
+from schemas.probabilities import Study1Probabilities, Study2Probabilities
 from schemas.raw_responses import Study1RawResponse, Study2RawResponse
 from schemas.settings import ModelSpec, SamplingSettings
 
@@ -21,6 +22,8 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "study2_input": Study2Input,
     "study1_raw_responses": Study1RawResponse,
     "study2_raw_responses": Study2RawResponse,
+    "study1_probabilities": Study1Probabilities,
+    "study2_probabilities": Study2Probabilities,
     "model_registry_entry": ModelSpec,
     "sampling_settings": SamplingSettings,
 }

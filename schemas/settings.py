@@ -45,6 +45,9 @@ class ModelSpec(BaseModel):
     instruct: bool = Field(True, description="Instruction-tuned (chat template) or a base model")
     system_role: bool = Field(True, description="The chat template accepts a system message; if not, it is prepended to the user message")
     reasoning: bool = Field(False, description="Emits a <think> trace before the answer")
+    chat_template: Optional[Literal["gemma", "llama3", "deepseek_r1"]] = Field(
+        None, description="Chat template used to score an option as the assistant's reply (Experiment 2); none: scored as a raw completion (base models)"
+    )
     dtype: str = "bfloat16"
     tensor_parallel_size: int = Field(1, ge=1)
     gpus: int = Field(1, ge=0)

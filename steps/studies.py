@@ -38,6 +38,28 @@ class PromptTemplate:
 
 
 @dataclass(frozen=True)
+class ProbabilityQuestion:
+    """One Experiment 2 question: a prompt, its labelled answer options, and repeats.
+
+    ``options`` maps a label to its surface forms (their probabilities add up);
+    ``repeat`` names a placeholder and its values (Study 1 asks once per state).
+    """
+
+    name: str
+    template: PromptTemplate
+    answer_prefix: str
+    options: dict[str, tuple[str, ...]]
+    repeat: dict[str, tuple] = field(default_factory=dict)
+
+    def instances(self) -> list[tuple[str, dict[str, Any]]]:
+        """(instance name, extra placeholder values) for each time the question is asked."""
+        if not self.repeat:
+            return [(self.name, {})]
+        ((key, values),) = self.repeat.items()
+        return [(f"{self.name}{v}", {key: v}) for v in values]
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """Everything the steps need to know about one study."""
 
@@ -48,6 +70,17 @@ class StudySpec:
     line_break_columns: tuple[str, ...]
     derived: dict[str, dict[str, Any]] = field(default_factory=dict)
     query_prompt: PromptTemplate = PromptTemplate("", "")
+    probability_questions: tuple[ProbabilityQuestion, ...] = ()
+    probability_summary: str = ""
+
+    @property
+    def probability_hash(self) -> str:
+        """First 16 hex digits of sha256 over every Experiment 2 prompt and option list."""
+        canonical = json.dumps(
+            [[q.name, q.template.system, q.template.user, q.answer_prefix, q.options, q.repeat] for q in self.probability_questions],
+            sort_keys=True,
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     @property
     def file_columns(self) -> list[str]:
@@ -67,6 +100,17 @@ def _parse(number: int, raw: dict[str, Any]) -> StudySpec:
             line_break_columns=tuple(raw.get("line_break_columns", [])),
             derived=dict(raw.get("derived") or {}),
             query_prompt=PromptTemplate(system=prompt.get("system", ""), user=prompt["user"]),
+            probability_questions=tuple(
+                ProbabilityQuestion(
+                    name=q["name"],
+                    template=PromptTemplate(system=q.get("system", ""), user=q["user"]),
+                    answer_prefix=q.get("answer_prefix", ""),
+                    options={str(label): tuple(forms) for label, forms in q["options"].items()},
+                    repeat={k: tuple(v) for k, v in (q.get("repeat") or {}).items()},
+                )
+                for q in raw.get("probability_questions", [])
+            ),
+            probability_summary=raw.get("probability_summary", ""),
         )
     except (KeyError, AttributeError, TypeError) as exc:
         raise ConfigError(f"study definition study{number}.yaml is incomplete or invalid: {exc!r}") from exc

@@ -5,7 +5,12 @@ socket level: reset connections, truncate bodies, hang. It answers
 
 * ``GET /v1/models`` and ``GET /version``;
 * ``POST /v1/chat/completions`` with a deterministic answer derived from the
-  messages and seed (so two runs over the same rows give identical answers).
+  messages and seed (so two runs over the same rows give identical answers);
+* ``POST /v1/completions`` (``max_tokens: 1``) with a FAKE tokenizer (digits one per
+  token, a space its own token, words with their leading space) and deterministic
+  pseudo log-probabilities, echoing prompt tokens like vLLM (a BOS token ``<s>`` first,
+  with no log-probability). ``prompt_logprobs=False`` imitates a server that returns
+  only the generated token's logprobs.
 
 Faults come from ``fault_script`` (consumed one per chat request, in arrival order)
 and from markers in the prompt: a user message containing ``FAIL-ALWAYS`` always gets
@@ -22,10 +27,25 @@ import asyncio
 import hashlib
 import json
 import random
+import re
 import socket
 import struct
 import threading
 from typing import Optional
+
+_FAKE_TOKEN = re.compile(r" ?[A-Za-z']+|\d|\s|[^\sA-Za-z\d]")
+
+
+def fake_tokens(text: str) -> list[str]:
+    """The FAKE tokenizer: ''.join(fake_tokens(t)) == t."""
+    return _FAKE_TOKEN.findall(text)
+
+
+def fake_logprob(prefix: str, token: str) -> float:
+    """Deterministic pseudo log-probability of ``token`` after ``prefix``, in [-6, -0.1]."""
+    digest = hashlib.sha256((prefix + "\x00" + token).encode()).digest()
+    return -0.1 - (int.from_bytes(digest[:2], "big") / 65535) * 5.9
+
 
 FAULTS = ("ok", "500", "503", "429", "400", "timeout", "reset", "truncated", "malformed", "no_choices")
 
@@ -41,13 +61,15 @@ class FakeOpenAIServer:
 
     def __init__(self, model: str = "fake-model", latency_ms: float = 0.0, latency_sigma: float = 0.0,
                  fault_script: Optional[list[str]] = None, hang_s: float = 30.0, rng_seed: int = 0,
-                 reasoning: bool = False, port: int = 0):
+                 reasoning: bool = False, port: int = 0, prompt_logprobs: bool = True):
         self.model = model
         self.latency_ms = latency_ms
         self.latency_sigma = latency_sigma
         self.fault_script = list(fault_script or [])
         self.hang_s = hang_s
         self.reasoning = reasoning
+        self.prompt_logprobs = prompt_logprobs
+        self.completion_requests = 0
         self.port = port
         self.chat_requests = 0
         self.max_in_flight = 0
@@ -78,6 +100,36 @@ class FakeOpenAIServer:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 100, "completion_tokens": len(answer.split()), "total_tokens": 100 + len(answer.split())},
         }).encode()
+
+    def _completion_choice(self, prompt: str, index: int, echo: bool, top_n: int) -> dict:
+        tokens = fake_tokens(prompt)
+        generated = "."
+        top = {t: fake_logprob(prompt, t) for t in [" ", "\n", "1", "2", "5", " yes", " no", " It", "It", "Yes", "No"][: max(1, top_n)]}
+        if not (echo and self.prompt_logprobs):
+            return {"index": index, "text": generated, "finish_reason": "length",
+                    "logprobs": {"tokens": [generated], "token_logprobs": [fake_logprob(prompt, generated)], "text_offset": [len(prompt)], "top_logprobs": [top]}}
+        pieces = ["<s>"] + tokens
+        offsets, position = [], 0
+        for piece in pieces:
+            offsets.append(position)
+            position += len(piece)
+        values = [None] + [fake_logprob("".join(tokens[:i]), t) for i, t in enumerate(tokens)]
+        return {"index": index, "text": "<s>" + prompt + generated, "finish_reason": "length", "logprobs": {
+            "tokens": pieces + [generated], "token_logprobs": values + [fake_logprob(prompt, generated)],
+            "text_offset": offsets + [position], "top_logprobs": [None] * len(pieces) + [top]}}
+
+    async def _handle_completion(self, writer: asyncio.StreamWriter, raw: bytes) -> None:
+        self.completion_requests += 1
+        request = json.loads(raw or b"{}")
+        prompts = request.get("prompt")
+        prompts = [prompts] if isinstance(prompts, str) else prompts
+        if self.latency_ms:
+            await asyncio.sleep(self.latency_ms / 1000.0)
+        if any("FAIL-ALWAYS" in p for p in prompts):
+            await self._respond(writer, 500, b'{"error": {"message": "fake 500"}}')
+            return
+        choices = [self._completion_choice(p, i, bool(request.get("echo")), int(request.get("logprobs") or 0)) for i, p in enumerate(prompts)]
+        await self._respond(writer, 200, json.dumps({"object": "text_completion", "model": request.get("model"), "choices": choices}).encode())
 
     async def _handle_chat(self, writer: asyncio.StreamWriter, raw: bytes) -> bool:
         """Answer one chat request; return False when the connection must be dropped."""
@@ -136,6 +188,8 @@ class FakeOpenAIServer:
                         keep = await self._handle_chat(writer, body)
                     finally:
                         self._in_flight -= 1
+                elif method == "POST" and path == "/v1/completions":
+                    await self._handle_completion(writer, body)
                 else:
                     await self._respond(writer, 404, b'{"error": {"message": "not found"}}')
                 if not keep:
