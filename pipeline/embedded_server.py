@@ -10,7 +10,11 @@ cached prefix: with this quantized model on CPU, llama.cpp's numbers depend on h
 sequence was split into batches (measured: up to ~0.1 nats per option between a full
 evaluation and a cached-prefix continuation), so reusing the cache would make a score
 depend on which prompt happened to come before it. From scratch, a score equals a
-direct ``Llama.eval`` of the same text, whatever the request order.
+direct ``Llama.eval`` of the same text, whatever the request order. To save time, when
+one request lists several prompts, log-probabilities are returned only from
+``SHARED_PREFIX_MARGIN`` tokens before the point where the prompts start to differ
+(earlier positions get ``null``): options share their context, and only the options'
+own tokens are scored.
 
 Endpoints (one request at a time per process):
 
@@ -38,44 +42,46 @@ import numpy as np
 
 MAX_TOP_LOGPROBS = 20
 LSE_CHUNK_ROWS = 16
+SHARED_PREFIX_MARGIN = 32
 
 
 class Scorer:
-    """Prompt-token log-probabilities from one ``llama_cpp.Llama(logits_all=True)``.
+    """Prompt-token log-probabilities from one ``llama_cpp.Llama`` (decoding with per-row logit flags).
 
-    ``log_probs(tokens)`` returns, for position i >= 1, log P(tokens[i] | tokens[:i]),
-    and the log-softmax of the next-token distribution after the last token. The
-    sequence is evaluated from scratch (see the module docstring) unless it is exactly
-    the sequence evaluated last.
+    ``log_probs(tokens, first_row)`` evaluates ``tokens`` from scratch in one batch and
+    returns, for each position i >= max(1, first_row + 1), log P(tokens[i] | tokens[:i])
+    (NaN before that), and the log-softmax of the next-token distribution after the
+    last token. Only logit rows from ``first_row`` on are produced (the hidden states
+    are the same; measured: identical logits, ~3x faster on a 64-token prompt).
     """
 
     def __init__(self, llm: Any):
         self.llm = llm
-        self._lse = np.zeros(llm.n_ctx(), dtype=np.float64)  # log-sum-exp of each position's logits
-        self._lse_valid = 0
 
-    def _evaluate(self, tokens: list[int]) -> None:
-        llm = self.llm
-        if llm.n_tokens == len(tokens) and list(llm.input_ids[: llm.n_tokens]) == list(tokens):
-            return  # the same sequence: llm.scores already holds its logits
-        llm.reset()
-        llm.eval(tokens)
-        self._lse_valid = 0
-
-    def log_probs(self, tokens: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        if len(tokens) > self.llm.n_ctx():
-            raise ValueError(f"prompt has {len(tokens)} tokens; this server's context is {self.llm.n_ctx()}")
-        self._evaluate(tokens)
-        n = len(tokens)
-        logits = self.llm.scores[:n]
-        for start in range(self._lse_valid, n, LSE_CHUNK_ROWS):  # chunks keep the float32 work in cache
-            rows = logits[start : min(n, start + LSE_CHUNK_ROWS)]
-            peak = rows.max(axis=1, keepdims=True)
-            self._lse[start : start + len(rows)] = peak[:, 0] + np.log(np.exp(rows - peak).sum(axis=1, dtype=np.float64))
-        self._lse_valid = max(self._lse_valid, n)
-        positions = np.arange(n - 1)
-        token_lp = logits[positions, np.asarray(tokens[1:], dtype=np.int64)] - self._lse[: n - 1]
-        next_lp = logits[n - 1].astype(np.float64) - self._lse[n - 1]
+    def log_probs(self, tokens: list[int], first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        llm, n = self.llm, len(tokens)
+        if n > llm.n_ctx() or n > llm.n_batch:
+            raise ValueError(f"prompt has {n} tokens; this server takes at most {min(llm.n_ctx(), llm.n_batch)}")
+        first_row = min(max(0, first_row), n - 1)
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        llm.n_tokens = 0  # the chat path must not reuse this KV cache
+        batch = llm._batch
+        batch.set_batch(batch=tokens, n_past=0, logits_all=False)
+        for i in range(n):
+            batch.batch.logits[i] = i >= first_row
+        llm._ctx.decode(batch)
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        rows = n - first_row
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(rows * llm.n_vocab(),)).reshape(rows, -1)
+        lse = np.empty(rows, dtype=np.float64)
+        for start in range(0, rows, LSE_CHUNK_ROWS):  # chunks keep the float32 work in cache
+            chunk = logits[start : start + LSE_CHUNK_ROWS]
+            peak = chunk.max(axis=1, keepdims=True)
+            lse[start : start + len(chunk)] = peak[:, 0] + np.log(np.exp(chunk - peak).sum(axis=1, dtype=np.float64))
+        token_lp = np.full(n - 1, np.nan)
+        positions = np.arange(first_row, n - 1)
+        token_lp[first_row:] = logits[positions - first_row, np.asarray(tokens, dtype=np.int64)[positions + 1]] - lse[: rows - 1]
+        next_lp = logits[rows - 1].astype(np.float64) - lse[rows - 1]
         return token_lp, next_lp
 
 
@@ -89,10 +95,21 @@ def _pieces(llm: Any, tokens: list[int]) -> list[str]:
     return texts
 
 
-def completion_choice(llm: Any, scorer: Scorer, prompt: str, index: int, echo: bool, top_n: int) -> dict[str, Any]:
-    """One OpenAI completions choice for ``prompt`` (see the module docstring)."""
-    tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
-    token_lp, next_lp = scorer.log_probs(tokens)
+def shared_prefix(token_lists: list[list[int]]) -> int:
+    """Number of leading tokens all lists share (0 for a single list: nothing is shared)."""
+    if len(token_lists) < 2:
+        return 0
+    n = 0
+    for column in zip(*token_lists):
+        if len(set(column)) != 1:
+            break
+        n += 1
+    return n
+
+
+def completion_choice(llm: Any, scorer: Scorer, tokens: list[int], index: int, echo: bool, top_n: int, first_row: int) -> dict[str, Any]:
+    """One OpenAI completions choice for the tokenized prompt (see the module docstring)."""
+    token_lp, next_lp = scorer.log_probs(tokens, first_row if echo else len(tokens) - 1)
     generated = int(np.argmax(next_lp))
     gen_text = llm.detokenize([generated], prev_tokens=tokens).decode("utf-8", errors="ignore")
     top = np.argpartition(-next_lp, min(top_n, len(next_lp) - 1))[:top_n] if top_n else []
@@ -111,7 +128,7 @@ def completion_choice(llm: Any, scorer: Scorer, prompt: str, index: int, echo: b
     text = "".join(pieces)
     return {"index": index, "text": text + gen_text, "finish_reason": "length", "logprobs": {
         "tokens": pieces + [gen_text],
-        "token_logprobs": [None] + [float(v) for v in token_lp] + [float(next_lp[generated])],
+        "token_logprobs": [None] + [None if np.isnan(v) else float(v) for v in token_lp] + [float(next_lp[generated])],
         "text_offset": offsets + [len(text)],
         "top_logprobs": [None] * len(pieces) + [top_dict],
     }}
@@ -153,8 +170,10 @@ def build_app(llm: Any, alias: str):
         if int(body.get("max_tokens", 16)) != 1:
             raise ValueError("this embedded server scores prompts only: send max_tokens 1 (use /v1/chat/completions to generate)")
         top_n = min(int(body.get("logprobs") or 0), MAX_TOP_LOGPROBS)
+        token_lists = [llm.tokenize(p.encode("utf-8"), add_bos=True, special=True) for p in prompts]
+        first_row = max(0, shared_prefix(token_lists) - 1 - SHARED_PREFIX_MARGIN)
         with lock:
-            choices = [completion_choice(llm, scorer, p, i, bool(body.get("echo")), top_n) for i, p in enumerate(prompts)]
+            choices = [completion_choice(llm, scorer, t, i, bool(body.get("echo")), top_n, first_row) for i, t in enumerate(token_lists)]
         n_prompt = sum(len(c["logprobs"]["tokens"]) - 1 for c in choices) if body.get("echo") else None
         return {"object": "text_completion", "model": alias, "choices": choices,
                 "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(choices)}}
@@ -194,7 +213,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     import llama_cpp
     import uvicorn
 
-    llm = llama_cpp.Llama(model_path=args.model, n_ctx=args.n_ctx, n_threads=args.threads, logits_all=True,
+    llm = llama_cpp.Llama(model_path=args.model, n_ctx=args.n_ctx, n_batch=args.n_ctx, n_threads=args.threads, logits_all=False,
                           chat_format=args.chat_format, verbose=False)
     uvicorn.run(build_app(llm, args.alias), host=args.host, port=args.port, log_level="warning")
 
