@@ -185,7 +185,7 @@ def _cmd_models(console: Console) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=160)  # logs: do not truncate the summary
     try:
         if args.command == "run":
             return _cmd_run(args, console)

@@ -213,7 +213,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     import llama_cpp
     import uvicorn
 
-    llm = llama_cpp.Llama(model_path=args.model, n_ctx=args.n_ctx, n_batch=args.n_ctx, n_threads=args.threads, logits_all=False,
+    llm = llama_cpp.Llama(model_path=args.model, n_ctx=args.n_ctx, n_batch=args.n_ctx, n_threads=args.threads,
+                          n_threads_batch=args.threads, logits_all=False,
                           chat_format=args.chat_format, verbose=False)
     uvicorn.run(build_app(llm, args.alias), host=args.host, port=args.port, log_level="warning")
 
