@@ -174,7 +174,7 @@ def build_app(llm: Any, alias: str):
         first_row = max(0, shared_prefix(token_lists) - 1 - SHARED_PREFIX_MARGIN)
         with lock:
             choices = [completion_choice(llm, scorer, t, i, bool(body.get("echo")), top_n, first_row) for i, t in enumerate(token_lists)]
-        n_prompt = sum(len(c["logprobs"]["tokens"]) - 1 for c in choices) if body.get("echo") else None
+        n_prompt = sum(len(t) for t in token_lists)
         return {"object": "text_completion", "model": alias, "choices": choices,
                 "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(choices)}}
 

@@ -129,7 +129,8 @@ class FakeOpenAIServer:
             await self._respond(writer, 500, b'{"error": {"message": "fake 500"}}')
             return
         choices = [self._completion_choice(p, i, bool(request.get("echo")), int(request.get("logprobs") or 0)) for i, p in enumerate(prompts)]
-        await self._respond(writer, 200, json.dumps({"object": "text_completion", "model": request.get("model"), "choices": choices}).encode())
+        usage = {"prompt_tokens": sum(len(fake_tokens(p)) + 1 for p in prompts), "completion_tokens": len(prompts)}
+        await self._respond(writer, 200, json.dumps({"object": "text_completion", "model": request.get("model"), "choices": choices, "usage": usage}).encode())
 
     async def _handle_chat(self, writer: asyncio.StreamWriter, raw: bytes) -> bool:
         """Answer one chat request; return False when the connection must be dropped."""
