@@ -98,3 +98,25 @@ def test_first_token_method_reports_collisions_and_misses_instead_of_inventing()
 def test_first_token_method_fails_when_nothing_is_distinguishable():
     with pytest.raises(Unscorable, match="share the first token ' '"):
         first_token_distribution({" ": -0.1}, {"a": [" 10%"], "b": [" 20%"]})
+
+
+# The shape vLLM's /v1/completions returns for echo + logprobs (Llama-3 tokenizer): the BOS
+# token's text is part of the token list and offsets, but not of the returned prompt text.
+VLLM_ECHO = {
+    "id": "cmpl-1", "object": "text_completion", "model": "meta-llama/Llama-3.1-8B-Instruct",
+    "choices": [{
+        "index": 0, "text": "Answer: 70%\n", "finish_reason": "length", "stop_reason": None,
+        "logprobs": {
+            "text_offset": [0, 17, 23, 24, 25, 27, 28],
+            "token_logprobs": [None, -8.1, -0.4, -1.1, -2.6, -0.2, -0.9],
+            "tokens": ["<|begin_of_text|>", "Answer", ":", " ", "70", "%", "\n"],
+            "top_logprobs": [None, {"Answer": -8.1}, {":": -0.4}, {" ": -1.1}, {"70": -2.6}, {"%": -0.2}, {"\n": -0.9}],
+        },
+    }],
+    "usage": {"prompt_tokens": 6, "total_tokens": 7, "completion_tokens": 1},
+}
+
+
+def test_recorded_vllm_echo_shape():
+    score, n = continuation_logprob(VLLM_ECHO["choices"][0]["logprobs"], " 70%")
+    assert n == 3 and score == pytest.approx(-1.1 - 2.6 - 0.2)
