@@ -160,6 +160,7 @@ def build_app(llm: Any, alias: str):
             return llm.create_chat_completion(
                 messages=body["messages"], temperature=float(body.get("temperature", 0.7)), top_p=float(body.get("top_p", 1.0)),
                 max_tokens=int(body.get("max_tokens") or 256), seed=body.get("seed"), stop=body.get("stop"),
+                response_format=body.get("response_format"),  # {"type": "json_object", "schema": ...} is grammar-constrained
             )
 
     def _complete(body: dict[str, Any]) -> dict[str, Any]:

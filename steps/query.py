@@ -137,6 +137,8 @@ class StepOutcome:
     resumed: int
     wall_s: float
     completion_tokens: int
+    status_column: str = "status"
+    error_column: str = "error"
 
     @property
     def total(self) -> int:
@@ -256,7 +258,7 @@ def enforce_failure_threshold(outcome: StepOutcome, max_failed_fraction: float, 
     if not outcome.total or outcome.failed / outcome.total <= max_failed_fraction:
         return
     frame = outcome.frame
-    reasons = frame.loc[frame["status"] == "failed", "error"].value_counts().head(3)
+    reasons = frame.loc[frame[outcome.status_column] == "failed", outcome.error_column].value_counts().head(3)
     top = "; ".join(f"{n} x {reason}" for reason, n in reasons.items())
     raise StepFailedError(
         f"{label}: {outcome.failed} of {outcome.total} rows failed (more than the allowed "

@@ -72,6 +72,7 @@ class StudySpec:
     query_prompt: PromptTemplate = PromptTemplate("", "")
     probability_questions: tuple[ProbabilityQuestion, ...] = ()
     probability_summary: str = ""
+    extraction_prompt: PromptTemplate = PromptTemplate("", "")
 
     @property
     def probability_hash(self) -> str:
@@ -111,6 +112,7 @@ def _parse(number: int, raw: dict[str, Any]) -> StudySpec:
                 for q in raw.get("probability_questions", [])
             ),
             probability_summary=raw.get("probability_summary", ""),
+            extraction_prompt=PromptTemplate(**raw["extraction_prompt"]) if raw.get("extraction_prompt") else PromptTemplate("", ""),
         )
     except (KeyError, AttributeError, TypeError) as exc:
         raise ConfigError(f"study definition study{number}.yaml is incomplete or invalid: {exc!r}") from exc
