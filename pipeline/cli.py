@@ -21,7 +21,8 @@ from rich.table import Table
 
 from pipeline import __version__
 from pipeline.config import (
-    DEFAULT_ENDPOINT_CONCURRENCY, DEFAULT_OUTPUT_DIR, ENDPOINT_API_KEY_ENV, STAGES, RunConfig, example_study_path,
+    DEFAULT_ENDPOINT_CONCURRENCY, DEFAULT_EXTRACTOR_CONCURRENCY, DEFAULT_EXTRACTOR_KEY_ENV, DEFAULT_EXTRACTOR_MODEL,
+    DEFAULT_OUTPUT_DIR, ENDPOINT_API_KEY_ENV, STAGES, RunConfig, example_study_path,
 )
 from pipeline.local import RunResult, load_inputs, run_local
 from pipeline.plan import build_plan, plan_as_dicts
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="Run the pipeline on this machine (embedded model server by default)",
                          description="Validate the study files, start (or reach) the model servers, run Experiment 1 "
-                                     "(query) and Experiment 2 (probabilities) for every model x study, and write one table "
+                                     "(query), structured extraction (extract) and Experiment 2 (probabilities) for every model x study, and write one table "
                                      "per stage x model x study. Re-running the same command resumes: finished rows are not redone.")
     _add_input_options(run)
     run.add_argument("--models", help=f"Comma-separated registry names (default: {EMBEDDED_DEFAULT}, or the models given with --endpoint)")
@@ -83,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "method, kept for comparison (options whose first token collides are reported, not guessed)")
     run.add_argument("--min-option-mass", type=float, default=DEFAULT_MIN_OPTION_MASS,
                      help="Flag rows whose answer options carried less total probability than this (default: %(default)s)")
+    run.add_argument("--extractor-url", help="OpenAI-compatible base URL of the LLM extractor, e.g. https://api.deepseek.com "
+                                            "(default: the embedded model)")
+    run.add_argument("--extractor-model", default=DEFAULT_EXTRACTOR_MODEL, help="Extractor model name (default: %(default)s)")
+    run.add_argument("--extractor-api-key-env", default=DEFAULT_EXTRACTOR_KEY_ENV,
+                     help="Environment variable with the extractor's API key (default: %(default)s); never logged")
+    run.add_argument("--extractor-json-mode", choices=["json_object", "json_schema", "llama_schema", "none"], default="json_object",
+                     help="How the extractor is asked for JSON: json_object (DeepSeek API), json_schema (vLLM), llama_schema (llama.cpp)")
+    run.add_argument("--extractor-concurrency", type=int, default=DEFAULT_EXTRACTOR_CONCURRENCY,
+                     help="Extractor requests in flight (default: %(default)s; respects 429 Retry-After)")
     run.add_argument("--request-timeout", type=float, default=600.0, help="Seconds to wait for one answer (default: %(default)s)")
 
     validate = sub.add_parser("validate", help="Check study files without calling any model")
@@ -126,7 +136,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             sampling=SamplingSettings(temperature=args.temperature, max_tokens=args.max_tokens, top_p=args.top_p, seed=args.seed),
             concurrency=args.concurrency, request_timeout_s=args.request_timeout, max_failed_fraction=args.max_failed_fraction,
             embedded_workers=args.embedded_workers, encoding=args.encoding, scoring=args.scoring,
-            min_option_mass=args.min_option_mass,
+            min_option_mass=args.min_option_mass, extractor_url=args.extractor_url, extractor_model=args.extractor_model,
+            extractor_api_key_env=args.extractor_api_key_env, extractor_json_mode=args.extractor_json_mode,
+            extractor_concurrency=args.extractor_concurrency,
         )
     except ValidationError as exc:
         details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

@@ -22,7 +22,10 @@ from steps.probabilities import DEFAULT_MIN_OPTION_MASS
 DEFAULT_OUTPUT_DIR = "grace-output"
 DEFAULT_ENDPOINT_CONCURRENCY = 16
 ENDPOINT_API_KEY_ENV = "GRACE_ENDPOINT_API_KEY"
-STAGES = ("query", "probabilities")
+STAGES = ("query", "extract", "probabilities")
+DEFAULT_EXTRACTOR_MODEL = "deepseek-chat"
+DEFAULT_EXTRACTOR_KEY_ENV = "DEEPSEEK_API_KEY"
+DEFAULT_EXTRACTOR_CONCURRENCY = 4
 
 
 def example_study_path(number: int) -> str:
@@ -51,6 +54,12 @@ class RunConfig(BaseModel):
     encoding: str = "utf-8"
     scoring: Literal["exact", "first-token"] = Field("exact", description="Experiment 2 method; 'first-token' is the seed's, for comparison")
     min_option_mass: float = Field(DEFAULT_MIN_OPTION_MASS, ge=0.0, le=1.0, description="Flag rows whose options carried less probability than this")
+    extractor_url: Optional[str] = Field(None, description="OpenAI-compatible base URL of the LLM extractor (default: the embedded model)")
+    extractor_model: str = DEFAULT_EXTRACTOR_MODEL
+    extractor_api_key_env: str = Field(DEFAULT_EXTRACTOR_KEY_ENV, description="Environment variable holding the extractor's API key")
+    extractor_json_mode: Literal["json_object", "json_schema", "llama_schema", "none"] = Field(
+        "json_object", description="How to ask the extractor for JSON: json_object (DeepSeek API), json_schema (vLLM/OpenAI), llama_schema (llama.cpp)")
+    extractor_concurrency: int = Field(DEFAULT_EXTRACTOR_CONCURRENCY, ge=1, le=256)
 
 
 def derive_run_id(input_hashes: dict[int, str], template_hashes: dict[int, str], sampling: SamplingSettings) -> str:

@@ -20,16 +20,21 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
+import httpx
+import pandas as pd
+
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, ENDPOINT_API_KEY_ENV, RunConfig, derive_run_id, run_dir
 from pipeline.embedded import EmbeddedServers, default_workers
 from pipeline.plan import Node, build_plan
 from pipeline.progress import ProgressReporter
-from pipeline.registry import model_slug, resolve_model
+from pipeline.registry import EMBEDDED_DEFAULT, load_registry, model_slug, resolve_model
 from schemas.probabilities import PROBABILITY_ROW_MODELS
 from schemas.raw_responses import raw_response_row_model
 from schemas.settings import ModelSpec
+from schemas.structured import STRUCTURED_ROW_MODELS
 from steps.checkpoint import Checkpoint
 from steps.errors import ConfigError, GraceError, InputValidationError, ServerError
+from steps.extract import Extractor, run_extract_step
 from steps.inputs import StudyTable, load_study_table
 from steps.llm_client import LLMClient, RequestFailed, RetryPolicy, make_http_client, redact_url
 from steps.probabilities import run_probability_step
@@ -82,6 +87,23 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return version
+
+
+def extractor_api_key(config: RunConfig) -> Optional[str]:
+    """The extractor's API key from the environment; ConfigError before any call if it is needed and missing.
+
+    A loopback extractor (a local server) may run without a key.
+    """
+    if not config.extractor_url:
+        return None
+    key = os.environ.get(config.extractor_api_key_env) or None
+    host = httpx.URL(config.extractor_url).host
+    if key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(
+            f"the LLM extractor at {redact_url(config.extractor_url)} needs an API key: set ${config.extractor_api_key_env} "
+            "(or name another variable with --extractor-api-key-env; in the cluster it comes from a Kubernetes Secret)"
+        )
+    return key
 
 
 def load_inputs(config: RunConfig) -> dict[int, tuple[StudySpec, StudyTable]]:
@@ -145,12 +167,16 @@ async def check_endpoint(client: LLMClient, model: ModelSpec) -> Optional[str]:
         return None
 
 
-def _fingerprint(stage: str, spec: StudySpec, table: StudyTable, model: ModelSpec, config: RunConfig, run_id: str) -> dict:
+def _fingerprint(stage: str, spec: StudySpec, table: StudyTable, model: ModelSpec, config: RunConfig, run_id: str,
+                 extractor_model: Optional[str] = None) -> dict:
     """What a stage's checkpoint must agree with to be resumed."""
     common = {"run_id": run_id, "stage": stage, "input_sha256": table.sha256, "model_id": model.request_model}
     if stage == "query":
         sampling = config.sampling.model_dump() | {"max_tokens": effective_max_tokens(model, config.sampling)}
         return common | {"template_hash": spec.query_prompt.hash, "system_role": model.system_role, "sampling": sampling}
+    if stage == "extract":
+        return common | {"template_hash": spec.extraction_prompt.hash, "extractor_model": extractor_model,
+                         "json_mode": config.extractor_json_mode if config.extractor_url else "llama_schema"}
     return common | {"template_hash": spec.probability_hash, "chat_template": model.chat_template, "scoring": config.scoring}
 
 
@@ -196,23 +222,40 @@ def _stage_files(stage: str, spec: StudySpec, model: ModelSpec, config: RunConfi
     if stage == "query":
         return (path / "checkpoints" / "exp1" / f"{slug}_study{n}.jsonl",
                 path / "exp1" / f"{slug}_study{n}_raw_responses", raw_response_row_model(spec.input_model))
+    if stage == "extract":
+        return (path / "checkpoints" / "extract" / f"{slug}_study{n}.jsonl",
+                path / "structured" / f"{slug}_study{n}_structured", STRUCTURED_ROW_MODELS[n])
     suffix = "" if config.scoring == "exact" else "_first-token"
     return (path / "checkpoints" / "exp2" / f"{slug}_study{n}{suffix}.jsonl",
             path / "exp2" / f"{slug}_study{n}_probabilities{suffix}", PROBABILITY_ROW_MODELS[spec.probability_summary])
 
 
-async def _run_step_node(node, spec, table, model, client, config, run_id, path, progress) -> NodeResult:
+def _read_raw_responses(spec: StudySpec, model: ModelSpec, config: RunConfig, path: Path) -> pd.DataFrame:
+    _, stem, _ = _stage_files("query", spec, model, config, path)
+    parquet = stem.with_name(stem.name + ".parquet")
+    if not parquet.exists():
+        raise ConfigError(f"{parquet} does not exist: run the query stage first (--stages query,extract)")
+    return pd.read_parquet(parquet)
+
+
+async def _run_step_node(node, spec, table, model, client, config, run_id, path, progress, extractor=None) -> NodeResult:
     checkpoint_path, stem, row_model = _stage_files(node.stage, spec, model, config, path)
-    checkpoint = Checkpoint(checkpoint_path, _fingerprint(node.stage, spec, table, model, config, run_id))
+    extractor_model = extractor.model if extractor else None
+    checkpoint = Checkpoint(checkpoint_path, _fingerprint(node.stage, spec, table, model, config, run_id, extractor_model))
     result = NodeResult(node)
     replications = config.replications if node.stage == "query" else 1
     on_row = lambda record: progress.advance(node.name, record["status"] == "ok")  # noqa: E731
     with checkpoint:
         already = sum(1 for r in checkpoint.load().values() if r.get("status") == "ok")
-        progress.start(node.name, len(table.frame) * replications, already)
+        if node.stage != "extract":
+            progress.start(node.name, len(table.frame) * replications, already)
         if node.stage == "query":
             outcome = await run_query_step(table.frame, spec, model, client, config.sampling, checkpoint, run_id,
                                            replications, on_row=on_row)
+        elif node.stage == "extract":
+            raw = _read_raw_responses(spec, model, config, path)
+            progress.start(node.name, len(raw), already)
+            outcome = await run_extract_step(raw, spec, extractor, checkpoint, on_row=on_row)
         else:
             outcome = await run_probability_step(table.frame, spec, model, client, checkpoint, run_id, config.scoring,
                                                  config.min_option_mass, on_row=on_row)
@@ -247,12 +290,13 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
     inputs = load_inputs(config)
     models = resolve_models(config)
     run_id = config.run_id or derive_run_id(
-        {n: t.sha256 for n, (_, t) in inputs.items()}, {n: f"{s.query_prompt.hash}:{s.probability_hash}" for n, (s, _) in inputs.items()}, config.sampling
+        {n: t.sha256 for n, (_, t) in inputs.items()}, {n: f"{s.query_prompt.hash}:{s.extraction_prompt.hash}:{s.probability_hash}" for n, (s, _) in inputs.items()}, config.sampling
     )
     path = run_dir(config, run_id).resolve()
     path.mkdir(parents=True, exist_ok=True)
     nodes = build_plan(list(models), sorted(inputs), list(config.stages))
     api_key = os.environ.get(ENDPOINT_API_KEY_ENV) or None
+    extractor_key = extractor_api_key(config) if "extract" in config.stages else None
     servers: dict[str, dict] = {}
 
     with ExitStack() as stack:
@@ -270,12 +314,25 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
                 clients[name] = LLMClient(http, urls, concurrency, RetryPolicy(), api_key=None if name not in config.endpoints else api_key)
                 version = await check_endpoint(clients[name], model) or version
                 servers[name] = {"urls": [redact_url(u) for u in urls], "concurrency": concurrency, "server_version": version, "engine": model.engine if name not in config.endpoints else "endpoint"}
+            extractor = None
+            if "extract" in config.stages:
+                if config.extractor_url:
+                    extractor = Extractor(LLMClient(http, [config.extractor_url], config.extractor_concurrency, RetryPolicy(), api_key=extractor_key),
+                                          config.extractor_model, config.extractor_json_mode)
+                else:  # offline default: the embedded model codes the answers (schema-constrained JSON)
+                    embedded_model = load_registry()[EMBEDDED_DEFAULT]
+                    if EMBEDDED_DEFAULT not in clients:
+                        workers = config.embedded_workers or default_workers()
+                        started_servers = stack.enter_context(EmbeddedServers(embedded_model, workers, path / "logs"))
+                        clients[EMBEDDED_DEFAULT] = LLMClient(http, started_servers.urls, workers, RetryPolicy())
+                    extractor = Extractor(clients[EMBEDDED_DEFAULT], embedded_model.request_model, "llama_schema")
+                servers["extractor"] = {"urls": extractor.client.base_urls, "model": extractor.model, "json_mode": extractor.json_mode}
             _write_manifest(path, config, run_id, inputs, models, servers)
 
             async def run_node(node: Node) -> NodeResult:
                 spec, table = inputs[node.study]
                 model = models[node.model]
-                return await _run_step_node(node, spec, table, model, clients[node.model], config, run_id, path, progress)
+                return await _run_step_node(node, spec, table, model, clients[node.model], config, run_id, path, progress, extractor)
 
             with progress:
                 results = await _execute(nodes, run_node)

@@ -16,7 +16,7 @@ from pipeline.registry import model_slug
 from steps.errors import ConfigError
 
 # stage -> stages it waits for (per model x study). Later stages plug in here.
-STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {"query": (), "probabilities": ("query",)}
+STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {"query": (), "extract": ("query",), "probabilities": ("query",)}
 _ARGO_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
 
 

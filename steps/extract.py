@@ -192,7 +192,11 @@ async def run_extract_step(
 ) -> StepOutcome:
     """Extract every raw row not already extracted (failed and skipped rows are redone)."""
     started = time.perf_counter()
-    records = raw.astype(object).where(raw.notna(), None).to_dict(orient="records")
+    raw = raw.copy()
+    if "response_timestamp" in raw:  # ISO text, as in the raw checkpoints
+        raw["response_timestamp"] = [t.isoformat() if isinstance(t, pd.Timestamp) else t for t in raw["response_timestamp"]]
+    records = [{k: (None if v is None or (not isinstance(v, str) and pd.isna(v)) else (v.item() if hasattr(v, "item") else v))
+                for k, v in r.items()} for r in raw.astype(object).to_dict(orient="records")]
     finished = checkpoint.load()
     key = lambda r: (int(r["row_index"]), int(r["replication"]))  # noqa: E731
     todo = [r for r in records if finished.get(key(r), {}).get("extraction_status") not in ("ok", "partial")]

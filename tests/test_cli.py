@@ -23,7 +23,8 @@ VOLATILE = ["response_timestamp", "processing_time_ms"]
 
 
 def _run(server, tmp_path, *extra):
-    return main(["run", "--endpoint", f"fake-model={server.url}", "--output", str(tmp_path / "out"), *extra])
+    return main(["run", "--endpoint", f"fake-model={server.url}", "--extractor-url", server.url, "--extractor-model", "fake-model",
+                 "--output", str(tmp_path / "out"), *extra])
 
 
 def _outputs(tmp_path):
@@ -40,6 +41,12 @@ def test_run_writes_parquet_and_csv_per_model_and_study(tmp_path, fake_server, c
         assert len(parquet) == len(csv) == rows
         assert list(parquet.columns) == list(csv.columns)
         assert (parquet.status == "ok").all() and (parquet.run_id == run_dir.name).all()
+    for study, rows in ((1, 6), (2, 8)):
+        structured = pd.read_parquet(run_dir / "structured" / f"fake-model_study{study}_structured.parquet")
+        assert len(structured) == rows and (structured.extraction_method == "parser").all()
+        assert (structured.extraction_confidence == 1.0).all() and (structured.extraction_status == "ok").all()
+        probabilities = pd.read_parquet(run_dir / "exp2" / f"fake-model_study{study}_probabilities.parquet")
+        assert len(probabilities) == rows and (probabilities.status == "ok").all()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["models"]["fake-model"]["hf_id"] == "fake-model"
     assert manifest["invocations"][0]["servers"]["fake-model"]["server_version"] == "fake-0.1"

@@ -51,9 +51,17 @@ FAULTS = ("ok", "500", "503", "429", "400", "timeout", "reset", "truncated", "ma
 
 
 def fake_answer(messages: list, seed: Optional[int]) -> str:
-    """The deterministic answer the fake gives to ``messages`` with ``seed``."""
+    """The deterministic answer the fake gives to ``messages`` with ``seed``: a well-formed
+    Study 2 utterance when the prompt lists the 8 utterances, else a Study 1 answer in the
+    requested format; a hash tag makes every sample distinct."""
     digest = hashlib.sha256(json.dumps([messages, seed], sort_keys=True).encode()).hexdigest()
-    return f"Initial Answer: {int(digest[0], 16) % 4}\nKnowledge: {'yes' if int(digest[1], 16) % 2 else 'no'} [{digest[:8]}]"
+    d = [int(c, 16) for c in digest[:6]]
+    if "It wasn't amazing" in json.dumps(messages):
+        frame = "was" if d[0] % 2 else "wasn't"
+        return f"It {frame} {('terrible', 'bad', 'good', 'amazing')[d[1] % 4]}. [{digest[:8]}]"
+    bets = [d[2] * 2, d[3] * 2, d[4] * 2]
+    return (f"Initial Answer: {d[0] % 4}\nProbabilities: 0: {bets[0]}%, 1: {bets[1]}%, 2: {bets[2]}%, 3: {100 - sum(bets)}%\n"
+            f"Knowledge: {'yes' if d[1] % 2 else 'no'} [{digest[:8]}]")
 
 
 class FakeOpenAIServer:
