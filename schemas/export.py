@@ -15,6 +15,7 @@ from schemas.inputs import Study1Input, Study2Input
 from schemas.probabilities import Study1Probabilities, Study2Probabilities
 from schemas.raw_responses import Study1RawResponse, Study2RawResponse
 from schemas.settings import ModelSpec, SamplingSettings
+from schemas.structured import Study1Fields, Study1Structured, Study2Fields, Study2Structured
 
 JSON_DIR = Path(__file__).parent / "json"
 EXPORTED: dict[str, type[BaseModel]] = {
@@ -24,6 +25,10 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "study2_raw_responses": Study2RawResponse,
     "study1_probabilities": Study1Probabilities,
     "study2_probabilities": Study2Probabilities,
+    "study1_structured": Study1Structured,
+    "study2_structured": Study2Structured,
+    "study1_extraction_fields": Study1Fields,
+    "study2_extraction_fields": Study2Fields,
     "model_registry_entry": ModelSpec,
     "sampling_settings": SamplingSettings,
 }

@@ -59,8 +59,9 @@ def _extraction_columns() -> dict:
         "extraction_errors": (Optional[str], Field(None, description="What was wrong or uncertain, per field; empty when nothing")),
         "extraction_method": (Literal["parser", "llm", "parser+llm", "none"], Field(description="Which tier produced the fields")),
         "extractor_model": (Optional[str], Field(None, description="The LLM extractor's model, when the LLM tier was used")),
-        "extraction_status": (Literal["ok", "partial", "failed", "skipped"], Field(
-            description="ok: every field; partial: some; failed: none although there was an answer; skipped: no answer to extract from")),
+        "extraction_status": (Literal["ok", "partial", "not_found", "failed", "skipped"], Field(
+            description="ok: every field found; partial: some; not_found: the answer states none of them; failed: the LLM "
+                        "extractor could not be used (error or invalid reply twice; retried on a re-run); skipped: no answer")),
     }
 
 

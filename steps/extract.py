@@ -126,8 +126,13 @@ async def llm_extract(extractor: Extractor, spec: StudySpec, response: str) -> t
     return None, f"LLM extractor reply invalid twice: {problem}"
 
 
-def combine(study: int, parsed: Parsed, llm: Optional[dict[str, Any]], llm_error: Optional[str]) -> dict[str, Any]:
-    """Merge the tiers into the output columns with confidence, errors and method (pure)."""
+def combine(study: int, parsed: Parsed, llm: Optional[dict[str, Any]], llm_error: Optional[str], llm_failed: bool = False) -> dict[str, Any]:
+    """Merge the tiers into the output columns with confidence, errors and method (pure).
+
+    ``llm_failed`` marks a technical failure of the LLM tier: the row's status is then
+    'failed' (counted against the step's failure threshold and redone on a re-run).
+    An answer that simply does not state a field is 'not_found'/'partial', not a failure.
+    """
     values: dict[str, Any] = {name: None for name in EXTRACTION_FIELDS[study].model_fields}
     errors = [f"{k}: {v}" for k, v in parsed.notes.items()]
     confidences, sources = [], set()
@@ -163,7 +168,7 @@ def combine(study: int, parsed: Parsed, llm: Optional[dict[str, Any]], llm_error
         "extraction_confidence": min(confidences),
         "extraction_errors": "; ".join(dict.fromkeys(errors)) or None,
         "extraction_method": "+".join(sorted(sources)) if sources else "none",
-        "extraction_status": "ok" if found == len(confidences) else ("partial" if found else "failed"),
+        "extraction_status": "ok" if found == len(confidences) else ("failed" if llm_failed else ("partial" if found else "not_found")),
     }
 
 
@@ -183,14 +188,17 @@ async def extract_row(record: dict[str, Any], spec: StudySpec, extractor: Option
         else:
             llm, llm_error = await llm_extract(extractor, spec, response)
             used = extractor.model
-    return {**record, **combine(spec.number, parsed, llm, llm_error), "extractor_model": used}
+    return {**record, **combine(spec.number, parsed, llm, llm_error, llm_failed=used is not None and llm is None), "extractor_model": used}
 
 
 async def run_extract_step(
     raw: pd.DataFrame, spec: StudySpec, extractor: Optional[Extractor], checkpoint: Checkpoint,
     on_row: Callable[[dict[str, Any]], None] = lambda record: None,
 ) -> StepOutcome:
-    """Extract every raw row not already extracted (failed and skipped rows are redone)."""
+    """Extract every raw row not already extracted (failed and skipped rows are redone).
+
+    Only 'failed' rows (the LLM tier could not be used) count as failures of the step.
+    """
     started = time.perf_counter()
     raw = raw.copy()
     if "response_timestamp" in raw:  # ISO text, as in the raw checkpoints
@@ -199,7 +207,7 @@ async def run_extract_step(
                 for k, v in r.items()} for r in raw.astype(object).to_dict(orient="records")]
     finished = checkpoint.load()
     key = lambda r: (int(r["row_index"]), int(r["replication"]))  # noqa: E731
-    todo = [r for r in records if finished.get(key(r), {}).get("extraction_status") not in ("ok", "partial")]
+    todo = [r for r in records if finished.get(key(r), {}).get("extraction_status") not in ("ok", "partial", "not_found")]
     window = extractor.client.concurrency if extractor else 1
     async for result in completed_in_window(todo, lambda r: extract_row(r, spec, extractor), window):
         checkpoint.append(result)

@@ -36,6 +36,12 @@ def test_default_run_on_the_embedded_model(tmp_path):
         frame = pd.read_parquet(run_dir / "exp2" / f"gemma-3-270m_study{study}_probabilities.parquet")
         assert (frame.status == "ok").all() and frame.scoring_method.eq("exact").all()
         assert (frame[columns].sum(axis=1) - 1).abs().max() < 1e-9
+    for study, rows in ((1, 6), (2, 8)):
+        structured = pd.read_parquet(run_dir / "structured" / f"gemma-3-270m_study{study}_structured.parquet")
+        assert len(structured) == rows and structured.extraction_confidence.between(0, 1).all()
+        assert set(structured.extraction_status) <= {"ok", "partial", "not_found"}  # the extractor itself never failed
+        llm_rows = structured[structured.extraction_method.str.contains("llm")]
+        assert (llm_rows.extractor_model == "gemma-3-270m").all()
     assert "gemma-3-270m" in done.stdout and str(run_dir) in done.stdout
     assert "rows" in done.stderr  # progress was shown
 

@@ -78,13 +78,18 @@ def test_response_formats():
     pytest.param("The poem was not good at all", {"Was_Wasnt": "wasn't", "Assessment": "good"}, 0.9, "llm", "ok", id="llm-agrees-with-hints"),
     pytest.param("The poem was not good at all", {"Was_Wasnt": "was", "Assessment": "good"}, 0.3, "llm", "ok", id="llm-contradicts"),
     pytest.param("It was okay", {"Was_Wasnt": "was", "Assessment": None}, 0.0, "llm", "partial", id="outside-the-eight"),
-    pytest.param("No idea.", None, 0.0, "none", "failed", id="nothing"),
+    pytest.param("No idea.", None, 0.0, "none", "not_found", id="nothing"),
 ])
 def test_combine_study2(text, llm, confidence, method, status):
     out = combine(2, parse_study2(text), llm, None if llm else "no LLM extractor configured")
     assert (out["extraction_confidence"], out["extraction_method"], out["extraction_status"]) == (confidence, method, status)
     if status == "ok":
         assert out["response_cleaned"] == f"It {out['Was_Wasnt']} {out['Assessment']}"
+
+
+def test_a_failed_llm_tier_marks_the_row_failed():
+    out = combine(2, parse_study2("hmm"), None, "LLM extractor request failed: HTTP 503", llm_failed=True)
+    assert out["extraction_status"] == "failed" and "HTTP 503" in out["extraction_errors"]
 
 
 def test_combine_study1_mixes_tiers_and_keeps_bets_as_given():
