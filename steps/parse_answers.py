@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from steps.query import split_reasoning
+
 NUMBER_WORDS = {"zero": 0, "none": 0, "one": 1, "two": 2, "three": 3, "all": 3}
 _NUM = r"(\d+|zero|none|one|two|three)"
 _MARKDOWN = re.compile(r"[*_`#>]+")
@@ -31,8 +33,10 @@ class Parsed:
 
 
 def clean_text(text: Optional[str]) -> str:
-    """Markdown emphasis removed, curly quotes straightened, whitespace collapsed per line."""
-    text = (text or "").replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
+    """Any <think> trace dropped, markdown emphasis removed, curly quotes straightened,
+    whitespace collapsed per line."""
+    text, _ = split_reasoning(text or "")
+    text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
     text = _MARKDOWN.sub("", text)
     return "\n".join(" ".join(line.split()) for line in text.splitlines()).strip()
 
@@ -66,9 +70,13 @@ def parse_study1(response: Optional[str]) -> Parsed:
     """Prior_A, probability_0..3 and Knowledge_A from a Study 1 answer."""
     text = clean_text(response)
     out = Parsed()
-    priors = {_number(v) for v in _labelled(r"initial\s+answer\s*[:=\-]?\s*" + _NUM + r"\b", text)}
+    label = r"initial\s+answer\s*[:=\-]?\s*"
+    hedged = re.search(label + _NUM + r"\s*(?:or|to|-|/|\u2013)\s*" + _NUM + r"\b", text, re.IGNORECASE)
+    priors = {_number(v) for v in _labelled(label + _NUM + r"\b", text)}
     priors.discard(None)
-    if len(priors) == 1 and 0 <= next(iter(priors)) <= 3:
+    if hedged:
+        out.notes["Prior_A"] = f"hedged answer {hedged.group(0).split(':')[-1].strip()!r}"
+    elif len(priors) == 1 and 0 <= next(iter(priors)) <= 3:
         out.values["Prior_A"] = priors.pop()
     elif len(priors) > 1:
         out.notes["Prior_A"] = f"several initial answers given: {sorted(priors)}"

@@ -26,7 +26,7 @@ def test_study1_parses(text, values, notes):
 
 @pytest.mark.parametrize("text,absent", [
     pytest.param("I don't know how many there are, the speaker knows a small number.", ["Knowledge_A", "Prior_A"], id="no-inside-know-all-inside-small"),
-    pytest.param("Initial Answer: 2 or 3, hard to say", [], id="first-number-only"),
+    pytest.param("Initial Answer: 2 or 3, hard to say", ["Prior_A"], id="hedge"),
     pytest.param("Initial Answer: 2\nInitial Answer: 3", ["Prior_A"], id="two-answers"),
     pytest.param("I'm sorry, I can't help with that.", ["Prior_A", "Knowledge_A", "probability_0"], id="refusal"),
     pytest.param("Knowledge: yes\nKnowledge: no", ["Knowledge_A"], id="contradicting-knowledge"),
@@ -64,6 +64,16 @@ def test_study2_parses(text, frame, assessment):
 ])
 def test_study2_leaves_unclear_answers_to_the_llm_tier(text):
     assert parse_study2(text).values == {}
+
+
+def test_reasoning_trace_is_not_parsed_as_the_answer():
+    parsed = parse_study2("<think>Maybe It was terrible? No, be kind.</think>It was good.")
+    assert parsed.values["Assessment"] == "good"
+    assert parse_study1("<think>Initial Answer: 3</think>\nInitial Answer: 1").values["Prior_A"] == 1
+
+
+def test_hedge_is_noted():
+    assert parse_study1("Initial Answer: 2 or 3").notes["Prior_A"] == "hedged answer '2 or 3'"
 
 
 def test_study2_hints():
