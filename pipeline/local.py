@@ -9,13 +9,10 @@ model's one client, hence its one concurrency limit) -> tables -> summary.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import subprocess
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Optional
@@ -25,6 +22,7 @@ import pandas as pd
 
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, ENDPOINT_API_KEY_ENV, RunConfig, derive_run_id, run_dir
 from pipeline.embedded import EmbeddedServers, default_workers
+from pipeline.manifest import write_manifest
 from pipeline.plan import Node, build_plan
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry, model_slug, resolve_model
@@ -69,24 +67,6 @@ class RunResult:
     @property
     def errors(self) -> list[GraceError]:
         return [r.error for r in self.results if r.error is not None]
-
-
-def code_version() -> str:
-    """Package version plus git commit when run from a checkout (``$GRACE_CODE_VERSION`` wins)."""
-    if os.environ.get("GRACE_CODE_VERSION"):
-        return os.environ["GRACE_CODE_VERSION"]
-    try:
-        version = metadata.version("grace-pipeline")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    try:
-        here = Path(__file__).resolve().parent
-        commit = subprocess.run(["git", "-C", str(here), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5)
-        if commit.returncode == 0 and commit.stdout.strip():
-            version += f"+git.{commit.stdout.strip()}"
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return version
 
 
 def extractor_api_key(config: RunConfig) -> Optional[str]:
@@ -180,42 +160,6 @@ def _fingerprint(stage: str, spec: StudySpec, table: StudyTable, model: ModelSpe
     return common | {"template_hash": spec.probability_hash, "chat_template": model.chat_template, "scoring": config.scoring}
 
 
-def _write_manifest(path: Path, config: RunConfig, run_id: str, inputs, models, servers: dict[str, dict]) -> None:
-    manifest_path = path / "manifest.json"
-    previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    config_json = config.model_dump(mode="json")
-    config_json["endpoints"] = {m: [redact_url(u) for u in urls] for m, urls in config.endpoints.items()}
-    invocation = {
-        "started_at": datetime.now(timezone.utc).isoformat(),
-        "code_version": code_version(),
-        "config": config_json,
-        "servers": servers,
-    }
-    manifest = {
-        "run_id": run_id,
-        "studies": {
-            str(n): {
-                "path": table.path, "sha256": table.sha256, "rows": len(table.frame), "name": spec.name,
-                "query_template_hash": spec.query_prompt.hash,
-                "query_template": {"system": spec.query_prompt.system, "user": spec.query_prompt.user},
-                "probability_template_hash": spec.probability_hash,
-                "probability_questions": [
-                    {"name": q.name, "system": q.template.system, "user": q.template.user, "answer_prefix": q.answer_prefix,
-                     "options": q.options, "repeat": q.repeat}
-                    for q in spec.probability_questions
-                ],
-            }
-            for n, (spec, table) in inputs.items()
-        },
-        "models": {n: m.model_dump(mode="json") for n, m in models.items()},
-        "sampling": config.sampling.model_dump(),
-        "invocations": previous.get("invocations", []) + [invocation],
-    }
-    tmp = manifest_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
-    os.replace(tmp, manifest_path)
-
-
 def _stage_files(stage: str, spec: StudySpec, model: ModelSpec, config: RunConfig, path: Path) -> tuple[Path, Path, type]:
     """Checkpoint path, output stem and row model of one stage for one model x study."""
     slug, n = model_slug(model.name), spec.number
@@ -245,8 +189,9 @@ async def _run_step_node(node, spec, table, model, client, config, run_id, path,
     result = NodeResult(node)
     replications = config.replications if node.stage == "query" else 1
     on_row = lambda record: progress.advance(node.name, record["status"] == "ok")  # noqa: E731
+    done_key, done_values = ("extraction_status", ("ok", "partial", "not_found")) if node.stage == "extract" else ("status", ("ok",))
     with checkpoint:
-        already = sum(1 for r in checkpoint.load().values() if r.get("status") == "ok")
+        already = sum(1 for r in checkpoint.load().values() if r.get(done_key) in done_values)
         if node.stage != "extract":
             progress.start(node.name, len(table.frame) * replications, already)
         if node.stage == "query":
@@ -285,54 +230,63 @@ async def _execute(nodes: list[Node], run_node) -> list[NodeResult]:
     return list(await asyncio.gather(*finished.values()))
 
 
+async def _connect_models(config, models, stack, http, path) -> tuple[dict[str, LLMClient], dict[str, dict]]:
+    """One client per model: an existing endpoint, or embedded servers started here; each checked."""
+    api_key = os.environ.get(ENDPOINT_API_KEY_ENV) or None
+    clients: dict[str, LLMClient] = {}
+    servers: dict[str, dict] = {}
+    for name, model in models.items():
+        if name in config.endpoints:
+            urls, concurrency, version = list(config.endpoints[name]), config.concurrency or DEFAULT_ENDPOINT_CONCURRENCY, None
+            clients[name] = LLMClient(http, urls, concurrency, RetryPolicy(), api_key=api_key)
+        else:
+            workers = config.embedded_workers or default_workers()
+            urls = stack.enter_context(EmbeddedServers(model, workers, path / "logs")).urls
+            concurrency, version = config.concurrency or workers, f"llama-cpp-python {metadata.version('llama-cpp-python')}"
+            clients[name] = LLMClient(http, urls, concurrency, RetryPolicy())
+        version = await check_endpoint(clients[name], model) or version
+        servers[name] = {"urls": [redact_url(u) for u in urls], "concurrency": concurrency, "server_version": version,
+                         "engine": "endpoint" if name in config.endpoints else model.engine}
+    return clients, servers
+
+
+def _make_extractor(config, clients, stack, http, path, api_key) -> Extractor:
+    """The configured LLM extractor, or (offline default) the embedded model with grammar-constrained JSON."""
+    if config.extractor_url:
+        client = LLMClient(http, [config.extractor_url], config.extractor_concurrency, RetryPolicy(), api_key=api_key)
+        return Extractor(client, config.extractor_model, config.extractor_json_mode)
+    embedded_model = load_registry()[EMBEDDED_DEFAULT]
+    if EMBEDDED_DEFAULT not in clients:
+        workers = config.embedded_workers or default_workers()
+        urls = stack.enter_context(EmbeddedServers(embedded_model, workers, path / "logs")).urls
+        clients[EMBEDDED_DEFAULT] = LLMClient(http, urls, workers, RetryPolicy())
+    return Extractor(clients[EMBEDDED_DEFAULT], embedded_model.request_model, "llama_schema")
+
+
 async def run_local(config: RunConfig, progress: ProgressReporter, started: float) -> RunResult:
     """Execute the whole run on this machine and return its summary."""
     inputs = load_inputs(config)
     models = resolve_models(config)
-    run_id = config.run_id or derive_run_id(
-        {n: t.sha256 for n, (_, t) in inputs.items()}, {n: f"{s.query_prompt.hash}:{s.extraction_prompt.hash}:{s.probability_hash}" for n, (s, _) in inputs.items()}, config.sampling
-    )
+    extractor_key = extractor_api_key(config) if "extract" in config.stages else None  # fails before any model starts
+    templates = {n: f"{s.query_prompt.hash}:{s.extraction_prompt.hash}:{s.probability_hash}" for n, (s, _) in inputs.items()}
+    run_id = config.run_id or derive_run_id({n: t.sha256 for n, (_, t) in inputs.items()}, templates, config.sampling)
     path = run_dir(config, run_id).resolve()
     path.mkdir(parents=True, exist_ok=True)
     nodes = build_plan(list(models), sorted(inputs), list(config.stages))
-    api_key = os.environ.get(ENDPOINT_API_KEY_ENV) or None
-    extractor_key = extractor_api_key(config) if "extract" in config.stages else None
-    servers: dict[str, dict] = {}
 
     with ExitStack() as stack:
         http = make_http_client(config.request_timeout_s)
-        clients: dict[str, LLMClient] = {}
         try:
-            for name, model in models.items():
-                if name in config.endpoints:
-                    urls, concurrency, version = list(config.endpoints[name]), config.concurrency or DEFAULT_ENDPOINT_CONCURRENCY, None
-                else:
-                    workers = config.embedded_workers or default_workers()
-                    embedded = stack.enter_context(EmbeddedServers(model, workers, path / "logs"))
-                    urls, concurrency = embedded.urls, config.concurrency or workers
-                    version = f"llama-cpp-python {metadata.version('llama-cpp-python')}"
-                clients[name] = LLMClient(http, urls, concurrency, RetryPolicy(), api_key=None if name not in config.endpoints else api_key)
-                version = await check_endpoint(clients[name], model) or version
-                servers[name] = {"urls": [redact_url(u) for u in urls], "concurrency": concurrency, "server_version": version, "engine": model.engine if name not in config.endpoints else "endpoint"}
-            extractor = None
-            if "extract" in config.stages:
-                if config.extractor_url:
-                    extractor = Extractor(LLMClient(http, [config.extractor_url], config.extractor_concurrency, RetryPolicy(), api_key=extractor_key),
-                                          config.extractor_model, config.extractor_json_mode)
-                else:  # offline default: the embedded model codes the answers (schema-constrained JSON)
-                    embedded_model = load_registry()[EMBEDDED_DEFAULT]
-                    if EMBEDDED_DEFAULT not in clients:
-                        workers = config.embedded_workers or default_workers()
-                        started_servers = stack.enter_context(EmbeddedServers(embedded_model, workers, path / "logs"))
-                        clients[EMBEDDED_DEFAULT] = LLMClient(http, started_servers.urls, workers, RetryPolicy())
-                    extractor = Extractor(clients[EMBEDDED_DEFAULT], embedded_model.request_model, "llama_schema")
+            clients, servers = await _connect_models(config, models, stack, http, path)
+            extractor = _make_extractor(config, clients, stack, http, path, extractor_key) if "extract" in config.stages else None
+            if extractor is not None:
                 servers["extractor"] = {"urls": extractor.client.base_urls, "model": extractor.model, "json_mode": extractor.json_mode}
-            _write_manifest(path, config, run_id, inputs, models, servers)
+            write_manifest(path, config, run_id, inputs, models, servers)
 
             async def run_node(node: Node) -> NodeResult:
                 spec, table = inputs[node.study]
-                model = models[node.model]
-                return await _run_step_node(node, spec, table, model, clients[node.model], config, run_id, path, progress, extractor)
+                return await _run_step_node(node, spec, table, models[node.model], clients[node.model], config, run_id, path,
+                                            progress, extractor)
 
             with progress:
                 results = await _execute(nodes, run_node)

@@ -6,7 +6,6 @@ import asyncio
 import json
 
 import httpx
-import pandas as pd
 import pytest
 import respx
 

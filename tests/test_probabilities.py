@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import math
 
 import httpx
 import numpy as np
-import pandas as pd
 import pytest
 
 from pipeline.registry import load_registry
@@ -16,7 +14,7 @@ from schemas.settings import ModelSpec
 from steps.checkpoint import Checkpoint
 from steps.errors import ServerError
 from steps.llm_client import LLMClient, RetryPolicy
-from steps.probabilities import check_prompt_logprobs, run_probability_step, scoring_prompt
+from steps.probabilities import run_probability_step, scoring_prompt
 from steps.tables import coerce_to_schema
 from tests.fakes.fake_openai_server import FakeOpenAIServer
 

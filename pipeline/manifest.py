@@ -1,0 +1,75 @@
+"""The run manifest: what a run was made of (code, inputs, prompts, models, sampling, servers).
+
+``manifest.json`` in the run folder is rewritten atomically at every invocation; earlier
+invocations are kept in its ``invocations`` list. URLs are written without credentials;
+no secret is ever part of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from pipeline.config import RunConfig
+from steps.llm_client import redact_url
+
+
+def code_version() -> str:
+    """Package version plus git commit when run from a checkout (``$GRACE_CODE_VERSION`` wins)."""
+    if os.environ.get("GRACE_CODE_VERSION"):
+        return os.environ["GRACE_CODE_VERSION"]
+    try:
+        version = metadata.version("grace-pipeline")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    try:
+        here = Path(__file__).resolve().parent
+        commit = subprocess.run(["git", "-C", str(here), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5)
+        if commit.returncode == 0 and commit.stdout.strip():
+            version += f"+git.{commit.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return version
+
+
+def write_manifest(path: Path, config: RunConfig, run_id: str, inputs, models, servers: dict[str, dict]) -> None:
+    """Write ``path``/manifest.json for this invocation (see the module docstring)."""
+    manifest_path = path / "manifest.json"
+    previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    config_json = config.model_dump(mode="json")
+    config_json["endpoints"] = {m: [redact_url(u) for u in urls] for m, urls in config.endpoints.items()}
+    invocation = {
+        "started_at": datetime.now(timezone.utc).isoformat(),
+        "code_version": code_version(),
+        "config": config_json,
+        "servers": servers,
+    }
+    manifest = {
+        "run_id": run_id,
+        "studies": {
+            str(n): {
+                "path": table.path, "sha256": table.sha256, "rows": len(table.frame), "name": spec.name,
+                "query_template_hash": spec.query_prompt.hash,
+                "query_template": {"system": spec.query_prompt.system, "user": spec.query_prompt.user},
+                "extraction_template_hash": spec.extraction_prompt.hash,
+                "extraction_template": {"system": spec.extraction_prompt.system, "user": spec.extraction_prompt.user},
+                "probability_template_hash": spec.probability_hash,
+                "probability_questions": [
+                    {"name": q.name, "system": q.template.system, "user": q.template.user, "answer_prefix": q.answer_prefix,
+                     "options": q.options, "repeat": q.repeat}
+                    for q in spec.probability_questions
+                ],
+            }
+            for n, (spec, table) in inputs.items()
+        },
+        "models": {n: m.model_dump(mode="json") for n, m in models.items()},
+        "sampling": config.sampling.model_dump(),
+        "invocations": previous.get("invocations", []) + [invocation],
+    }
+    tmp = manifest_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    os.replace(tmp, manifest_path)
