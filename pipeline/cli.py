@@ -3,7 +3,8 @@
 Exit codes: 0 success; 1 unexpected error; 2 bad input or options (nothing was sent
 to a model); 3 too many rows failed in a step (finished rows are saved: re-run to
 retry only the failed ones); 4 a model server could not be started or reached;
-130 interrupted (finished rows are saved: re-run to resume).
+5 validation found broken outputs (the analysis table is still written); 130 interrupted
+(finished rows are saved: re-run to resume).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from schemas.settings import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATU
 from steps.errors import ConfigError, GraceError
 from steps.probabilities import DEFAULT_MIN_OPTION_MASS
 from steps.query import DEFAULT_MAX_FAILED_FRACTION
+from steps.validate import DEFAULT_MIN_CONFIDENCE
 from steps.studies import available_studies
 
 EXIT_INTERRUPTED = 130
@@ -93,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="How the extractor is asked for JSON: json_object (DeepSeek API), json_schema (vLLM), llama_schema (llama.cpp)")
     run.add_argument("--extractor-concurrency", type=int, default=DEFAULT_EXTRACTOR_CONCURRENCY,
                      help="Extractor requests in flight (default: %(default)s; respects 429 Retry-After)")
+    run.add_argument("--min-extraction-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
+                     help="Validation flags rows whose extraction confidence is below this (default: %(default)s)")
     run.add_argument("--request-timeout", type=float, default=600.0, help="Seconds to wait for one answer (default: %(default)s)")
 
     validate = sub.add_parser("validate", help="Check study files without calling any model")
@@ -138,7 +142,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             embedded_workers=args.embedded_workers, encoding=args.encoding, scoring=args.scoring,
             min_option_mass=args.min_option_mass, extractor_url=args.extractor_url, extractor_model=args.extractor_model,
             extractor_api_key_env=args.extractor_api_key_env, extractor_json_mode=args.extractor_json_mode,
-            extractor_concurrency=args.extractor_concurrency,
+            extractor_concurrency=args.extractor_concurrency, min_extraction_confidence=args.min_extraction_confidence,
         )
     except ValidationError as exc:
         details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
@@ -155,7 +159,7 @@ def print_summary(console: Console, result: RunResult) -> None:
         table.add_column(column, justify="right")
     for r in result.results:
         rate = f"{r.completion_tokens / r.wall_s:.1f}" if r.completion_tokens and r.wall_s else "-"
-        table.add_row(r.node.stage, str(r.node.model), str(r.node.study), str(r.done), str(r.failed), str(r.resumed), f"{r.wall_s:.1f} s", rate)
+        table.add_row(r.node.stage, str(r.node.model or "all"), str(r.node.study), str(r.done), str(r.failed), str(r.resumed), f"{r.wall_s:.1f} s", rate)
     console.print(table)
     print(f"Outputs of {result.run_id} ({result.wall_s:.1f} s): {result.run_path}")
     for r in result.results:

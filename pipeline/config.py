@@ -18,11 +18,12 @@ from schemas.settings import SamplingSettings
 from steps.query import DEFAULT_MAX_FAILED_FRACTION
 from steps.llm_client import DEFAULT_REQUEST_TIMEOUT_S
 from steps.probabilities import DEFAULT_MIN_OPTION_MASS
+from steps.validate import DEFAULT_MIN_CONFIDENCE
 
 DEFAULT_OUTPUT_DIR = "grace-output"
 DEFAULT_ENDPOINT_CONCURRENCY = 16
 ENDPOINT_API_KEY_ENV = "GRACE_ENDPOINT_API_KEY"
-STAGES = ("query", "extract", "probabilities")
+STAGES = ("query", "extract", "probabilities", "validate", "merge")
 DEFAULT_EXTRACTOR_MODEL = "deepseek-chat"
 DEFAULT_EXTRACTOR_KEY_ENV = "DEEPSEEK_API_KEY"
 DEFAULT_EXTRACTOR_CONCURRENCY = 4
@@ -60,6 +61,7 @@ class RunConfig(BaseModel):
     extractor_json_mode: Literal["json_object", "json_schema", "llama_schema", "none"] = Field(
         "json_object", description="How to ask the extractor for JSON: json_object (DeepSeek API), json_schema (vLLM/OpenAI), llama_schema (llama.cpp)")
     extractor_concurrency: int = Field(DEFAULT_EXTRACTOR_CONCURRENCY, ge=1, le=256)
+    min_extraction_confidence: float = Field(DEFAULT_MIN_CONFIDENCE, ge=0.0, le=1.0, description="Flag rows whose extraction confidence is below this")
 
 
 def derive_run_id(input_hashes: dict[int, str], template_hashes: dict[int, str], sampling: SamplingSettings) -> str:

@@ -26,6 +26,7 @@ from pipeline.manifest import write_manifest
 from pipeline.plan import Node, build_plan
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry, model_slug, resolve_model
+from pipeline.study_stages import run_merge, run_validation, stage_tables
 from schemas.probabilities import PROBABILITY_ROW_MODELS
 from schemas.raw_responses import raw_response_row_model
 from schemas.settings import ModelSpec
@@ -214,13 +215,33 @@ async def _run_step_node(node, spec, table, model, client, config, run_id, path,
     return result
 
 
+def _run_study_node(node: Node, spec: StudySpec, table: StudyTable, models, config: RunConfig, path: Path) -> NodeResult:
+    """Validation or merge for one study, over every model's tables in the run folder."""
+    started = time.perf_counter()
+    result = NodeResult(node)
+    stage_files = lambda stage, s, m, p: _stage_files(stage, s, m, config, p)  # noqa: E731
+    tables = stage_tables(spec, models, stage_files, path)
+    try:
+        if node.stage == "validate":
+            result.done, result.failed, result.outputs = run_validation(
+                spec, len(table.frame), config.replications, tables, config.min_extraction_confidence, path)
+        else:
+            result.outputs = run_merge(spec, tables, path)
+            result.done = sum(len(t[0]) for t in tables.values())
+    except GraceError as exc:
+        result.error = exc
+        result.failed = 1
+    result.wall_s = time.perf_counter() - started
+    return result
+
+
 async def _execute(nodes: list[Node], run_node) -> list[NodeResult]:
     """Run ``nodes``; each starts when all its dependencies finished without error."""
     finished: dict[str, asyncio.Task] = {}
 
     async def start(node: Node) -> NodeResult:
         deps = [await finished[d] for d in node.depends]
-        blocked = [d.node.name for d in deps if d.error is not None]
+        blocked = [d.node.name for d in deps if d.error is not None and getattr(d.error, "blocks_dependents", True)]
         if blocked:
             return NodeResult(node, error=GraceError(f"{node.name} skipped: {', '.join(blocked)} failed"))
         return await run_node(node)
@@ -285,6 +306,8 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
 
             async def run_node(node: Node) -> NodeResult:
                 spec, table = inputs[node.study]
+                if node.model is None:
+                    return _run_study_node(node, spec, table, models, config, path)
                 return await _run_step_node(node, spec, table, models[node.model], clients[node.model], config, run_id, path,
                                             progress, extractor)
 

@@ -15,8 +15,13 @@ from typing import Optional
 from pipeline.registry import model_slug
 from steps.errors import ConfigError
 
-# stage -> stages it waits for (per model x study). Later stages plug in here.
+# stage -> stages it waits for, per model x study.
 STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {"query": (), "extract": ("query",), "probabilities": ("query",)}
+# whole-study stages -> stages they wait for, for every model of that study.
+STUDY_STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "validate": ("query", "extract", "probabilities"),
+    "merge": ("validate", "query", "extract", "probabilities"),
+}
 _ARGO_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
 
 
@@ -39,9 +44,10 @@ def node_name(stage: str, model: str, study: int) -> str:
 
 def build_plan(models: list[str], studies: list[int], stages: list[str]) -> list[Node]:
     """Nodes in a valid execution order (each after its dependencies)."""
-    unknown = [s for s in stages if s not in STAGE_DEPENDENCIES]
+    known = list(STAGE_DEPENDENCIES) + list(STUDY_STAGE_DEPENDENCIES)
+    unknown = [s for s in stages if s not in known]
     if unknown:
-        raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGE_DEPENDENCIES)}")
+        raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(known)}")
     nodes: list[Node] = []
     for stage in STAGE_DEPENDENCIES:  # declaration order is a topological order
         if stage not in stages:
@@ -50,6 +56,12 @@ def build_plan(models: list[str], studies: list[int], stages: list[str]) -> list
             for study in studies:
                 depends = tuple(node_name(d, model, study) for d in STAGE_DEPENDENCIES[stage] if d in stages)
                 nodes.append(Node(node_name(stage, model, study), stage, model, study, depends))
+    for stage, after in STUDY_STAGE_DEPENDENCIES.items():
+        if stage not in stages:
+            continue
+        for study in studies:
+            depends = tuple(n.name for n in nodes if n.study == study and n.stage in after)
+            nodes.append(Node(f"{stage}-study{study}", stage, None, study, depends))
     check_dag(nodes)
     return nodes
 

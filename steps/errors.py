@@ -6,7 +6,7 @@ Third-party exceptions are converted at the boundary with ``raise ... from exc``
 
 Exit codes: 2 = bad input or usage (do not retry), 3 = a step failed more rows than
 allowed (re-run to retry only the failed rows), 4 = a model server could not be
-started or reached (transient: retry).
+started or reached (transient: retry), 5 = validation found broken outputs.
 """
 
 from __future__ import annotations
@@ -67,6 +67,13 @@ class StepFailedError(GraceError):
     """
 
     exit_code = 3
+
+
+class ValidationFailedError(GraceError):
+    """An integrity check of the outputs failed; the report says which. Later stages still run."""
+
+    exit_code = 5
+    blocks_dependents = False
 
 
 class CheckpointMismatchError(GraceError):

@@ -55,10 +55,10 @@ def _replace_atomically(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def write_table(frame: pd.DataFrame, row_model: type[BaseModel], stem: Path) -> tuple[Path, Path]:
+def write_table(frame: pd.DataFrame, row_model: type[BaseModel], stem: Path, already_typed: bool = False) -> tuple[Path, Path]:
     """Write ``stem``.parquet and ``stem``.csv; return both paths."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    typed = coerce_to_schema(frame, row_model)
+    typed = frame if already_typed else coerce_to_schema(frame, row_model)
     parquet, csv = stem.with_name(stem.name + ".parquet"), stem.with_name(stem.name + ".csv")
     _replace_atomically(parquet, lambda p: typed.to_parquet(p, index=False, engine="pyarrow"))
     _replace_atomically(
