@@ -159,12 +159,15 @@ def print_summary(console: Console, result: RunResult) -> None:
         table.add_column(column, justify="right")
     for r in result.results:
         rate = f"{r.completion_tokens / r.wall_s:.1f}" if r.completion_tokens and r.wall_s else "-"
-        table.add_row(r.node.stage, str(r.node.model or "all"), str(r.node.study), str(r.done), str(r.failed), str(r.resumed), f"{r.wall_s:.1f} s", rate)
+        table.add_row(r.node.stage, str(r.node.model or "all"), str(r.node.study or "all"), str(r.done), str(r.failed), str(r.resumed), f"{r.wall_s:.1f} s", rate)
     console.print(table)
     print(f"Outputs of {result.run_id} ({result.wall_s:.1f} s): {result.run_path}")
     for r in result.results:
         for path in r.outputs:
             print(f"  {path}")
+    report = result.run_path / "report.html"
+    if report.exists():
+        print(f"Quality report: {report.as_uri()}")
     for error in result.errors:
         print(f"error: {error}")
 

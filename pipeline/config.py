@@ -23,7 +23,7 @@ from steps.validate import DEFAULT_MIN_CONFIDENCE
 DEFAULT_OUTPUT_DIR = "grace-output"
 DEFAULT_ENDPOINT_CONCURRENCY = 16
 ENDPOINT_API_KEY_ENV = "GRACE_ENDPOINT_API_KEY"
-STAGES = ("query", "extract", "probabilities", "validate", "merge")
+STAGES = ("query", "extract", "probabilities", "validate", "merge", "report")
 DEFAULT_EXTRACTOR_MODEL = "deepseek-chat"
 DEFAULT_EXTRACTOR_KEY_ENV = "DEEPSEEK_API_KEY"
 DEFAULT_EXTRACTOR_CONCURRENCY = 4

@@ -26,7 +26,7 @@ from pipeline.manifest import write_manifest
 from pipeline.plan import Node, build_plan
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry, model_slug, resolve_model
-from pipeline.study_stages import run_merge, run_validation, stage_tables
+from pipeline.study_stages import run_merge, run_report, run_validation, stage_tables
 from schemas.probabilities import PROBABILITY_ROW_MODELS
 from schemas.raw_responses import raw_response_row_model
 from schemas.settings import ModelSpec
@@ -235,6 +235,13 @@ def _run_study_node(node: Node, spec: StudySpec, table: StudyTable, models, conf
     return result
 
 
+def _run_report_node(node: Node, studies: list[int], run_id: str, path: Path) -> NodeResult:
+    started = time.perf_counter()
+    result = NodeResult(node, outputs=[run_report(studies, run_id, path)], done=1)
+    result.wall_s = time.perf_counter() - started
+    return result
+
+
 async def _execute(nodes: list[Node], run_node) -> list[NodeResult]:
     """Run ``nodes``; each starts when all its dependencies finished without error."""
     finished: dict[str, asyncio.Task] = {}
@@ -305,6 +312,8 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
             write_manifest(path, config, run_id, inputs, models, servers)
 
             async def run_node(node: Node) -> NodeResult:
+                if node.study is None:
+                    return _run_report_node(node, sorted(inputs), run_id, path)
                 spec, table = inputs[node.study]
                 if node.model is None:
                     return _run_study_node(node, spec, table, models, config, path)

@@ -44,7 +44,7 @@ def node_name(stage: str, model: str, study: int) -> str:
 
 def build_plan(models: list[str], studies: list[int], stages: list[str]) -> list[Node]:
     """Nodes in a valid execution order (each after its dependencies)."""
-    known = list(STAGE_DEPENDENCIES) + list(STUDY_STAGE_DEPENDENCIES)
+    known = list(STAGE_DEPENDENCIES) + list(STUDY_STAGE_DEPENDENCIES) + ["report"]
     unknown = [s for s in stages if s not in known]
     if unknown:
         raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(known)}")
@@ -62,6 +62,8 @@ def build_plan(models: list[str], studies: list[int], stages: list[str]) -> list
         for study in studies:
             depends = tuple(n.name for n in nodes if n.study == study and n.stage in after)
             nodes.append(Node(f"{stage}-study{study}", stage, None, study, depends))
+    if "report" in stages:  # one report for the whole run, after everything else
+        nodes.append(Node("report", "report", None, None, tuple(n.name for n in nodes)))
     check_dag(nodes)
     return nodes
 

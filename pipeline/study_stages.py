@@ -72,3 +72,16 @@ def run_merge(spec: StudySpec, tables: dict, path: Path) -> list[Path]:
     codebook_path = path / "analysis" / f"study{spec.number}_codebook.csv"
     pd.DataFrame(codebook(row_model)).to_csv(codebook_path, index=False)
     return outputs + [codebook_path]
+
+
+def run_report(studies: list[int], run_id: str, path: Path) -> Path:
+    """Render ``report.html`` from the run's analysis tables and validation results."""
+    from steps.report import render_report
+
+    tables = {n: pd.read_parquet(p) for n in studies if (p := path / "analysis" / f"study{n}_analysis.parquet").exists()}
+    validations = {n: json.loads(p.read_text()) for n in studies if (p := path / "validation" / f"study{n}_validation.json").exists()}
+    report = path / "report.html"
+    tmp = report.with_suffix(".html.tmp")
+    tmp.write_text(render_report(tables, validations, run_id, code_version()), encoding="utf-8")
+    tmp.replace(report)
+    return report

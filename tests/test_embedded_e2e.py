@@ -42,6 +42,11 @@ def test_default_run_on_the_embedded_model(tmp_path):
         assert set(structured.extraction_status) <= {"ok", "partial", "not_found"}  # the extractor itself never failed
         llm_rows = structured[structured.extraction_method.str.contains("llm")]
         assert (llm_rows.extractor_model == "gemma-3-270m").all()
+    for study in (1, 2):
+        assert (run_dir / "validation" / f"study{study}_validation.json").exists()
+        analysis = pd.read_parquet(run_dir / "analysis" / f"study{study}_analysis.parquet")
+        assert len(analysis) == {1: 6, 2: 8}[study] and (analysis.model_name == "gemma-3-270m").all()
+    assert (run_dir / "report.html").exists() and "Quality report: file://" in done.stdout
     assert "gemma-3-270m" in done.stdout and str(run_dir) in done.stdout
     assert "rows" in done.stderr  # progress was shown
 
