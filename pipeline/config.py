@@ -14,6 +14,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.plan import ALL_STAGES
 from schemas.settings import SamplingSettings
 from steps.query import DEFAULT_MAX_FAILED_FRACTION
 from steps.llm_client import DEFAULT_REQUEST_TIMEOUT_S
@@ -23,7 +24,7 @@ from steps.validate import DEFAULT_MIN_CONFIDENCE
 DEFAULT_OUTPUT_DIR = "grace-output"
 DEFAULT_ENDPOINT_CONCURRENCY = 16
 ENDPOINT_API_KEY_ENV = "GRACE_ENDPOINT_API_KEY"
-STAGES = ("query", "extract", "probabilities", "validate", "merge", "report")
+STAGES = ALL_STAGES
 DEFAULT_EXTRACTOR_MODEL = "deepseek-chat"
 DEFAULT_EXTRACTOR_KEY_ENV = "DEEPSEEK_API_KEY"
 DEFAULT_EXTRACTOR_CONCURRENCY = 4

@@ -37,9 +37,10 @@ from steps.extract import Extractor, run_extract_step
 from steps.inputs import StudyTable, load_study_table
 from steps.llm_client import LLMClient, RequestFailed, RetryPolicy, make_http_client, redact_url
 from steps.probabilities import run_probability_step
-from steps.query import effective_max_tokens, enforce_failure_threshold, run_query_step
+from steps.outcome import enforce_failure_threshold
+from steps.query import effective_max_tokens, run_query_step
 from steps.studies import StudySpec, load_study
-from steps.tables import write_table
+from steps.tables import read_table, write_table
 
 
 @dataclass
@@ -149,15 +150,15 @@ async def check_endpoint(client: LLMClient, model: ModelSpec) -> Optional[str]:
 
 
 def _fingerprint(stage: str, spec: StudySpec, table: StudyTable, model: ModelSpec, config: RunConfig, run_id: str,
-                 extractor_model: Optional[str] = None) -> dict:
+                 extractor: Optional[Extractor] = None) -> dict:
     """What a stage's checkpoint must agree with to be resumed."""
     common = {"run_id": run_id, "stage": stage, "input_sha256": table.sha256, "model_id": model.request_model}
     if stage == "query":
         sampling = config.sampling.model_dump() | {"max_tokens": effective_max_tokens(model, config.sampling)}
         return common | {"template_hash": spec.query_prompt.hash, "system_role": model.system_role, "sampling": sampling}
     if stage == "extract":
-        return common | {"template_hash": spec.extraction_prompt.hash, "extractor_model": extractor_model,
-                         "json_mode": config.extractor_json_mode if config.extractor_url else "llama_schema"}
+        return common | {"template_hash": spec.extraction_prompt.hash, "extractor_model": extractor.model if extractor else None,
+                         "json_mode": extractor.json_mode if extractor else None}
     return common | {"template_hash": spec.probability_hash, "chat_template": model.chat_template, "scoring": config.scoring}
 
 
@@ -177,37 +178,41 @@ def _stage_files(stage: str, spec: StudySpec, model: ModelSpec, config: RunConfi
 
 def _read_raw_responses(spec: StudySpec, model: ModelSpec, config: RunConfig, path: Path) -> pd.DataFrame:
     _, stem, _ = _stage_files("query", spec, model, config, path)
-    parquet = stem.with_name(stem.name + ".parquet")
-    if not parquet.exists():
-        raise ConfigError(f"{parquet} does not exist: run the query stage first (--stages query,extract)")
-    return pd.read_parquet(parquet)
+    raw = read_table(stem)
+    if raw is None:
+        raise ConfigError(f"{stem}.parquet does not exist: run the query stage first (--stages query,extract)")
+    return raw
+
+
+class _NodeProgress:
+    """One node's view of the run's ProgressReporter (what the steps call)."""
+
+    def __init__(self, reporter: ProgressReporter, node: str):
+        self.reporter, self.node = reporter, node
+
+    def start(self, total: int, already_done: int) -> None:
+        self.reporter.start(self.node, total, already_done)
+
+    def advance(self, ok: bool) -> None:
+        self.reporter.advance(self.node, ok)
 
 
 async def _run_step_node(node, spec, table, model, client, config, run_id, path, progress, extractor=None) -> NodeResult:
     checkpoint_path, stem, row_model = _stage_files(node.stage, spec, model, config, path)
-    extractor_model = extractor.model if extractor else None
-    checkpoint = Checkpoint(checkpoint_path, _fingerprint(node.stage, spec, table, model, config, run_id, extractor_model))
-    result = NodeResult(node)
-    replications = config.replications if node.stage == "query" else 1
-    on_row = lambda record: progress.advance(node.name, record["status"] == "ok")  # noqa: E731
-    done_key, done_values = ("extraction_status", ("ok", "partial", "not_found")) if node.stage == "extract" else ("status", ("ok",))
+    checkpoint = Checkpoint(checkpoint_path, _fingerprint(node.stage, spec, table, model, config, run_id, extractor))
+    node_progress = _NodeProgress(progress, node.name)
     with checkpoint:
-        already = sum(1 for r in checkpoint.load().values() if r.get(done_key) in done_values)
-        if node.stage != "extract":
-            progress.start(node.name, len(table.frame) * replications, already)
         if node.stage == "query":
             outcome = await run_query_step(table.frame, spec, model, client, config.sampling, checkpoint, run_id,
-                                           replications, on_row=on_row)
+                                           config.replications, progress=node_progress)
         elif node.stage == "extract":
-            raw = _read_raw_responses(spec, model, config, path)
-            progress.start(node.name, len(raw), already)
-            outcome = await run_extract_step(raw, spec, extractor, checkpoint, on_row=on_row)
+            outcome = await run_extract_step(_read_raw_responses(spec, model, config, path), spec, extractor, checkpoint,
+                                             progress=node_progress)
         else:
             outcome = await run_probability_step(table.frame, spec, model, client, checkpoint, run_id, config.scoring,
-                                                 config.min_option_mass, on_row=on_row)
-    result.outputs = list(write_table(outcome.frame, row_model, stem))
-    result.done, result.failed, result.resumed = outcome.done, outcome.failed, outcome.resumed
-    result.wall_s, result.completion_tokens = outcome.wall_s, outcome.completion_tokens
+                                                 config.min_option_mass, progress=node_progress)
+    result = NodeResult(node, outcome.done, outcome.failed, outcome.resumed, outcome.wall_s, outcome.completion_tokens,
+                        list(write_table(outcome.frame, row_model, stem)))
     try:
         enforce_failure_threshold(outcome, config.max_failed_fraction, f"{node.stage} {model.name} study {spec.number}")
     except GraceError as exc:

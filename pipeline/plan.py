@@ -22,6 +22,8 @@ STUDY_STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "validate": ("query", "extract", "probabilities"),
     "merge": ("validate", "query", "extract", "probabilities"),
 }
+RUN_STAGES = ("report",)  # one node for the whole run, after everything else
+ALL_STAGES: tuple[str, ...] = (*STAGE_DEPENDENCIES, *STUDY_STAGE_DEPENDENCIES, *RUN_STAGES)
 _ARGO_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
 
 
@@ -44,10 +46,9 @@ def node_name(stage: str, model: str, study: int) -> str:
 
 def build_plan(models: list[str], studies: list[int], stages: list[str]) -> list[Node]:
     """Nodes in a valid execution order (each after its dependencies)."""
-    known = list(STAGE_DEPENDENCIES) + list(STUDY_STAGE_DEPENDENCIES) + ["report"]
-    unknown = [s for s in stages if s not in known]
+    unknown = [s for s in stages if s not in ALL_STAGES]
     if unknown:
-        raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(ALL_STAGES)}")
     nodes: list[Node] = []
     for stage in STAGE_DEPENDENCIES:  # declaration order is a topological order
         if stage not in stages:
@@ -62,8 +63,9 @@ def build_plan(models: list[str], studies: list[int], stages: list[str]) -> list
         for study in studies:
             depends = tuple(n.name for n in nodes if n.study == study and n.stage in after)
             nodes.append(Node(f"{stage}-study{study}", stage, None, study, depends))
-    if "report" in stages:  # one report for the whole run, after everything else
-        nodes.append(Node("report", "report", None, None, tuple(n.name for n in nodes)))
+    for stage in RUN_STAGES:
+        if stage in stages:
+            nodes.append(Node(stage, stage, None, None, tuple(n.name for n in nodes)))
     check_dag(nodes)
     return nodes
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
-
 import pandas as pd
 
 from pipeline.manifest import code_version
@@ -17,22 +15,17 @@ from schemas.analysis import FACTOR_COLUMNS, analysis_row_model, codebook
 from steps.errors import ValidationFailedError
 from steps.merge import merge_study
 from steps.studies import StudySpec
-from steps.tables import coerce_to_schema, write_table
+from steps.tables import coerce_to_schema, read_table, write_table
 from steps.validate import validate_outputs
 
 FLAG_COLUMNS = ["model_name", "study", "row_index", "replication", "flag", "reason"]
-
-
-def _read(stem: Path) -> Optional[pd.DataFrame]:
-    parquet = stem.with_name(stem.name + ".parquet")
-    return pd.read_parquet(parquet) if parquet.exists() else None
 
 
 def stage_tables(spec: StudySpec, models, stage_files, path: Path) -> dict[str, tuple]:
     """Model name -> (raw, structured, probabilities) tables that exist in the run folder."""
     tables = {}
     for name, model in models.items():
-        raw, structured, probs = (_read(stage_files(stage, spec, model, path)[1]) for stage in ("query", "extract", "probabilities"))
+        raw, structured, probs = (read_table(stage_files(stage, spec, model, path)[1]) for stage in ("query", "extract", "probabilities"))
         if raw is not None:
             tables[name] = (raw, structured, probs)
     return tables

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal, Optional
 
 import pandas as pd
 from pydantic import BaseModel, ValidationError
@@ -24,10 +23,11 @@ from schemas.structured import (
     EXTRACTION_FIELDS,
 )
 from steps.checkpoint import Checkpoint
-from steps.llm_client import LLMClient, RequestFailed, completed_in_window
+from steps.llm_client import LLMClient, RequestFailed
+from steps.outcome import NoProgress, RowProgress, StepOutcome, record_key, run_resumable
 from steps.parse_answers import PARSERS, Parsed, canonical_utterance
-from steps.query import StepOutcome
 from steps.studies import StudySpec
+from steps.tables import plain_records
 
 JsonMode = Literal["llama_schema", "json_schema", "json_object", "none"]
 CHAT_PATH = "/v1/chat/completions"
@@ -193,28 +193,15 @@ async def extract_row(record: dict[str, Any], spec: StudySpec, extractor: Option
 
 async def run_extract_step(
     raw: pd.DataFrame, spec: StudySpec, extractor: Optional[Extractor], checkpoint: Checkpoint,
-    on_row: Callable[[dict[str, Any]], None] = lambda record: None,
+    progress: RowProgress = NoProgress(),
 ) -> StepOutcome:
     """Extract every raw row not already extracted (failed and skipped rows are redone).
 
     Only 'failed' rows (the LLM tier could not be used) count as failures of the step.
     """
-    started = time.perf_counter()
-    raw = raw.copy()
-    if "response_timestamp" in raw:  # ISO text, as in the raw checkpoints
-        raw["response_timestamp"] = [t.isoformat() if isinstance(t, pd.Timestamp) else t for t in raw["response_timestamp"]]
-    records = [{k: (None if v is None or (not isinstance(v, str) and pd.isna(v)) else (v.item() if hasattr(v, "item") else v))
-                for k, v in r.items()} for r in raw.astype(object).to_dict(orient="records")]
-    finished = checkpoint.load()
-    key = lambda r: (int(r["row_index"]), int(r["replication"]))  # noqa: E731
-    todo = [r for r in records if finished.get(key(r), {}).get("extraction_status") not in ("ok", "partial", "not_found")]
-    window = extractor.client.concurrency if extractor else 1
-    async for result in completed_in_window(todo, lambda r: extract_row(r, spec, extractor), window):
-        checkpoint.append(result)
-        finished[key(result)] = result
-        on_row({**result, "status": "failed" if result["extraction_status"] == "failed" else "ok"})
-    rows = [finished[key(r)] for r in records]
-    frame = pd.DataFrame(rows)
-    failed = int((frame["extraction_status"] == "failed").sum()) if rows else 0
-    return StepOutcome(frame, len(rows) - failed, failed, len(records) - len(todo), time.perf_counter() - started, 0,
-                       status_column="extraction_status", error_column="extraction_errors")
+    return await run_resumable(
+        plain_records(raw), item_key=record_key,
+        is_done=lambda record: record.get("extraction_status") in ("ok", "partial", "not_found"),
+        work=lambda record: extract_row(record, spec, extractor), window=extractor.client.concurrency if extractor else 1,
+        checkpoint=checkpoint, progress=progress, status_column="extraction_status", error_column="extraction_errors",
+    )

@@ -5,8 +5,8 @@ Pure halves: :func:`scoring_prompt` (what is sent), :func:`summarize_study1` /
 drives them through the shared client with checkpoints, like Experiment 1.
 
 Per row and question instance, one ``/v1/completions`` request carries every option's
-prompt as a list (vLLM scores them in one round trip; the embedded server reuses the
-shared prefix's KV cache). A row that cannot be scored completely is 'failed' with the
+prompt as a list (vLLM scores them in one round trip; the embedded server computes logits
+only from where the prompts start to differ). A row that cannot be scored completely is 'failed' with the
 reason: no probability is ever filled in for an option the engine did not score.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from typing import Any, Callable, Literal
 
 import pandas as pd
@@ -24,9 +23,9 @@ from schemas.settings import ModelSpec
 from steps.chat_templates import render_chat_prompt
 from steps.checkpoint import Checkpoint
 from steps.errors import ServerError
-from steps.llm_client import LLMClient, RequestFailed, completed_in_window
+from steps.llm_client import LLMClient, RequestFailed
+from steps.outcome import NoProgress, RowProgress, StepOutcome, run_resumable
 from steps.prompts import render_messages
-from steps.query import StepOutcome
 from steps.scoring import (
     Distribution, Unscorable, continuation_logprob, entropy_bits, first_token_distribution, logsumexp, mean_std,
     softmax_distribution,
@@ -88,11 +87,10 @@ def summarize_study1(d: dict[str, Distribution]) -> dict[str, Any]:
     """The seed's §3 columns from the 'state0'..'state3' and 'knowledge' distributions."""
     out: dict[str, Any] = {}
     for k in STATES:
-        probs = [d[f"state{k}"].probs[str(p)] for p in PERCENT_BINS]
-        for p, value in zip(PERCENT_BINS, probs):
-            out[f"state{k}_prob_{p}"] = value
-    for k in STATES:
-        probs = [0.0 if math.isnan(v) else v for v in (d[f"state{k}"].probs[str(p)] for p in PERCENT_BINS)]
+        for p in PERCENT_BINS:
+            out[f"state{k}_prob_{p}"] = d[f"state{k}"].probs[str(p)]
+    for k in STATES:  # seed order: all probabilities, then the summaries
+        probs = [0.0 if math.isnan(v) else v for v in (out[f"state{k}_prob_{p}"] for p in PERCENT_BINS)]
         out[f"state{k}_mean"], out[f"state{k}_std"] = mean_std(probs, PERCENT_BINS)
         out[f"state{k}_entropy"] = d[f"state{k}"].entropy_bits()
         out[f"state{k}_option_mass"] = d[f"state{k}"].mass
@@ -202,16 +200,12 @@ def probability_record(
 
 async def run_probability_step(
     inputs: pd.DataFrame, spec: StudySpec, model: ModelSpec, client: LLMClient, checkpoint: Checkpoint, run_id: str,
-    method: ScoringMethod = "exact", min_option_mass: float = DEFAULT_MIN_OPTION_MASS,
-    on_row: Callable[[dict[str, Any]], None] = lambda record: None,
+    method: ScoringMethod = "exact", min_option_mass: float = DEFAULT_MIN_OPTION_MASS, progress: RowProgress = NoProgress(),
 ) -> StepOutcome:
     """Score every row not already 'ok' in ``checkpoint``; return the full table (seed columns first)."""
-    started = time.perf_counter()
     if method == "exact":
         await check_prompt_logprobs(client, model)
     rows = inputs.to_dict(orient="records")
-    finished = checkpoint.load()
-    todo = [i for i in range(len(rows)) if finished.get((i, 0), {}).get("status") != "ok"]
 
     async def work(index: int) -> dict[str, Any]:
         try:
@@ -223,11 +217,5 @@ async def run_probability_step(
 
     # each row already sends several requests at once: keep about `concurrency` requests in flight
     window = max(1, client.concurrency // max(1, sum(len(q.instances()) for q in spec.probability_questions)))
-    async for record in completed_in_window(todo, work, window):
-        checkpoint.append(record)
-        finished[(record["row_index"], 0)] = record
-        on_row(record)
-    records = [finished[(i, 0)] for i in range(len(rows))]
-    frame = pd.DataFrame(records)
-    failed = int((frame["status"] == "failed").sum()) if records else 0
-    return StepOutcome(frame, len(records) - failed, failed, len(rows) - len(todo), time.perf_counter() - started, 0)
+    return await run_resumable(range(len(rows)), item_key=lambda i: (i, 0), is_done=lambda r: r.get("status") == "ok",
+                               work=work, window=window, checkpoint=checkpoint, progress=progress)

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import pandas as pd
 
 from schemas.raw_responses import raw_response_columns
 from schemas.settings import ModelSpec, SamplingSettings
 from steps.checkpoint import Checkpoint
-from steps.errors import StepFailedError
-from steps.llm_client import LLMClient, RequestFailed, completed_in_window
+from steps.llm_client import LLMClient, RequestFailed
+from steps.outcome import NoProgress, RowProgress, StepOutcome, run_resumable
 from steps.prompts import messages_hash, render_messages
 from steps.studies import StudySpec
 
@@ -127,24 +126,6 @@ class QueryJob:
     seed: int
 
 
-@dataclass
-class StepOutcome:
-    """What a step produced and how it went."""
-
-    frame: pd.DataFrame
-    done: int
-    failed: int
-    resumed: int
-    wall_s: float
-    completion_tokens: int
-    status_column: str = "status"
-    error_column: str = "error"
-
-    @property
-    def total(self) -> int:
-        return self.done + self.failed
-
-
 def plan_jobs(
     inputs: pd.DataFrame, spec: StudySpec, model: ModelSpec, sampling: SamplingSettings, replications: int
 ) -> list[QueryJob]:
@@ -218,50 +199,19 @@ async def run_query_step(
     checkpoint: Checkpoint,
     run_id: str,
     replications: int = 1,
-    on_row: Callable[[dict[str, Any]], None] = lambda record: None,
+    progress: RowProgress = NoProgress(),
 ) -> StepOutcome:
     """Query every row x replication not already 'ok' in ``checkpoint``; return the full table.
 
-    Each finished row (ok or failed) is appended to the checkpoint before the next is
-    counted, so a crash loses at most the requests in flight. Rows that failed in an
-    earlier run are retried. Failed rows are part of the returned table (status
-    'failed' with their error); see :func:`enforce_failure_threshold`.
+    Rows that failed in an earlier run are retried. Failed rows are part of the returned
+    table (status 'failed' with their error); see :func:`steps.outcome.enforce_failure_threshold`.
     """
-    started = time.perf_counter()
-    jobs = plan_jobs(inputs, spec, model, sampling, replications)
-    finished = checkpoint.load()
-    todo = [j for j in jobs if finished.get((j.row_index, j.replication), {}).get("status") != "ok"]
-    resumed = len(jobs) - len(todo)
-    tokens = 0
-
-    async def work(job: QueryJob) -> dict[str, Any]:
-        return await query_one(job, client, model, spec, sampling, run_id)
-
-    async for record in completed_in_window(todo, work, client.concurrency):
-        checkpoint.append(record)
-        finished[(record["row_index"], record["replication"])] = record
-        tokens += record.get("completion_tokens") or 0
-        on_row(record)
-
-    records = [finished[(j.row_index, j.replication)] for j in jobs]
-    frame = pd.DataFrame(records).reindex(columns=raw_response_columns(spec.input_model))
-    failed = int((frame["status"] == "failed").sum())
-    return StepOutcome(frame, len(records) - failed, failed, resumed, time.perf_counter() - started, tokens)
-
-
-def enforce_failure_threshold(outcome: StepOutcome, max_failed_fraction: float, label: str) -> None:
-    """Raise StepFailedError when more than ``max_failed_fraction`` of the rows failed.
-
-    Call it after the step's outputs are saved: the finished rows are kept, and a
-    re-run retries only the failed ones.
-    """
-    if not outcome.total or outcome.failed / outcome.total <= max_failed_fraction:
-        return
-    frame = outcome.frame
-    reasons = frame.loc[frame[outcome.status_column] == "failed", outcome.error_column].value_counts().head(3)
-    top = "; ".join(f"{n} x {reason}" for reason, n in reasons.items())
-    raise StepFailedError(
-        f"{label}: {outcome.failed} of {outcome.total} rows failed (more than the allowed "
-        f"{max_failed_fraction:.0%}). Most common: {top}. Finished rows are saved; fix the cause "
-        "and re-run the same command to retry only the failed rows."
+    outcome = await run_resumable(
+        plan_jobs(inputs, spec, model, sampling, replications),
+        item_key=lambda job: (job.row_index, job.replication),
+        is_done=lambda record: record.get("status") == "ok",
+        work=lambda job: query_one(job, client, model, spec, sampling, run_id),
+        window=client.concurrency, checkpoint=checkpoint, progress=progress, count_tokens=True,
     )
+    outcome.frame = outcome.frame.reindex(columns=raw_response_columns(spec.input_model))
+    return outcome

@@ -13,7 +13,7 @@ import types
 import typing
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pandas as pd
 from pydantic import BaseModel
@@ -45,6 +45,26 @@ def coerce_to_schema(frame: pd.DataFrame, row_model: type[BaseModel]) -> pd.Data
         else:
             out[name] = out[name].astype("string")
     return out
+
+
+def plain_value(value: Any) -> Any:
+    """A table cell as a plain JSON-ready Python value: NA -> None, numpy scalar -> Python, timestamp -> ISO text."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value.item() if hasattr(value, "item") else value
+
+
+def plain_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows of ``frame`` as dicts of :func:`plain_value` s (what checkpoints hold)."""
+    return [{k: plain_value(v) for k, v in row.items()} for row in frame.astype(object).to_dict(orient="records")]
+
+
+def read_table(stem: Path) -> Optional[pd.DataFrame]:
+    """``stem``.parquet as written by :func:`write_table`, or None when it does not exist."""
+    parquet = stem.with_name(stem.name + ".parquet")
+    return pd.read_parquet(parquet) if parquet.exists() else None
 
 
 def _replace_atomically(path: Path, write) -> None:

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from schemas.probabilities import ASSESSMENTS, FRAMES, PERCENT_BINS, STATES
 from schemas.structured import EXTRACTION_FIELDS
+from steps.tables import plain_value
 
 SUM_TOLERANCE = 1e-6
 DEFAULT_MIN_CONFIDENCE = 0.5
@@ -118,13 +119,8 @@ def _probability_problems(probs: pd.DataFrame, study: int) -> list[str]:
 
 def _plain(value: Any) -> Any:
     """A table cell as the Python value pydantic expects (NA -> None, 3.0 -> 3)."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return int(value)
-    return value
+    value = plain_value(value)
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _structured_problems(structured: pd.DataFrame, study: int) -> list[str]:

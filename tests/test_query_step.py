@@ -14,7 +14,8 @@ from schemas.settings import ModelSpec, SamplingSettings
 from steps.checkpoint import Checkpoint
 from steps.errors import StepFailedError
 from steps.llm_client import LLMClient, RetryPolicy
-from steps.query import enforce_failure_threshold, run_query_step
+from steps.outcome import enforce_failure_threshold
+from steps.query import run_query_step
 from tests.fakes.fake_openai_server import FakeOpenAIServer
 
 FAST_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05)

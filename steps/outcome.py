@@ -1,0 +1,115 @@
+"""What every row-by-row step shares: resume from a checkpoint, run the rest in a sliding
+window, report progress, and decide whether too many rows failed.
+
+A step supplies its items, how to key them, when a checkpointed record counts as done,
+and the async ``work`` for one item; :func:`run_resumable` does the rest and returns the
+complete table (checkpointed and fresh records, in item order).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Hashable, Iterable, Protocol, TypeVar
+
+import pandas as pd
+
+from steps.checkpoint import Checkpoint
+from steps.errors import StepFailedError
+from steps.llm_client import completed_in_window
+
+T = TypeVar("T")
+
+
+class RowProgress(Protocol):
+    """Receives a step's progress (the local runner shows it as a bar or log lines)."""
+
+    def start(self, total: int, already_done: int) -> None: ...
+
+    def advance(self, ok: bool) -> None: ...
+
+
+class NoProgress:
+    """Progress that goes nowhere (tests, library use)."""
+
+    def start(self, total: int, already_done: int) -> None:
+        pass
+
+    def advance(self, ok: bool) -> None:
+        pass
+
+
+@dataclass
+class StepOutcome:
+    """What a step produced and how it went."""
+
+    frame: pd.DataFrame
+    done: int
+    failed: int
+    resumed: int
+    wall_s: float
+    completion_tokens: int
+    status_column: str = "status"
+    error_column: str = "error"
+
+    @property
+    def total(self) -> int:
+        return self.done + self.failed
+
+
+def record_key(record: dict[str, Any]) -> tuple[int, int]:
+    """The key every step's records share: (row_index, replication)."""
+    return int(record["row_index"]), int(record.get("replication") or 0)
+
+
+async def run_resumable(
+    items: Iterable[T],
+    item_key: Callable[[T], Hashable],
+    is_done: Callable[[dict[str, Any]], bool],
+    work: Callable[[T], Awaitable[dict[str, Any]]],
+    window: int,
+    checkpoint: Checkpoint,
+    progress: RowProgress = NoProgress(),
+    status_column: str = "status",
+    error_column: str = "error",
+    count_tokens: bool = False,
+) -> StepOutcome:
+    """Run ``work`` for every item whose checkpointed record is not done; return the whole table.
+
+    Each finished record is appended to the checkpoint before the next is counted, so a
+    crash loses at most the items in flight. A record is failed when its
+    ``status_column`` is 'failed'; ``count_tokens`` sums fresh records' completion_tokens.
+    """
+    started = time.perf_counter()
+    items = list(items)
+    finished = checkpoint.load()
+    todo = [item for item in items if not (item_key(item) in finished and is_done(finished[item_key(item)]))]
+    progress.start(len(items), len(items) - len(todo))
+    tokens = 0
+    async for record in completed_in_window(todo, work, window):
+        checkpoint.append(record)
+        finished[record_key(record)] = record
+        tokens += (record.get("completion_tokens") or 0) if count_tokens else 0
+        progress.advance(record.get(status_column) != "failed")
+    frame = pd.DataFrame([finished[item_key(item)] for item in items])
+    failed = int((frame[status_column] == "failed").sum()) if len(frame) else 0
+    return StepOutcome(frame, len(frame) - failed, failed, len(items) - len(todo), time.perf_counter() - started, tokens,
+                       status_column, error_column)
+
+
+def enforce_failure_threshold(outcome: StepOutcome, max_failed_fraction: float, label: str) -> None:
+    """Raise StepFailedError when more than ``max_failed_fraction`` of the rows failed.
+
+    Call it after the step's outputs are saved: the finished rows are kept, and a
+    re-run retries only the failed ones.
+    """
+    if not outcome.total or outcome.failed / outcome.total <= max_failed_fraction:
+        return
+    frame = outcome.frame
+    reasons = frame.loc[frame[outcome.status_column] == "failed", outcome.error_column].value_counts().head(3)
+    top = "; ".join(f"{n} x {reason}" for reason, n in reasons.items())
+    raise StepFailedError(
+        f"{label}: {outcome.failed} of {outcome.total} rows failed (more than the allowed "
+        f"{max_failed_fraction:.0%}). Most common: {top}. Finished rows are saved; fix the cause "
+        "and re-run the same command to retry only the failed rows."
+    )
