@@ -3,8 +3,9 @@
 Exit codes: 0 success; 1 unexpected error; 2 bad input or options (nothing was sent
 to a model); 3 too many rows failed in a step (finished rows are saved: re-run to
 retry only the failed ones); 4 a model server could not be started or reached;
-5 validation found broken outputs (the analysis table is still written); 130 interrupted
-(finished rows are saved: re-run to resume).
+5 validation found broken outputs (the analysis table is still written); 6 the artifact
+store could not be reached (finished rows are in the checkpoint: re-run to resume);
+130 interrupted (finished rows are saved: re-run to resume).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 from pydantic import ValidationError
@@ -69,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--endpoint", action="append", type=_endpoint, default=[], metavar="MODEL=URL",
                      help="Use an existing OpenAI-compatible server (e.g. vLLM) for MODEL; repeat per model; "
                           f"several comma-separated URLs are replicas. API key, if needed, from ${ENDPOINT_API_KEY_ENV}")
-    run.add_argument("--output", default=DEFAULT_OUTPUT_DIR, help="Output folder (default: %(default)s)")
+    run.add_argument("--store", "--output", dest="store", default=DEFAULT_OUTPUT_DIR, metavar="URL",
+                     help="Where runs are kept: a folder, file:///folder or s3://bucket/prefix (default: %(default)s). "
+                          "S3 credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+    run.add_argument("--s3-endpoint", metavar="URL", help="S3-compatible endpoint, e.g. http://minio:9000 (default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL, else AWS)")
     run.add_argument("--run-id", help="Name of the run (default: derived from inputs, prompts and sampling, so the same command resumes)")
     run.add_argument("--stages", default=",".join(STAGES), help="Stages to run (default: %(default)s)")
     run.add_argument("--concurrency", type=int, help=f"Requests in flight per model server (default: {DEFAULT_ENDPOINT_CONCURRENCY} for an endpoint, one per embedded worker)")
@@ -136,7 +141,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     try:
         return RunConfig(
             studies=_studies(args), models=tuple(models), endpoints=endpoints, stages=tuple(_csv_list(args.stages, "stages")),
-            output_dir=args.output, run_id=args.run_id, row_limit=args.limit, replications=args.replications,
+            store=args.store, s3_endpoint=args.s3_endpoint, run_id=args.run_id, row_limit=args.limit, replications=args.replications,
             sampling=SamplingSettings(temperature=args.temperature, max_tokens=args.max_tokens, top_p=args.top_p, seed=args.seed),
             concurrency=args.concurrency, request_timeout_s=args.request_timeout, max_failed_fraction=args.max_failed_fraction,
             embedded_workers=args.embedded_workers, encoding=args.encoding, scoring=args.scoring,
@@ -161,13 +166,13 @@ def print_summary(console: Console, result: RunResult) -> None:
         rate = f"{r.completion_tokens / r.wall_s:.1f}" if r.completion_tokens and r.wall_s else "-"
         table.add_row(r.node.stage, str(r.node.model or "all"), str(r.node.study or "all"), str(r.done), str(r.failed), str(r.resumed), f"{r.wall_s:.1f} s", rate)
     console.print(table)
-    print(f"Outputs of {result.run_id} ({result.wall_s:.1f} s): {result.run_path}")
+    print(f"Outputs of {result.run_id} ({result.wall_s:.1f} s): {result.run_uri}")
     for r in result.results:
         for path in r.outputs:
             print(f"  {path}")
-    report = result.run_path / "report.html"
-    if report.exists():
-        print(f"Quality report: {report.as_uri()}")
+    reports = [p for r in result.results if r.node.stage == "report" and r.error is None for p in r.outputs]
+    for report in reports:
+        print(f"Quality report: {Path(report).as_uri() if result.run_path else report}")
     for error in result.errors:
         print(f"error: {error}")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 from importlib import resources
-from pathlib import Path
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +18,7 @@ from schemas.settings import SamplingSettings
 from steps.query import DEFAULT_MAX_FAILED_FRACTION
 from steps.llm_client import DEFAULT_REQUEST_TIMEOUT_S
 from steps.probabilities import DEFAULT_MIN_OPTION_MASS
+from steps.store import Store, open_store
 from steps.validate import DEFAULT_MIN_CONFIDENCE
 
 DEFAULT_OUTPUT_DIR = "grace-output"
@@ -44,7 +44,8 @@ class RunConfig(BaseModel):
     models: tuple[str, ...] = Field(min_length=1)
     endpoints: dict[str, tuple[str, ...]] = Field(default_factory=dict, description="Model -> base URLs of an existing OpenAI-compatible server")
     stages: tuple[str, ...] = STAGES
-    output_dir: str = DEFAULT_OUTPUT_DIR
+    store: str = Field(DEFAULT_OUTPUT_DIR, description="Where runs are kept: a folder, file:///folder or s3://bucket/prefix")
+    s3_endpoint: Optional[str] = Field(None, description="S3-compatible endpoint URL (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, or AWS)")
     run_id: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
     row_limit: Optional[int] = Field(None, ge=1)
     replications: int = Field(1, ge=1, le=1000)
@@ -77,6 +78,6 @@ def derive_run_id(input_hashes: dict[int, str], template_hashes: dict[int, str],
     return "run-" + hashlib.sha256(basis.encode()).hexdigest()[:10]
 
 
-def run_dir(config: RunConfig, run_id: str) -> Path:
-    """The folder holding everything of one run."""
-    return Path(config.output_dir) / run_id
+def run_store(config: RunConfig, run_id: str) -> Store:
+    """The store holding everything of one run: ``<store>/<run_id>/``."""
+    return open_store(config.store, config.s3_endpoint).child(run_id)

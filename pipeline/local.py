@@ -1,9 +1,11 @@
 """Run the DAG on one machine: validate inputs, start or reach model servers, run nodes.
 
 Order of work (nothing is sent to a model before every input file is valid):
-inputs -> run id and manifest -> plan -> servers -> nodes (a node starts when its
+inputs -> run id -> store check -> plan -> servers -> manifest -> nodes (a node starts when its
 dependencies have finished; independent nodes run concurrently and share each
 model's one client, hence its one concurrency limit) -> tables -> summary.
+Every artifact and checkpoint goes through the run's store (a folder or S3), so
+stages also work when each runs in its own process or pod.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Optional
 import httpx
 import pandas as pd
 
-from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, ENDPOINT_API_KEY_ENV, RunConfig, derive_run_id, run_dir
+from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, ENDPOINT_API_KEY_ENV, RunConfig, derive_run_id, run_store
 from pipeline.embedded import EmbeddedServers, default_workers
 from pipeline.manifest import write_manifest
 from pipeline.plan import Node, build_plan
@@ -31,7 +33,7 @@ from schemas.probabilities import PROBABILITY_ROW_MODELS
 from schemas.raw_responses import raw_response_row_model
 from schemas.settings import ModelSpec
 from schemas.structured import STRUCTURED_ROW_MODELS
-from steps.checkpoint import Checkpoint
+from steps.checkpoint import open_checkpoint
 from steps.errors import ConfigError, GraceError, InputValidationError, ServerError
 from steps.extract import Extractor, run_extract_step
 from steps.inputs import StudyTable, load_study_table
@@ -39,6 +41,7 @@ from steps.llm_client import LLMClient, RequestFailed, RetryPolicy, make_http_cl
 from steps.probabilities import run_probability_step
 from steps.outcome import enforce_failure_threshold
 from steps.query import effective_max_tokens, run_query_step
+from steps.store import Store
 from steps.studies import StudySpec, load_study
 from steps.tables import read_table, write_table
 
@@ -53,7 +56,7 @@ class NodeResult:
     resumed: int = 0
     wall_s: float = 0.0
     completion_tokens: int = 0
-    outputs: list[Path] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
     error: Optional[GraceError] = None
 
 
@@ -62,9 +65,18 @@ class RunResult:
     """Everything the CLI prints at the end of a run."""
 
     run_id: str
-    run_path: Path
+    store: Store
     results: list[NodeResult]
     wall_s: float
+
+    @property
+    def run_uri(self) -> str:
+        return self.store.uri()
+
+    @property
+    def run_path(self) -> Optional[Path]:
+        """The run's local folder (None when the store is S3)."""
+        return self.store.local_path()
 
     @property
     def errors(self) -> list[GraceError]:
@@ -95,7 +107,7 @@ def load_inputs(config: RunConfig) -> dict[int, tuple[StudySpec, StudyTable]]:
     for number, path in sorted(config.studies.items()):
         spec = load_study(number)
         try:
-            table = load_study_table(path, spec, encoding=config.encoding)
+            table = load_study_table(path, spec, encoding=config.encoding, s3_endpoint=config.s3_endpoint)
         except InputValidationError as exc:
             problems.append(exc)
             continue
@@ -162,25 +174,23 @@ def _fingerprint(stage: str, spec: StudySpec, table: StudyTable, model: ModelSpe
     return common | {"template_hash": spec.probability_hash, "chat_template": model.chat_template, "scoring": config.scoring}
 
 
-def _stage_files(stage: str, spec: StudySpec, model: ModelSpec, config: RunConfig, path: Path) -> tuple[Path, Path, type]:
-    """Checkpoint path, output stem and row model of one stage for one model x study."""
+def stage_keys(stage: str, spec: StudySpec, model: ModelSpec, config: RunConfig) -> tuple[str, str, type]:
+    """Checkpoint key, output stem key and row model of one stage for one model x study (keys relative to the run)."""
     slug, n = model_slug(model.name), spec.number
     if stage == "query":
-        return (path / "checkpoints" / "exp1" / f"{slug}_study{n}.jsonl",
-                path / "exp1" / f"{slug}_study{n}_raw_responses", raw_response_row_model(spec.input_model))
+        return (f"checkpoints/exp1/{slug}_study{n}", f"exp1/{slug}_study{n}_raw_responses", raw_response_row_model(spec.input_model))
     if stage == "extract":
-        return (path / "checkpoints" / "extract" / f"{slug}_study{n}.jsonl",
-                path / "structured" / f"{slug}_study{n}_structured", STRUCTURED_ROW_MODELS[n])
+        return (f"checkpoints/extract/{slug}_study{n}", f"structured/{slug}_study{n}_structured", STRUCTURED_ROW_MODELS[n])
     suffix = "" if config.scoring == "exact" else "_first-token"
-    return (path / "checkpoints" / "exp2" / f"{slug}_study{n}{suffix}.jsonl",
-            path / "exp2" / f"{slug}_study{n}_probabilities{suffix}", PROBABILITY_ROW_MODELS[spec.probability_summary])
+    return (f"checkpoints/exp2/{slug}_study{n}{suffix}", f"exp2/{slug}_study{n}_probabilities{suffix}",
+            PROBABILITY_ROW_MODELS[spec.probability_summary])
 
 
-def _read_raw_responses(spec: StudySpec, model: ModelSpec, config: RunConfig, path: Path) -> pd.DataFrame:
-    _, stem, _ = _stage_files("query", spec, model, config, path)
-    raw = read_table(stem)
+def _read_raw_responses(spec: StudySpec, model: ModelSpec, config: RunConfig, store: Store) -> pd.DataFrame:
+    _, stem, _ = stage_keys("query", spec, model, config)
+    raw = read_table(store, stem)
     if raw is None:
-        raise ConfigError(f"{stem}.parquet does not exist: run the query stage first (--stages query,extract)")
+        raise ConfigError(f"{store.uri(stem + '.parquet')} does not exist: run the query stage first (--stages query,extract)")
     return raw
 
 
@@ -197,22 +207,22 @@ class _NodeProgress:
         self.reporter.advance(self.node, ok)
 
 
-async def _run_step_node(node, spec, table, model, client, config, run_id, path, progress, extractor=None) -> NodeResult:
-    checkpoint_path, stem, row_model = _stage_files(node.stage, spec, model, config, path)
-    checkpoint = Checkpoint(checkpoint_path, _fingerprint(node.stage, spec, table, model, config, run_id, extractor))
+async def _run_step_node(node, spec, table, model, client, config, run_id, store, progress, extractor=None) -> NodeResult:
+    checkpoint_key, stem, row_model = stage_keys(node.stage, spec, model, config)
+    checkpoint = open_checkpoint(store, checkpoint_key, _fingerprint(node.stage, spec, table, model, config, run_id, extractor))
     node_progress = _NodeProgress(progress, node.name)
     with checkpoint:
         if node.stage == "query":
             outcome = await run_query_step(table.frame, spec, model, client, config.sampling, checkpoint, run_id,
                                            config.replications, progress=node_progress)
         elif node.stage == "extract":
-            outcome = await run_extract_step(_read_raw_responses(spec, model, config, path), spec, extractor, checkpoint,
+            outcome = await run_extract_step(_read_raw_responses(spec, model, config, store), spec, extractor, checkpoint,
                                              progress=node_progress)
         else:
             outcome = await run_probability_step(table.frame, spec, model, client, checkpoint, run_id, config.scoring,
                                                  config.min_option_mass, progress=node_progress)
     result = NodeResult(node, outcome.done, outcome.failed, outcome.resumed, outcome.wall_s, outcome.completion_tokens,
-                        list(write_table(outcome.frame, row_model, stem)))
+                        write_table(outcome.frame, row_model, store, stem))
     try:
         enforce_failure_threshold(outcome, config.max_failed_fraction, f"{node.stage} {model.name} study {spec.number}")
     except GraceError as exc:
@@ -220,18 +230,17 @@ async def _run_step_node(node, spec, table, model, client, config, run_id, path,
     return result
 
 
-def _run_study_node(node: Node, spec: StudySpec, table: StudyTable, models, config: RunConfig, path: Path) -> NodeResult:
-    """Validation or merge for one study, over every model's tables in the run folder."""
+def _run_study_node(node: Node, spec: StudySpec, table: StudyTable, models, config: RunConfig, store: Store) -> NodeResult:
+    """Validation or merge for one study, over every model's tables in the run's store."""
     started = time.perf_counter()
     result = NodeResult(node)
-    stage_files = lambda stage, s, m, p: _stage_files(stage, s, m, config, p)  # noqa: E731
-    tables = stage_tables(spec, models, stage_files, path)
+    tables = stage_tables(spec, models, lambda stage, s, m: stage_keys(stage, s, m, config), store)
     try:
         if node.stage == "validate":
             result.done, result.failed, result.outputs = run_validation(
-                spec, len(table.frame), config.replications, tables, config.min_extraction_confidence, path)
+                spec, len(table.frame), config.replications, tables, config.min_extraction_confidence, store)
         else:
-            result.outputs = run_merge(spec, tables, path)
+            result.outputs = run_merge(spec, tables, store)
             result.done = sum(len(t[0]) for t in tables.values())
     except GraceError as exc:
         result.error = exc
@@ -240,9 +249,9 @@ def _run_study_node(node: Node, spec: StudySpec, table: StudyTable, models, conf
     return result
 
 
-def _run_report_node(node: Node, studies: list[int], run_id: str, path: Path) -> NodeResult:
+def _run_report_node(node: Node, studies: list[int], run_id: str, store: Store) -> NodeResult:
     started = time.perf_counter()
-    result = NodeResult(node, outputs=[run_report(studies, run_id, path)], done=1)
+    result = NodeResult(node, outputs=[run_report(studies, run_id, store)], done=1)
     result.wall_s = time.perf_counter() - started
     return result
 
@@ -263,7 +272,7 @@ async def _execute(nodes: list[Node], run_node) -> list[NodeResult]:
     return list(await asyncio.gather(*finished.values()))
 
 
-async def _connect_models(config, models, stack, http, path) -> tuple[dict[str, LLMClient], dict[str, dict]]:
+async def _connect_models(config, models, stack, http, logs: Path) -> tuple[dict[str, LLMClient], dict[str, dict]]:
     """One client per model: an existing endpoint, or embedded servers started here; each checked."""
     api_key = os.environ.get(ENDPOINT_API_KEY_ENV) or None
     clients: dict[str, LLMClient] = {}
@@ -274,7 +283,7 @@ async def _connect_models(config, models, stack, http, path) -> tuple[dict[str, 
             clients[name] = LLMClient(http, urls, concurrency, RetryPolicy(), api_key=api_key)
         else:
             workers = config.embedded_workers or default_workers()
-            urls = stack.enter_context(EmbeddedServers(model, workers, path / "logs")).urls
+            urls = stack.enter_context(EmbeddedServers(model, workers, logs)).urls
             concurrency, version = config.concurrency or workers, f"llama-cpp-python {metadata.version('llama-cpp-python')}"
             clients[name] = LLMClient(http, urls, concurrency, RetryPolicy())
         version = await check_endpoint(clients[name], model) or version
@@ -283,7 +292,7 @@ async def _connect_models(config, models, stack, http, path) -> tuple[dict[str, 
     return clients, servers
 
 
-def _make_extractor(config, clients, stack, http, path, api_key) -> Extractor:
+def _make_extractor(config, clients, stack, http, logs: Path, api_key) -> Extractor:
     """The configured LLM extractor, or (offline default) the embedded model with grammar-constrained JSON."""
     if config.extractor_url:
         client = LLMClient(http, [config.extractor_url], config.extractor_concurrency, RetryPolicy(), api_key=api_key)
@@ -291,9 +300,15 @@ def _make_extractor(config, clients, stack, http, path, api_key) -> Extractor:
     embedded_model = load_registry()[EMBEDDED_DEFAULT]
     if EMBEDDED_DEFAULT not in clients:
         workers = config.embedded_workers or default_workers()
-        urls = stack.enter_context(EmbeddedServers(embedded_model, workers, path / "logs")).urls
+        urls = stack.enter_context(EmbeddedServers(embedded_model, workers, logs)).urls
         clients[EMBEDDED_DEFAULT] = LLMClient(http, urls, workers, RetryPolicy())
     return Extractor(clients[EMBEDDED_DEFAULT], embedded_model.request_model, "llama_schema")
+
+
+def _logs_folder(store: Store, run_id: str) -> Path:
+    """Where embedded servers write their logs: the run folder, or a local cache folder for a remote store."""
+    local = store.local_path()
+    return local / "logs" if local else Path.home() / ".cache" / "grace-pipeline" / "logs" / run_id
 
 
 async def run_local(config: RunConfig, progress: ProgressReporter, started: float) -> RunResult:
@@ -303,30 +318,33 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
     extractor_key = extractor_api_key(config) if "extract" in config.stages else None  # fails before any model starts
     templates = {n: f"{s.query_prompt.hash}:{s.extraction_prompt.hash}:{s.probability_hash}" for n, (s, _) in inputs.items()}
     run_id = config.run_id or derive_run_id({n: t.sha256 for n, (_, t) in inputs.items()}, templates, config.sampling)
-    path = run_dir(config, run_id).resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    store = run_store(config, run_id)
+    store.check()  # wrong credentials or an unreachable store fail here, before any model is started
     nodes = build_plan(list(models), sorted(inputs), list(config.stages))
+    served = {name: m for name, m in models.items() if any(n.model == name for n in nodes)}  # study nodes need no server
+    logs = _logs_folder(store, run_id)
 
     with ExitStack() as stack:
         http = make_http_client(config.request_timeout_s)
         try:
-            clients, servers = await _connect_models(config, models, stack, http, path)
-            extractor = _make_extractor(config, clients, stack, http, path, extractor_key) if "extract" in config.stages else None
-            if extractor is not None:
+            clients, servers = await _connect_models(config, served, stack, http, logs)
+            extractor = None
+            if any(n.stage == "extract" for n in nodes):
+                extractor = _make_extractor(config, clients, stack, http, logs, extractor_key)
                 servers["extractor"] = {"urls": extractor.client.base_urls, "model": extractor.model, "json_mode": extractor.json_mode}
-            write_manifest(path, config, run_id, inputs, models, servers)
+            write_manifest(store, config, run_id, inputs, models, servers)
 
             async def run_node(node: Node) -> NodeResult:
                 if node.study is None:
-                    return _run_report_node(node, sorted(inputs), run_id, path)
+                    return _run_report_node(node, sorted(inputs), run_id, store)
                 spec, table = inputs[node.study]
                 if node.model is None:
-                    return _run_study_node(node, spec, table, models, config, path)
-                return await _run_step_node(node, spec, table, models[node.model], clients[node.model], config, run_id, path,
+                    return _run_study_node(node, spec, table, models, config, store)
+                return await _run_step_node(node, spec, table, models[node.model], clients[node.model], config, run_id, store,
                                             progress, extractor)
 
             with progress:
                 results = await _execute(nodes, run_node)
         finally:
             await http.aclose()
-    return RunResult(run_id, path, results, time.perf_counter() - started)
+    return RunResult(run_id, store, results, time.perf_counter() - started)

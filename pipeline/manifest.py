@@ -1,6 +1,6 @@
 """The run manifest: what a run was made of (code, inputs, prompts, models, sampling, servers).
 
-``manifest.json`` in the run folder is rewritten atomically at every invocation; earlier
+``manifest.json`` in the run's store is rewritten atomically at every invocation; earlier
 invocations are kept in its ``invocations`` list. URLs are written without credentials;
 no secret is ever part of it.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pipeline.config import RunConfig
 from steps.llm_client import redact_url
+from steps.store import Store
 
 
 def code_version() -> str:
@@ -36,10 +37,10 @@ def code_version() -> str:
     return version
 
 
-def write_manifest(path: Path, config: RunConfig, run_id: str, inputs, models, servers: dict[str, dict]) -> None:
-    """Write ``path``/manifest.json for this invocation (see the module docstring)."""
-    manifest_path = path / "manifest.json"
-    previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+def write_manifest(store: Store, config: RunConfig, run_id: str, inputs, models, servers: dict[str, dict]) -> None:
+    """Write manifest.json into the run's ``store`` for this invocation (see the module docstring)."""
+    existing = store.read_bytes("manifest.json")
+    previous = json.loads(existing) if existing is not None else {}
     config_json = config.model_dump(mode="json")
     config_json["endpoints"] = {m: [redact_url(u) for u in urls] for m, urls in config.endpoints.items()}
     invocation = {
@@ -70,6 +71,4 @@ def write_manifest(path: Path, config: RunConfig, run_id: str, inputs, models, s
         "sampling": config.sampling.model_dump(),
         "invocations": previous.get("invocations", []) + [invocation],
     }
-    tmp = manifest_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
-    os.replace(tmp, manifest_path)
+    store.write_bytes("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"))

@@ -6,7 +6,9 @@ Third-party exceptions are converted at the boundary with ``raise ... from exc``
 
 Exit codes: 2 = bad input or usage (do not retry), 3 = a step failed more rows than
 allowed (re-run to retry only the failed rows), 4 = a model server could not be
-started or reached (transient: retry), 5 = validation found broken outputs.
+started or reached (transient: retry), 5 = validation found broken outputs,
+6 = the artifact store could not be reached (transient: retry; finished rows are in
+the checkpoint).
 """
 
 from __future__ import annotations
@@ -78,5 +80,17 @@ class ValidationFailedError(GraceError):
 
 class CheckpointMismatchError(GraceError):
     """A checkpoint exists but was written for different inputs or settings."""
+
+    exit_code = 2
+
+
+class StorageError(GraceError):
+    """The artifact store did not answer after bounded retries (transient: re-run to resume)."""
+
+    exit_code = 6
+
+
+class StorageAccessError(GraceError):
+    """The artifact store refused the credentials, the bucket does not exist, or the URL is invalid."""
 
     exit_code = 2

@@ -14,12 +14,14 @@ import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 from pydantic import ValidationError
 
 from steps.derive import DerivationError, derive
 from steps.errors import InputValidationError
+from steps.store import read_url
 from steps.studies import StudySpec
 
 _BINARY_SIGNATURES = {
@@ -79,15 +81,17 @@ def _cell_problem(row_no: int, line: int, column: str, message: str) -> str:
     return f"row {row_no} (line {line}), column {column!r}: {message}"
 
 
-def load_study_table(path: str | Path, spec: StudySpec, encoding: str = "utf-8") -> StudyTable:
-    """Read ``path`` as study ``spec``'s input; raise InputValidationError on any problem."""
+def load_study_table(path: str | Path, spec: StudySpec, encoding: str = "utf-8", s3_endpoint: Optional[str] = None) -> StudyTable:
+    """Read ``path`` (a file path, ``file://`` or ``s3://`` URL) as study ``spec``'s input; raise InputValidationError on any problem."""
     path_str = str(path)
     try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError as exc:
-        raise InputValidationError(path_str, ["file not found"]) from exc
+        data = read_url(path_str, s3_endpoint)
+    except ValueError as exc:  # an S3 key with characters the store refuses
+        raise InputValidationError(path_str, [str(exc)]) from exc
     except OSError as exc:
-        raise InputValidationError(path_str, [f"cannot read the file: {exc.strerror}"]) from exc
+        raise InputValidationError(path_str, [f"cannot read the file: {exc.strerror or exc}"]) from exc
+    if data is None:
+        raise InputValidationError(path_str, ["file not found"])
     text = _decode(path_str, data, encoding)
     if not text.strip():
         raise InputValidationError(path_str, ["the file is empty; expected a header line and data rows"])

@@ -9,12 +9,13 @@ complete table (checkpointed and fresh records, in item order).
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Hashable, Iterable, Protocol, TypeVar
 
 import pandas as pd
 
-from steps.checkpoint import Checkpoint
+from steps.checkpoint import Checkpoint, ObjectCheckpoint
 from steps.errors import StepFailedError
 from steps.llm_client import completed_in_window
 
@@ -68,7 +69,7 @@ async def run_resumable(
     is_done: Callable[[dict[str, Any]], bool],
     work: Callable[[T], Awaitable[dict[str, Any]]],
     window: int,
-    checkpoint: Checkpoint,
+    checkpoint: Checkpoint | ObjectCheckpoint,
     progress: RowProgress = NoProgress(),
     status_column: str = "status",
     error_column: str = "error",
@@ -86,11 +87,12 @@ async def run_resumable(
     todo = [item for item in items if not (item_key(item) in finished and is_done(finished[item_key(item)]))]
     progress.start(len(items), len(items) - len(todo))
     tokens = 0
-    async for record in completed_in_window(todo, work, window):
-        checkpoint.append(record)
-        finished[record_key(record)] = record
-        tokens += (record.get("completion_tokens") or 0) if count_tokens else 0
-        progress.advance(record.get(status_column) != "failed")
+    async with aclosing(completed_in_window(todo, work, window)) as results:  # a failed append cancels the rest
+        async for record in results:
+            checkpoint.append(record)
+            finished[record_key(record)] = record
+            tokens += (record.get("completion_tokens") or 0) if count_tokens else 0
+            progress.advance(record.get(status_column) != "failed")
     frame = pd.DataFrame([finished[item_key(item)] for item in items])
     failed = int((frame[status_column] == "failed").sum()) if len(frame) else 0
     return StepOutcome(frame, len(frame) - failed, failed, len(items) - len(todo), time.perf_counter() - started, tokens,

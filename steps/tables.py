@@ -2,21 +2,22 @@
 
 Types come from the table's pydantic row model: int -> nullable Int64, float ->
 Float64, datetime -> UTC timestamp, text -> string. CSV: UTF-8, header, no index,
-``NA`` for missing, ISO 8601 timestamps. Both files are written to a temporary name
-and renamed, so a reader never sees half a file.
+``NA`` for missing, ISO 8601 timestamps. Both files go through a
+:class:`~steps.store.Store`, whose writes are atomic, so a reader never sees half a file.
 """
 
 from __future__ import annotations
 
-import os
+import io
 import types
 import typing
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
 from pydantic import BaseModel
+
+from steps.store import Store
 
 
 def _base_type(annotation: Any) -> Any:
@@ -61,27 +62,18 @@ def plain_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: plain_value(v) for k, v in row.items()} for row in frame.astype(object).to_dict(orient="records")]
 
 
-def read_table(stem: Path) -> Optional[pd.DataFrame]:
+def read_table(store: Store, stem: str) -> Optional[pd.DataFrame]:
     """``stem``.parquet as written by :func:`write_table`, or None when it does not exist."""
-    parquet = stem.with_name(stem.name + ".parquet")
-    return pd.read_parquet(parquet) if parquet.exists() else None
+    data = store.read_bytes(stem + ".parquet")
+    return pd.read_parquet(io.BytesIO(data)) if data is not None else None
 
 
-def _replace_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def write_table(frame: pd.DataFrame, row_model: type[BaseModel], stem: Path, already_typed: bool = False) -> tuple[Path, Path]:
-    """Write ``stem``.parquet and ``stem``.csv; return both paths."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
+def write_table(frame: pd.DataFrame, row_model: type[BaseModel], store: Store, stem: str, already_typed: bool = False) -> list[str]:
+    """Write ``stem``.parquet and ``stem``.csv; return where both are (paths or URLs)."""
     typed = frame if already_typed else coerce_to_schema(frame, row_model)
-    parquet, csv = stem.with_name(stem.name + ".parquet"), stem.with_name(stem.name + ".csv")
-    _replace_atomically(parquet, lambda p: typed.to_parquet(p, index=False, engine="pyarrow"))
-    _replace_atomically(
-        csv, lambda p: typed.to_csv(p, index=False, na_rep="NA", encoding="utf-8", date_format="%Y-%m-%dT%H:%M:%S.%fZ")
-    )
-    return parquet, csv
+    parquet, csv = io.BytesIO(), io.StringIO()
+    typed.to_parquet(parquet, index=False, engine="pyarrow")
+    typed.to_csv(csv, index=False, na_rep="NA", date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+    store.write_bytes(stem + ".parquet", parquet.getvalue())
+    store.write_bytes(stem + ".csv", csv.getvalue().encode("utf-8"))
+    return [store.uri(stem + ".parquet"), store.uri(stem + ".csv")]

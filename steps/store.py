@@ -1,0 +1,265 @@
+"""Where a run's artifacts live: a local folder (``file://``) or S3-compatible storage (``s3://bucket/prefix``).
+
+Every stage reads and writes through a :class:`Store` with relative keys such as
+``exp1/gemma-3-270m_study1_raw_responses.parquet``. Keys are checked part by part
+(:func:`safe_key`), so nothing a user types (``..``, absolute paths, backslashes) can
+leave the store's root. Writes are atomic for a reader: a local file is written to a
+temporary name, fsync'ed and renamed; an S3 object becomes visible only when its upload
+completes, so a half-written Parquet file is never read as complete.
+
+S3 settings come from the usual environment: ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY`` (and ``AWS_SESSION_TOKEN``), ``AWS_ENDPOINT_URL_S3`` or
+``AWS_ENDPOINT_URL`` (or an explicit endpoint), ``AWS_REGION``. Without keys in the
+environment the AWS SDK's default chain is used (profile, web identity, instance role).
+A request that fails for a transient reason is retried with exponential backoff
+(``GRACE_STORE_ATTEMPTS``, default 5); then the step fails with :class:`StorageError`
+(exit 6, safe to retry: finished rows are in the checkpoint). Rejected credentials or a
+missing bucket raise :class:`StorageAccessError` at once (exit 2). Neither message ever
+contains a credential.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+from urllib.parse import urlparse
+
+from steps.errors import StorageAccessError, StorageError
+
+T = TypeVar("T")
+
+DEFAULT_ATTEMPTS = 5
+_KEY_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=-]*$")
+_PERMANENT = ("ACCESS_DENIED", "SIGNATURE_DOES_NOT_MATCH", "INVALID_ACCESS_KEY_ID", "NO_SUCH_BUCKET", "InvalidAccessKeyId",
+              "AccessDenied", "NoSuchBucket", "SignatureDoesNotMatch", "Forbidden")
+
+
+def safe_key(*parts: str) -> str:
+    """Join ``parts`` into a relative key; raise ValueError for anything that could escape the root.
+
+    Each ``/``-separated piece must be a plain name (letters, digits, ``_ . = -``; not
+    starting with a dot), so ``..``, ``.``, empty pieces and absolute paths are refused.
+    """
+    pieces = [p for part in parts for p in str(part).split("/")]
+    bad = [p for p in pieces if not _KEY_PART.match(p)]
+    if not pieces or bad:
+        raise ValueError(f"unsafe storage key {'/'.join(map(str, parts))!r}: pieces {bad or ['<empty>']} are not plain names")
+    return "/".join(pieces)
+
+
+class Store:
+    """A root location holding artifacts under relative keys (see the module docstring)."""
+
+    def uri(self, key: str = "") -> str:
+        """Where ``key`` is, for people: an absolute path or an ``s3://`` URL."""
+        raise NotImplementedError
+
+    def child(self, *parts: str) -> "Store":
+        """The store rooted at ``parts`` below this one (e.g. one run's folder)."""
+        raise NotImplementedError
+
+    def local_path(self, key: str = "") -> Optional[Path]:
+        """The file behind ``key`` (or the root folder) when the store is a local folder, else None."""
+        return None
+
+    def read_bytes(self, key: str) -> Optional[bytes]:
+        """The object's bytes, or None when it does not exist."""
+        raise NotImplementedError
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Create or replace ``key`` atomically."""
+        raise NotImplementedError
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys below ``prefix`` (a folder-like key), sorted; empty when there are none."""
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` if it exists."""
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        return self.read_bytes(key) is not None
+
+    def check(self) -> None:
+        """Write, read back and delete a probe object: wrong credentials or an unreachable store fail here,
+        before any model time is spent."""
+        key = safe_key(f"_probe-{uuid.uuid4().hex[:12]}")
+        self.write_bytes(key, b"grace-pipeline store check\n")
+        if self.read_bytes(key) != b"grace-pipeline store check\n":
+            raise StorageError(f"{self.uri()}: an object written for the store check did not read back the same")
+        self.delete(key)
+
+
+class LocalStore(Store):
+    """A folder on this machine (``file://`` URL or a plain path)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def uri(self, key: str = "") -> str:
+        return str((self.root / safe_key(key)).resolve() if key else self.root.resolve())
+
+    def child(self, *parts: str) -> "LocalStore":
+        return LocalStore(self.root / safe_key(*parts))
+
+    def local_path(self, key: str = "") -> Path:
+        return self.root / safe_key(key) if key else self.root
+
+    def read_bytes(self, key: str) -> Optional[bytes]:
+        try:
+            return self.local_path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        path = self.local_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+    def list(self, prefix: str) -> list[str]:
+        folder = self.local_path(prefix)
+        if not folder.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+    def delete(self, key: str) -> None:
+        self.local_path(key).unlink(missing_ok=True)
+
+
+def _redact(message: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "***")
+    return message
+
+
+class S3Store(Store):
+    """A bucket and key prefix on an S3-compatible server, through pyarrow's S3 filesystem."""
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint: Optional[str] = None, attempts: Optional[int] = None,
+                 backoff_s: float = 0.5, _fs=None):
+        self.bucket, self.prefix = bucket, prefix
+        self.endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+        self.attempts = attempts or int(os.environ.get("GRACE_STORE_ATTEMPTS") or DEFAULT_ATTEMPTS)
+        self.backoff_s = backoff_s
+        self._secrets = [os.environ.get(v, "") for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
+        self._fs = _fs if _fs is not None else self._make_fs()
+
+    def _make_fs(self):
+        from pyarrow import fs
+
+        options = {
+            "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+            "connect_timeout": 5.0, "request_timeout": 60.0,
+            "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=2),  # our own loop below does the backoff
+            "allow_bucket_creation": False, "allow_bucket_deletion": False,
+        }
+        if self.endpoint:
+            options["endpoint_override"] = self.endpoint
+        if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+            options.update(access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+                           session_token=os.environ.get("AWS_SESSION_TOKEN") or None)
+        return fs.S3FileSystem(**options)
+
+    def uri(self, key: str = "") -> str:
+        return "s3://" + "/".join(p for p in (self.bucket, self.prefix, safe_key(key) if key else "") if p)
+
+    def child(self, *parts: str) -> "S3Store":
+        prefix = "/".join(p for p in (self.prefix, safe_key(*parts)) if p)
+        return S3Store(self.bucket, prefix, self.endpoint, self.attempts, self.backoff_s, _fs=self._fs)
+
+    def _path(self, key: str) -> str:
+        return "/".join(p for p in (self.bucket, self.prefix, safe_key(key)) if p)
+
+    def _call(self, what: str, key: str, operation: Callable[[], T]) -> T:
+        """Run ``operation`` with bounded retries; convert failures into the project's storage errors."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return operation()
+            except OSError as exc:
+                message = _redact(str(exc), self._secrets)
+                where = f"{what} {self.uri(key) if key else self.uri()}"
+                endpoint = f" (endpoint {self.endpoint})" if self.endpoint else ""
+                if any(code in message for code in _PERMANENT):
+                    raise StorageAccessError(
+                        f"storage refused {where}{endpoint}: {message}. Check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+                        "(in the cluster: the artifact repository Secret) and that the bucket exists.") from None
+                if attempt == self.attempts:
+                    raise StorageError(
+                        f"storage unavailable: {where}{endpoint} failed {self.attempts} times: {message}. Finished rows are "
+                        "in the checkpoint; re-run the same command when the storage answers again.") from None
+                time.sleep(min(self.backoff_s * 2 ** (attempt - 1), 8.0))
+        raise AssertionError("unreachable")
+
+    def read_bytes(self, key: str) -> Optional[bytes]:
+        from pyarrow import fs
+
+        def read() -> Optional[bytes]:
+            if self._fs.get_file_info(self._path(key)).type == fs.FileType.NotFound:
+                return None
+            with self._fs.open_input_stream(self._path(key)) as stream:
+                return stream.read()
+
+        return self._call("reading", key, read)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        def write() -> None:
+            with self._fs.open_output_stream(self._path(key)) as stream:  # visible only once the upload completes
+                stream.write(data)
+
+        self._call("writing", key, write)
+
+    def list(self, prefix: str) -> list[str]:
+        from pyarrow import fs
+
+        base = "/".join(p for p in (self.bucket, self.prefix) if p)
+        selector = fs.FileSelector(self._path(prefix), recursive=True, allow_not_found=True)
+        infos = self._call("listing", prefix, lambda: self._fs.get_file_info(selector))
+        return sorted(i.path[len(base) + 1:] for i in infos if i.type == fs.FileType.File)
+
+    def delete(self, key: str) -> None:
+        from pyarrow import fs
+
+        def delete() -> None:
+            if self._fs.get_file_info(self._path(key)).type != fs.FileType.NotFound:
+                self._fs.delete_file(self._path(key))
+
+        self._call("deleting", key, delete)
+
+
+def open_store(url: str, s3_endpoint: Optional[str] = None) -> Store:
+    """The store at ``url``: ``s3://bucket[/prefix]``, ``file:///folder`` or a plain folder path."""
+    if url.startswith("s3://"):
+        parsed = urlparse(url)
+        if not parsed.netloc:
+            raise StorageAccessError(f"{url!r}: an S3 store URL needs a bucket: s3://BUCKET[/PREFIX]")
+        prefix = parsed.path.strip("/")
+        try:
+            prefix = safe_key(prefix) if prefix else ""
+        except ValueError as exc:
+            raise StorageAccessError(f"{url!r}: {exc}") from None
+        return S3Store(parsed.netloc, prefix, s3_endpoint)
+    if url.startswith("file://"):
+        return LocalStore(Path(urlparse(url).path))
+    if "://" in url:
+        raise StorageAccessError(f"{url!r}: unsupported store; use a folder path, file:///folder or s3://bucket/prefix")
+    return LocalStore(Path(url))
+
+
+def read_url(url: str, s3_endpoint: Optional[str] = None) -> Optional[bytes]:
+    """The bytes of one file given as a path, ``file://`` or ``s3://`` URL; None when it does not exist."""
+    if url.startswith("s3://"):
+        head, _, name = url.rpartition("/")
+        return open_store(head, s3_endpoint).read_bytes(name)
+    path = Path(urlparse(url).path if url.startswith("file://") else url)
+    return path.read_bytes() if path.is_file() else None
