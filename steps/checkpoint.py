@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional
 
-from steps.errors import CheckpointMismatchError
+from steps.errors import CheckpointMismatchError, StorageError
 from steps.store import Store
 
 Key = tuple[int, int]
@@ -150,8 +150,9 @@ class ObjectCheckpoint:
     def __enter__(self) -> "ObjectCheckpoint":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc: object) -> None:
+        if exc_type is None or not issubclass(exc_type, StorageError):  # the store is down: do not wait for it twice
+            self.close()
 
 
 def open_checkpoint(store: Store, key: str, fingerprint: dict[str, Any]) -> "Checkpoint | ObjectCheckpoint":

@@ -75,7 +75,7 @@ class Store:
         raise NotImplementedError
 
     def list(self, prefix: str) -> list[str]:
-        """Keys below ``prefix`` (a folder-like key), sorted; empty when there are none."""
+        """Keys below ``prefix`` (a folder-like key; "" for everything), sorted; empty when there are none."""
         raise NotImplementedError
 
     def delete(self, key: str) -> None:
@@ -179,7 +179,7 @@ class S3Store(Store):
         return S3Store(self.bucket, prefix, self.endpoint, self.attempts, self.backoff_s, _fs=self._fs)
 
     def _path(self, key: str) -> str:
-        return "/".join(p for p in (self.bucket, self.prefix, safe_key(key)) if p)
+        return "/".join(p for p in (self.bucket, self.prefix, safe_key(key) if key else "") if p)
 
     def _call(self, what: str, key: str, operation: Callable[[], T]) -> T:
         """Run ``operation`` with bounded retries; convert failures into the project's storage errors."""
