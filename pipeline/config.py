@@ -45,6 +45,9 @@ class RunConfig(BaseModel):
     endpoints: dict[str, tuple[str, ...]] = Field(default_factory=dict, description="Model -> base URLs of an existing OpenAI-compatible server")
     stages: tuple[str, ...] = STAGES
     store: str = Field(DEFAULT_OUTPUT_DIR, description="Where runs are kept: a folder, file:///folder or s3://bucket/prefix")
+    checkpoint_store: Optional[str] = Field(None, description="Where checkpoints (and the manifest) go when not in the store: on the cluster the "
+                                            "step's outputs are local files Argo uploads, while checkpoints must outlive the pod (s3://...)")
+    wait_for_endpoint_s: float = Field(0.0, ge=0.0, description="Poll each endpoint's /health this long before the first request (a vLLM sidecar loading its model)")
     s3_endpoint: Optional[str] = Field(None, description="S3-compatible endpoint URL (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, or AWS)")
     run_id: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
     row_limit: Optional[int] = Field(None, ge=1)
@@ -81,3 +84,8 @@ def derive_run_id(input_hashes: dict[int, str], template_hashes: dict[int, str],
 def run_store(config: RunConfig, run_id: str) -> Store:
     """The store holding everything of one run: ``<store>/<run_id>/``."""
     return open_store(config.store, config.s3_endpoint).child(run_id)
+
+
+def checkpoint_store(config: RunConfig, run_id: str) -> Store:
+    """Where the run's checkpoints and manifest go: ``<checkpoint store>/<run_id>/``, by default the run's store."""
+    return open_store(config.checkpoint_store, config.s3_endpoint).child(run_id) if config.checkpoint_store else run_store(config, run_id)

@@ -22,10 +22,10 @@ from typing import Optional
 import httpx
 import pandas as pd
 
-from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, ENDPOINT_API_KEY_ENV, RunConfig, derive_run_id, run_store
+from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, ENDPOINT_API_KEY_ENV, RunConfig, checkpoint_store, derive_run_id, run_store
 from pipeline.embedded import EmbeddedServers, default_workers
 from pipeline.manifest import write_manifest
-from pipeline.plan import Node, build_plan
+from pipeline.plan import STAGE_DEPENDENCIES, Node, build_plan
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry, model_slug, resolve_model
 from pipeline.study_stages import run_merge, run_report, run_validation, stage_tables
@@ -119,15 +119,16 @@ def load_inputs(config: RunConfig) -> dict[int, tuple[StudySpec, StudyTable]]:
     return loaded
 
 
-def resolve_models(config: RunConfig) -> dict[str, ModelSpec]:
-    """Registry entries for the run's models; a vLLM model needs an --endpoint here."""
+def resolve_models(config: RunConfig, sidecars: bool = False) -> dict[str, ModelSpec]:
+    """Registry entries for the run's models; a vLLM model needs an --endpoint here (on the cluster, ``sidecars``, a vLLM
+    sidecar serves it)."""
     unknown_endpoints = [m for m in config.endpoints if m not in config.models]
     if unknown_endpoints:
         raise ConfigError(f"--endpoint given for {unknown_endpoints}, which are not among the models to run {list(config.models)}")
     models = {}
     for name in config.models:
         spec = resolve_model(name, external=name in config.endpoints)
-        if spec.engine != "embedded" and name not in config.endpoints:
+        if spec.engine != "embedded" and name not in config.endpoints and not sidecars:
             raise ConfigError(
                 f"model {name!r} is served by vLLM: start a vLLM server for {spec.hf_id} and pass --endpoint {name}=URL "
                 "(or run it on the cluster)"
@@ -137,6 +138,26 @@ def resolve_models(config: RunConfig) -> dict[str, ModelSpec]:
     if len(set(slugs)) != len(slugs):
         raise ConfigError(f"two models give the same file name slug: {slugs}")
     return models
+
+
+async def wait_for_health(http: httpx.AsyncClient, url: str, timeout_s: float, poll_s: float = 2.0) -> None:
+    """Poll ``url``/health until it answers 200 (a vLLM sidecar loading its model); ServerError after ``timeout_s``."""
+    started = last_log = time.monotonic()
+    health = url.rstrip("/").removesuffix("/v1") + "/health"
+    while True:
+        try:
+            if (await http.get(health, timeout=10.0)).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        waited = time.monotonic() - started
+        if waited >= timeout_s:
+            raise ServerError(f"the model server at {redact_url(url)} was not healthy after {timeout_s:.0f} s (GET /health); "
+                              "check the vLLM container's log (model download, GPU memory, HF_TOKEN for gated models)")
+        if time.monotonic() - last_log >= 30:
+            print(f"waiting for {redact_url(health)} ({waited:.0f} s; the model may still be loading)", flush=True)
+            last_log = time.monotonic()
+        await asyncio.sleep(poll_s)
 
 
 async def check_endpoint(client: LLMClient, model: ModelSpec) -> Optional[str]:
@@ -209,7 +230,7 @@ class _NodeProgress:
 
 async def _run_step_node(node, spec, table, model, client, config, run_id, store, progress, extractor=None) -> NodeResult:
     checkpoint_key, stem, row_model = stage_keys(node.stage, spec, model, config)
-    checkpoint = open_checkpoint(store, checkpoint_key, _fingerprint(node.stage, spec, table, model, config, run_id, extractor))
+    checkpoint = open_checkpoint(checkpoint_store(config, run_id), checkpoint_key, _fingerprint(node.stage, spec, table, model, config, run_id, extractor))
     node_progress = _NodeProgress(progress, node.name)
     with checkpoint:
         if node.stage == "query":
@@ -281,6 +302,8 @@ async def _connect_models(config, models, stack, http, logs: Path) -> tuple[dict
         if name in config.endpoints:
             urls, concurrency, version = list(config.endpoints[name]), config.concurrency or DEFAULT_ENDPOINT_CONCURRENCY, None
             clients[name] = LLMClient(http, urls, concurrency, RetryPolicy(), api_key=api_key)
+            for url in urls if config.wait_for_endpoint_s else ():
+                await wait_for_health(http, url, config.wait_for_endpoint_s)
         else:
             workers = config.embedded_workers or default_workers()
             urls = stack.enter_context(EmbeddedServers(model, workers, logs)).urls
@@ -305,6 +328,13 @@ def _make_extractor(config, clients, stack, http, logs: Path, api_key) -> Extrac
     return Extractor(clients[EMBEDDED_DEFAULT], embedded_model.request_model, "llama_schema")
 
 
+def manifest_key(config: RunConfig, nodes: list[Node]) -> str:
+    """'manifest.json' for a run; one file per node set when cluster steps share a checkpoint store in parallel."""
+    if not config.checkpoint_store:
+        return "manifest.json"
+    return f"manifests/{'+'.join(n.name for n in nodes)[:150] or 'empty'}.json"
+
+
 def _logs_folder(store: Store, run_id: str) -> Path:
     """Where embedded servers write their logs: the run folder, or a local cache folder for a remote store."""
     local = store.local_path()
@@ -314,12 +344,14 @@ def _logs_folder(store: Store, run_id: str) -> Path:
 async def run_local(config: RunConfig, progress: ProgressReporter, started: float) -> RunResult:
     """Execute the whole run on this machine and return its summary."""
     inputs = load_inputs(config)
-    models = resolve_models(config)
+    models = resolve_models(config, sidecars=not any(s in STAGE_DEPENDENCIES for s in config.stages))  # study stages need no server
     extractor_key = extractor_api_key(config) if "extract" in config.stages else None  # fails before any model starts
     templates = {n: f"{s.query_prompt.hash}:{s.extraction_prompt.hash}:{s.probability_hash}" for n, (s, _) in inputs.items()}
     run_id = config.run_id or derive_run_id({n: t.sha256 for n, (_, t) in inputs.items()}, templates, config.sampling)
     store = run_store(config, run_id)
     store.check()  # wrong credentials or an unreachable store fail here, before any model is started
+    if config.checkpoint_store:
+        checkpoint_store(config, run_id).check()
     nodes = build_plan(list(models), sorted(inputs), list(config.stages))
     served = {name: m for name, m in models.items() if any(n.model == name for n in nodes)}  # study nodes need no server
     logs = _logs_folder(store, run_id)
@@ -332,7 +364,7 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
             if any(n.stage == "extract" for n in nodes):
                 extractor = _make_extractor(config, clients, stack, http, logs, extractor_key)
                 servers["extractor"] = {"urls": extractor.client.base_urls, "model": extractor.model, "json_mode": extractor.json_mode}
-            write_manifest(store, config, run_id, inputs, models, servers)
+            write_manifest(checkpoint_store(config, run_id), manifest_key(config, nodes), config, run_id, inputs, models, servers)
 
             async def run_node(node: Node) -> NodeResult:
                 if node.study is None:

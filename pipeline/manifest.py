@@ -37,9 +37,9 @@ def code_version() -> str:
     return version
 
 
-def write_manifest(store: Store, config: RunConfig, run_id: str, inputs, models, servers: dict[str, dict]) -> None:
-    """Write manifest.json into the run's ``store`` for this invocation (see the module docstring)."""
-    existing = store.read_bytes("manifest.json")
+def write_manifest(store: Store, key: str, config: RunConfig, run_id: str, inputs, models, servers: dict[str, dict]) -> None:
+    """Write the manifest (``key``, normally manifest.json) into the run's ``store`` for this invocation."""
+    existing = store.read_bytes(key)
     previous = json.loads(existing) if existing is not None else {}
     config_json = config.model_dump(mode="json")
     config_json["endpoints"] = {m: [redact_url(u) for u in urls] for m, urls in config.endpoints.items()}
@@ -71,4 +71,4 @@ def write_manifest(store: Store, config: RunConfig, run_id: str, inputs, models,
         "sampling": config.sampling.model_dump(),
         "invocations": previous.get("invocations", []) + [invocation],
     }
-    store.write_bytes("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"))
+    store.write_bytes(key, json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"))

@@ -1,0 +1,140 @@
+"""The cluster commands of ``grace-pipeline``: ``cluster-plan`` (the workflow's first step), ``render``
+(the WorkflowTemplate YAML), and ``submit`` / ``status`` / ``retry`` against an Argo server.
+
+The Argo server, token and namespace come from flags or the argo CLI's environment
+(``ARGO_SERVER``, ``ARGO_TOKEN``, ``ARGO_NAMESPACE``); the token is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.cli_options import add_run_options, config_from_args
+from steps.errors import ConfigError
+
+CHART_TEMPLATE_COPY = Path("files") / "workflowtemplate.yaml"
+FINAL_PHASES = ("Succeeded", "Failed", "Error")
+
+
+def add_cluster_commands(sub) -> None:
+    """Add the cluster sub-commands to ``grace-pipeline``'s sub-parsers."""
+    plan = sub.add_parser("cluster-plan", help="(The workflow's first step) validate inputs, fix the run id, write the fan-out items")
+    add_run_options(plan)
+    plan.add_argument("--out", required=True, metavar="DIR", help="Folder for the plan files the workflow reads")
+
+    render = sub.add_parser("render", help="Write the Argo WorkflowTemplate YAML (and the Helm chart's copy)")
+    render.add_argument("--output", "-o", default="-", metavar="FILE", help="Where to write it (default: standard output)")
+    render.add_argument("--chart", metavar="DIR", help=f"Also refresh the chart's copy, DIR/{CHART_TEMPLATE_COPY} (charts/grace-pipeline)")
+    render.add_argument("--namespace", help="metadata.namespace of the template (default: none, set by kubectl/helm)")
+
+    def argo_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--argo-server", metavar="URL", help="Argo server, e.g. https://argo.example.org (default: $ARGO_SERVER)")
+        parser.add_argument("--argo-token", metavar="TOKEN", help="Bearer token (default: $ARGO_TOKEN); never printed")
+        parser.add_argument("--namespace", "-n", help="Namespace of the workflows (default: $ARGO_NAMESPACE, else 'default')")
+        parser.add_argument("--insecure", action="store_true", default=None, help="Do not verify the server's TLS certificate")
+
+    submit = sub.add_parser("submit", help="Submit a run of the WorkflowTemplate to Argo and print its name and UI link")
+    argo_options(submit)
+    submit.add_argument("--parameter", "-p", action="append", default=[], metavar="NAME=VALUE",
+                        help="A workflow parameter (repeat), e.g. -p models=gemma-2-9b-it,llama-3.1-8b-instruct -p limit=10")
+    submit.add_argument("--template", default=None, help="WorkflowTemplate name (default: grace-pipeline)")
+    submit.add_argument("--wait", action="store_true", help="Follow the workflow until it finishes (exit 1 if it failed)")
+
+    for name, help_text in (("status", "Show a workflow's phase and per-node state"),
+                            ("retry", "Re-run the failed nodes of a workflow (succeeded nodes and their artifacts are kept)")):
+        command = sub.add_parser(name, help=help_text)
+        argo_options(command)
+        command.add_argument("workflow", metavar="NAME", help="Workflow name, as printed by submit")
+        if name == "retry":
+            command.add_argument("--wait", action="store_true", help="Follow the workflow until it finishes")
+
+
+def parse_parameters(pairs: list[str]) -> dict[str, str]:
+    """-p NAME=VALUE pairs, checked against the template's parameters and their enums before anything is sent."""
+    from pipeline.workflow import PARAMETERS
+
+    known = {p.name: p for p in PARAMETERS}
+    parameters: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in known:
+            raise ConfigError(f"unknown workflow parameter {name!r} (expected NAME=VALUE); known: {', '.join(known)}")
+        if known[name].enum and value not in known[name].enum:
+            raise ConfigError(f"parameter {name}={value!r} must be one of {list(known[name].enum)}")
+        parameters[name] = value
+    return parameters
+
+
+def _client(args: argparse.Namespace):
+    from pipeline.argo_api import ArgoClient
+
+    return ArgoClient.from_env(host=args.argo_server, token=args.argo_token, namespace=args.namespace, insecure=args.insecure)
+
+
+def print_nodes(console: Console, nodes) -> None:
+    table = Table(title="Workflow nodes")
+    for column in ("node", "template", "phase", "exit", "message"):
+        table.add_column(column)
+    for node in nodes:
+        if node.type in ("Pod", "Retry") or node.phase in ("Failed", "Error"):
+            table.add_row(node.name, node.template, node.phase, node.exit_code or "", node.message)
+    console.print(table)
+
+
+def _follow(console: Console, client, name: str) -> int:
+    phase = client.wait(name, on_update=lambda nodes: print_nodes(console, nodes))
+    console.print(f"workflow {name}: {phase}")
+    return 0 if phase == "Succeeded" else 1
+
+
+def run_cluster_command(args: argparse.Namespace, console: Console) -> Optional[int]:
+    """Run ``args.command`` if it is a cluster command and return its exit code; None otherwise."""
+    if args.command == "cluster-plan":
+        from pipeline.cluster_plan import cluster_plan
+
+        plan = cluster_plan(config_from_args(args), Path(args.out))
+        console.print(f"run {plan['run-id']}: {len(plan['sidecar-items.json'])} vLLM-sidecar and "
+                      f"{len(plan['endpoint-items.json'])} endpoint items, studies {plan['study-items.json']}")
+        return 0
+    if args.command == "render":
+        from pipeline.workflow import render_yaml
+
+        text = render_yaml(args.namespace)
+        if args.output == "-":
+            print(text, end="")
+        else:
+            Path(args.output).write_text(text)
+        if args.chart:
+            copy = Path(args.chart) / CHART_TEMPLATE_COPY
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_text(text)
+            console.print(f"wrote {copy}")
+        return 0
+    if args.command == "submit":
+        from pipeline.workflow import TEMPLATE_NAME
+
+        parameters = parse_parameters(args.parameter)
+        client = _client(args)
+        name = client.submit(args.template or TEMPLATE_NAME, parameters, generate_name="grace-pipeline-")
+        print(f"submitted {name}")
+        print(f"  {client.ui_link(name)}")
+        print(json.dumps(parameters) if parameters else "  (template defaults)")
+        return _follow(console, client, name) if args.wait else 0
+    if args.command == "status":
+        client = _client(args)
+        nodes = client.nodes(args.workflow)
+        console.print(f"workflow {args.workflow}: {client.phase(args.workflow) or 'Pending'}  {client.ui_link(args.workflow)}")
+        print_nodes(console, nodes)
+        return 0
+    if args.command == "retry":
+        client = _client(args)
+        client.retry(args.workflow)
+        print(f"retrying the failed nodes of {args.workflow}: {client.ui_link(args.workflow)}")
+        return _follow(console, client, args.workflow) if args.wait else 0
+    return None
