@@ -83,7 +83,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                      help="Validation flags rows whose extraction confidence is below this (default: %(default)s)")
     parser.add_argument("--request-timeout", type=float, default=600.0, help="Seconds to wait for one answer (default: %(default)s)")
     parser.add_argument("--endpoints", type=_endpoints, default=[], metavar="MODEL=URL;MODEL=URL",
-                        help="Several --endpoint values in one option (how the cluster workflow passes them)")
+                        help="Several --endpoint values in one option (how the cluster workflow passes them); "
+                             "entries for models not in --models are ignored")
     parser.add_argument("--checkpoint-store", default=os.environ.get("GRACE_CHECKPOINT_STORE") or None, metavar="URL",
                         help="Keep checkpoints and the manifest here instead of in --store (default: $GRACE_CHECKPOINT_STORE; "
                              "the cluster steps write tables locally for Argo to upload and checkpoints to S3)")
@@ -111,9 +112,10 @@ def study_paths(args: argparse.Namespace) -> dict[int, str]:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The run's configuration from parsed options (raises ConfigError on invalid values)."""
-    given = [*args.endpoint, *(pair for group in args.endpoints for pair in group)]
-    endpoints = {name: urls for name, urls in given if urls}
+    given = [*args.endpoint, *args.endpoints]
     models = csv_list(args.models, "models") if args.models else ([name for name, _ in given] or [EMBEDDED_DEFAULT])
+    bulk = {name for name, _ in args.endpoints if name not in models}  # --endpoints may list models this step does not run
+    endpoints = {name: urls for name, urls in given if urls and name not in bulk}
     try:
         return RunConfig(
             studies=study_paths(args), models=tuple(models), endpoints=endpoints, stages=tuple(csv_list(args.stages, "stages")),

@@ -25,7 +25,7 @@ import pandas as pd
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, ENDPOINT_API_KEY_ENV, RunConfig, checkpoint_store, derive_run_id, run_store
 from pipeline.embedded import EmbeddedServers, default_workers
 from pipeline.manifest import write_manifest
-from pipeline.plan import STAGE_DEPENDENCIES, Node, build_plan
+from pipeline.plan import SERVED_STAGES, Node, build_plan
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry, model_slug, resolve_model
 from pipeline.study_stages import run_merge, run_report, run_validation, stage_tables
@@ -143,7 +143,7 @@ def resolve_models(config: RunConfig, sidecars: bool = False) -> dict[str, Model
 async def wait_for_health(http: httpx.AsyncClient, url: str, timeout_s: float, poll_s: float = 2.0) -> None:
     """Poll ``url``/health until it answers 200 (a vLLM sidecar loading its model); ServerError after ``timeout_s``."""
     started = last_log = time.monotonic()
-    health = url.rstrip("/").removesuffix("/v1") + "/health"
+    health = url.rstrip("/") + "/health"
     while True:
         try:
             if (await http.get(health, timeout=10.0)).status_code == 200:
@@ -344,7 +344,7 @@ def _logs_folder(store: Store, run_id: str) -> Path:
 async def run_local(config: RunConfig, progress: ProgressReporter, started: float) -> RunResult:
     """Execute the whole run on this machine and return its summary."""
     inputs = load_inputs(config)
-    models = resolve_models(config, sidecars=not any(s in STAGE_DEPENDENCIES for s in config.stages))  # study stages need no server
+    models = resolve_models(config, sidecars=not any(s in SERVED_STAGES for s in config.stages))  # other stages need no model server
     extractor_key = extractor_api_key(config) if "extract" in config.stages else None  # fails before any model starts
     templates = {n: f"{s.query_prompt.hash}:{s.extraction_prompt.hash}:{s.probability_hash}" for n, (s, _) in inputs.items()}
     run_id = config.run_id or derive_run_id({n: t.sha256 for n, (_, t) in inputs.items()}, templates, config.sampling)
@@ -353,7 +353,7 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
     if config.checkpoint_store:
         checkpoint_store(config, run_id).check()
     nodes = build_plan(list(models), sorted(inputs), list(config.stages))
-    served = {name: m for name, m in models.items() if any(n.model == name for n in nodes)}  # study nodes need no server
+    served = {name: m for name, m in models.items() if any(n.model == name and n.stage in SERVED_STAGES for n in nodes)}
     logs = _logs_folder(store, run_id)
 
     with ExitStack() as stack:
@@ -372,7 +372,7 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
                 spec, table = inputs[node.study]
                 if node.model is None:
                     return _run_study_node(node, spec, table, models, config, store)
-                return await _run_step_node(node, spec, table, models[node.model], clients[node.model], config, run_id, store,
+                return await _run_step_node(node, spec, table, models[node.model], clients.get(node.model), config, run_id, store,
                                             progress, extractor)
 
             with progress:

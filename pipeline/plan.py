@@ -22,6 +22,7 @@ STUDY_STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "validate": ("query", "extract", "probabilities"),
     "merge": ("validate", "query", "extract", "probabilities"),
 }
+SERVED_STAGES = ("query", "probabilities")  # stages that send requests to the model under study (extract uses the extractor)
 RUN_STAGES = ("report",)  # one node for the whole run, after everything else
 ALL_STAGES: tuple[str, ...] = (*STAGE_DEPENDENCIES, *STUDY_STAGE_DEPENDENCIES, *RUN_STAGES)
 _ARGO_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")

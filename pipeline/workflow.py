@@ -31,7 +31,7 @@ from hera.workflows.retry_strategy import RetryStrategy
 
 from pipeline import __version__
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, DEFAULT_EXTRACTOR_CONCURRENCY, DEFAULT_EXTRACTOR_MODEL
-from pipeline.plan import RUN_STAGES, STAGE_DEPENDENCIES, STUDY_STAGE_DEPENDENCIES
+from pipeline.plan import RUN_STAGES, SERVED_STAGES, STAGE_DEPENDENCIES, STUDY_STAGE_DEPENDENCIES
 from schemas.settings import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE
 from steps.errors import ServerError, StorageError
 from steps.query import DEFAULT_MAX_FAILED_FRACTION
@@ -55,7 +55,6 @@ VLLM_PORT = 8000
 HEALTH_TIMEOUT_S = 3600
 TRANSIENT_EXIT_CODES = (ServerError.exit_code, StorageError.exit_code, 137, 143)
 STAGE_FOLDERS = {"query": "exp1", "extract": "structured", "probabilities": "exp2", "validate": "validation", "merge": "analysis"}
-SERVED_STAGES = ("query", "probabilities")  # stages that talk to the model under study
 
 
 @dataclass(frozen=True)
@@ -158,34 +157,41 @@ def _item_inputs() -> list[Parameter]:
     return [Parameter(name="run-id"), *(Parameter(name=f.replace("_", "-")) for f in ITEM_FIELDS)]
 
 
+def _vllm_sidecar() -> dict:
+    """Template options for a vLLM sidecar holding the GPUs, arguments from the item (i.e. the model registry)."""
+    return {
+        "sidecars": [UserContainer(
+            name="vllm", image=VLLM_IMAGE, command=["python3", "-m", "vllm.entrypoints.openai.api_server"],
+            args=["--model", _in("hf-id"), "--served-model-name", _in("served-name"), "--dtype", _in("dtype"),
+                  "--tensor-parallel-size", _in("tp"), "--max-model-len", _in("max-len"), "--port", str(VLLM_PORT),
+                  "--max-logprobs", "20"],
+            env=[SecretEnv(name="HF_TOKEN", secret_name=HF_SECRET[0], secret_key=HF_SECRET[1], optional=True)],
+            resources=m.ResourceRequirements(requests={"cpu": "4", "memory": "32Gi"}, limits={"nvidia.com/gpu": _in("gpus")}),
+            volume_mounts=[m.VolumeMount(name="dshm", mount_path="/dev/shm"),
+                           m.VolumeMount(name="hf-cache", mount_path="/root/.cache/huggingface")],
+        )],
+        "tolerations": [m.Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
+        "pod_spec_patch": ('{"nodeSelector": ' + _in("node-selector") + ', "volumes": [{"name": "dshm", "emptyDir": '
+                           '{"medium": "Memory", "sizeLimit": "' + _in("shm") + '"}}]}'),
+    }
+
+
 def _model_step(stage: str, sidecar: bool) -> Container:
-    """``stage`` for one model x study: with a vLLM sidecar on a GPU node, or against an existing endpoint."""
-    endpoint = f"http://localhost:{VLLM_PORT}/v1" if sidecar else _in("endpoint")
+    """``stage`` for one model x study: with a vLLM sidecar on a GPU node, or against an existing endpoint
+    (extract: neither, it talks to the extractor)."""
+    endpoint = f"http://localhost:{VLLM_PORT}" if sidecar else _in("endpoint")
     args = ["run", "--stages", stage, "--models", _in("model"), "--studies", _in("study"), "--run-id", _in("run-id"),
-            "--endpoint", f"{_in('model')}={endpoint}", *common_run_args()]
+            *(["--endpoint", f"{_in('model')}={endpoint}"] if stage in SERVED_STAGES else [f"--endpoints={_wf('endpoints')}"]),
+            *common_run_args()]
     inputs: list = _item_inputs()
     if stage == "extract":
         inputs += _table_artifacts("raw", "raw-stem")
     outputs = _table_artifacts({"query": "raw", "extract": "structured", "probabilities": "probabilities"}[stage],
                                {"query": "raw-stem", "extract": "structured-stem", "probabilities": "probabilities-stem"}[stage])
     options: dict = {}
-    if sidecar:
+    if sidecar and stage in SERVED_STAGES:
         args += ["--wait-for-endpoint", str(HEALTH_TIMEOUT_S)]
-        options = {
-            "sidecars": [UserContainer(
-                name="vllm", image=VLLM_IMAGE, command=["python3", "-m", "vllm.entrypoints.openai.api_server"],
-                args=["--model", _in("hf-id"), "--served-model-name", _in("served-name"), "--dtype", _in("dtype"),
-                      "--tensor-parallel-size", _in("tp"), "--max-model-len", _in("max-len"), "--port", str(VLLM_PORT),
-                      "--max-logprobs", "20"],
-                env=[SecretEnv(name="HF_TOKEN", secret_name=HF_SECRET[0], secret_key=HF_SECRET[1], optional=True)],
-                resources=m.ResourceRequirements(requests={"cpu": "4", "memory": "32Gi"}, limits={"nvidia.com/gpu": _in("gpus")}),
-                volume_mounts=[m.VolumeMount(name="dshm", mount_path="/dev/shm"),
-                               m.VolumeMount(name="hf-cache", mount_path="/root/.cache/huggingface")],
-            )],
-            "tolerations": [m.Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
-            "pod_spec_patch": ('{"nodeSelector": ' + _in("node-selector") + ', "volumes": [{"name": "dshm", "emptyDir": '
-                               '{"medium": "Memory", "sizeLimit": "' + _in("shm") + '"}}]}'),
-        }
+        options = _vllm_sidecar()
     if stage == "extract":
         options["synchronization"] = m.Synchronization(mutexes=[m.Mutex(name=EXTRACTION_MUTEX)])
     name = stage if sidecar or stage == "extract" else f"{stage}-on-endpoint"

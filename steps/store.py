@@ -205,7 +205,7 @@ class S3Store(Store):
         from pyarrow import fs
 
         def read() -> Optional[bytes]:
-            if self._fs.get_file_info(self._path(key)).type == fs.FileType.NotFound:
+            if self._fs.get_file_info(self._path(key)).type != fs.FileType.File:  # missing, or a "folder" prefix
                 return None
             with self._fs.open_input_stream(self._path(key)) as stream:
                 return stream.read()

@@ -103,6 +103,7 @@ def test_table_round_trip_through_s3(s3_env):
     csv = pd.read_csv(io.BytesIO(store.read_bytes("exp1/m_study1_raw_responses.csv")))
     assert csv.model_response[0] == "“Ünïcödé” 3"
     assert read_table(store, "exp1/absent") is None
+    assert store.read_bytes("exp1") is None  # a "folder" prefix is not an object
 
 
 def test_object_checkpoint_segments_compaction_and_fingerprint(s3_env):

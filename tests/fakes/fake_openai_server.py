@@ -3,7 +3,8 @@
 A hand-written HTTP/1.1 server on asyncio streams, so it can misbehave at the
 socket level: reset connections, truncate bodies, hang. It answers
 
-* ``GET /v1/models`` and ``GET /version``;
+* ``GET /v1/models``, ``GET /version`` and ``GET /health`` (503 for the first
+  ``healthy_after_s`` seconds, like vLLM loading a model);
 * ``POST /v1/chat/completions`` with a deterministic answer derived from the
   messages and seed (so two runs over the same rows give identical answers);
 * ``POST /v1/completions`` (``max_tokens: 1``) with a FAKE tokenizer (digits one per
@@ -31,6 +32,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from typing import Optional
 
 _FAKE_TOKEN = re.compile(r" ?[A-Za-z']+|\d|\s|[^\sA-Za-z\d]")
@@ -69,8 +71,11 @@ class FakeOpenAIServer:
 
     def __init__(self, model: str = "fake-model", latency_ms: float = 0.0, latency_sigma: float = 0.0,
                  fault_script: Optional[list[str]] = None, hang_s: float = 30.0, rng_seed: int = 0,
-                 reasoning: bool = False, port: int = 0, prompt_logprobs: bool = True):
+                 reasoning: bool = False, port: int = 0, prompt_logprobs: bool = True, healthy_after_s: float = 0.0):
         self.model = model
+        self.healthy_after_s = healthy_after_s
+        self.health_requests = 0
+        self._started_at = time.monotonic()
         self.latency_ms = latency_ms
         self.latency_sigma = latency_sigma
         self.fault_script = list(fault_script or [])
@@ -188,6 +193,10 @@ class FakeOpenAIServer:
                 keep = True
                 if method == "GET" and path == "/v1/models":
                     await self._respond(writer, 200, json.dumps({"object": "list", "data": [{"id": self.model, "object": "model"}]}).encode())
+                elif method == "GET" and path == "/health":
+                    self.health_requests += 1
+                    healthy = time.monotonic() - self._started_at >= self.healthy_after_s
+                    await self._respond(writer, 200 if healthy else 503, b"")
                 elif method == "GET" and path == "/version":
                     await self._respond(writer, 200, b'{"version": "fake-0.1"}')
                 elif method == "POST" and path == "/v1/chat/completions":
@@ -222,6 +231,7 @@ class FakeOpenAIServer:
 
     def start(self) -> "FakeOpenAIServer":
         """Serve in a background thread; returns once the port is open."""
+        self._started_at = time.monotonic()
         def target() -> None:
             self._loop = asyncio.new_event_loop()
             self._loop.run_until_complete(self._serve())
