@@ -1,0 +1,109 @@
+"""``grace-pipeline render / submit / status / retry`` end to end through main() (Argo answers recorded,
+mocked with `responses`), and the /health wait of a step whose vLLM sidecar is still loading."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import responses
+
+from pipeline.cli import main
+from pipeline.local import wait_for_health
+from pipeline.workflow import render_yaml
+from steps.errors import ServerError
+from tests.fakes.fake_openai_server import FakeOpenAIServer
+from tests.test_argo_api import HOST, NS, PREPARE_OK, QUERY_POD_FAILED, STATUS_MIXED, SUBMITTED, TOKEN, WF, WF_URL, _workflow
+
+
+@pytest.fixture
+def argo_env(monkeypatch):
+    monkeypatch.setenv("ARGO_SERVER", HOST)
+    monkeypatch.setenv("ARGO_TOKEN", TOKEN)
+    monkeypatch.setenv("ARGO_NAMESPACE", NS)
+
+
+def test_render_writes_the_template_and_the_charts_copy(tmp_path, capsys):
+    assert main(["render", "-o", str(tmp_path / "wt.yaml"), "--chart", str(tmp_path / "chart")]) == 0
+    text = render_yaml()
+    assert (tmp_path / "wt.yaml").read_text() == text == (tmp_path / "chart" / "files" / "workflowtemplate.yaml").read_text()
+    assert main(["render"]) == 0
+    assert capsys.readouterr().out.endswith(text)
+
+
+def test_submit_prints_name_and_link_and_never_the_token(argo_env, capsys):
+    with responses.RequestsMock() as mocked:
+        mocked.post(f"{HOST}/api/v1/workflows/{NS}/submit", json=SUBMITTED)
+        code = main(["submit", "-p", "models=gemma-2-9b-it,llama-3.1-8b-instruct", "-p", "limit=10", "-p", "scoring=exact"])
+        body = json.loads(mocked.calls[0].request.body)
+        assert mocked.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
+    out = capsys.readouterr()
+    assert code == 0
+    assert body["resourceKind"] == "WorkflowTemplate" and body["resourceName"] == "grace-pipeline"
+    assert sorted(body["submitOptions"]["parameters"]) == ["limit=10", "models=gemma-2-9b-it,llama-3.1-8b-instruct", "scoring=exact"]
+    assert f"submitted {WF}" in out.out and f"{HOST}/workflows/{NS}/{WF}" in out.out
+    assert TOKEN not in out.out + out.err
+
+
+@pytest.mark.parametrize("parameter, message", [("modles=x", "unknown workflow parameter 'modles'"),
+                                                ("scoring=best", "must be one of ['exact', 'first-token']"),
+                                                ("limit", "unknown workflow parameter 'limit'")])
+def test_submit_rejects_bad_parameters_before_calling_argo(argo_env, capsys, parameter, message):
+    with responses.RequestsMock() as mocked:  # any request would fail: none is registered
+        assert main(["submit", "-p", parameter]) == 2
+        assert not mocked.calls
+    assert message in capsys.readouterr().err
+
+
+def test_submit_wait_follows_until_the_end(argo_env, capsys, monkeypatch):
+    import pipeline.argo_api as argo_api
+
+    monkeypatch.setattr(argo_api.time, "sleep", lambda s: None)
+    with responses.RequestsMock() as mocked:
+        mocked.post(f"{HOST}/api/v1/workflows/{NS}/submit", json=SUBMITTED)
+        mocked.get(WF_URL, json=STATUS_MIXED)
+        mocked.get(WF_URL, json=_workflow("Failed", [PREPARE_OK, QUERY_POD_FAILED], finished="2024-05-01T11:00:00Z"))
+        assert main(["submit", "--wait"]) == 1
+    out = capsys.readouterr().out
+    assert f"workflow {WF}: Failed" in out and "query(0:gemma)(0)" in out
+
+
+def test_status_shows_each_node(argo_env, capsys):
+    with responses.RequestsMock() as mocked:
+        mocked.get(WF_URL, json=STATUS_MIXED)
+        assert main(["status", WF]) == 0
+    out = capsys.readouterr().out
+    assert f"workflow {WF}: Running" in out
+    for shown in ("prepare", "Succeeded", "query(0:gemma)(0)", "Failed", "query(1:qwen)", "Running"):
+        assert shown in out
+
+
+def test_retry_resets_only_failed_nodes(argo_env, capsys):
+    with responses.RequestsMock() as mocked:
+        mocked.put(f"{WF_URL}/retry", json=_workflow("Running", [PREPARE_OK]))
+        assert main(["retry", WF]) == 0
+        assert json.loads(mocked.calls[0].request.body)["restartSuccessful"] is False
+    assert f"retrying the failed nodes of {WF}" in capsys.readouterr().out
+
+
+def test_argo_errors_exit_4_without_the_token(argo_env, capsys):
+    with responses.RequestsMock() as mocked:
+        mocked.get(WF_URL, status=401, json={"code": 16, "message": f"token {TOKEN} not valid"})
+        assert main(["status", WF]) == 4
+    err = capsys.readouterr().err
+    assert "401" in err and TOKEN not in err
+
+
+def test_step_waits_for_the_sidecar_to_become_healthy():
+    async def wait(server, timeout_s):
+        async with httpx.AsyncClient() as http:
+            await wait_for_health(http, server.url, timeout_s, poll_s=0.2)
+
+    with FakeOpenAIServer(healthy_after_s=1.0) as loading:
+        asyncio.run(wait(loading, 30))
+        assert loading.health_requests >= 3  # 503 while "loading", then 200
+    with FakeOpenAIServer(healthy_after_s=60) as stuck:
+        with pytest.raises(ServerError, match="not healthy after 1 s"):
+            asyncio.run(wait(stuck, 1))
