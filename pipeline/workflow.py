@@ -115,7 +115,8 @@ def common_run_args() -> list[str]:
     return args + ["--store", WORKDIR]
 
 
-STEPS_SECURITY = m.SecurityContext(run_as_non_root=True, run_as_user=1000, allow_privilege_escalation=False,
+STEPS_UID = 10001  # the steps image's user (images/steps.Dockerfile)
+STEPS_SECURITY = m.SecurityContext(run_as_non_root=True, run_as_user=STEPS_UID, allow_privilege_escalation=False,
                                    capabilities=m.Capabilities(drop=["ALL"]))
 
 
@@ -264,7 +265,7 @@ def build_workflow_template(namespace: str | None = None) -> WorkflowTemplate:
                  m.Volume(name="hf-cache", empty_dir=m.EmptyDirVolumeSource())],
         pod_gc=m.PodGC(strategy="OnPodSuccess"),
         ttl_strategy=m.TTLStrategy(seconds_after_completion=14 * 24 * 3600),
-        security_context=m.PodSecurityContext(fs_group=1000),  # the emptyDirs are writable by the steps' user
+        security_context=m.PodSecurityContext(fs_group=STEPS_UID),  # the emptyDirs are writable by the steps' user
     ) as template:
         plan = _plan_step()
         model_steps = {(stage, sidecar): _model_step(stage, sidecar) for stage in STAGE_DEPENDENCIES

@@ -22,3 +22,21 @@ def test_image_copies_every_package():
     dockerfile = (REPO / "images" / "steps.Dockerfile").read_text()
     for package in ("pipeline", "steps", "schemas"):
         assert f"COPY {package} {package}" in dockerfile
+
+
+def test_workflow_runs_the_images_user_and_the_tag_the_build_script_makes():
+    from pipeline import __version__
+    from pipeline.workflow import STEPS_IMAGE, STEPS_UID, VLLM_IMAGE
+
+    dockerfile = (REPO / "images" / "steps.Dockerfile").read_text()
+    assert f"--uid {STEPS_UID} " in dockerfile and re.findall(r"^USER (\S+)$", dockerfile, re.MULTILINE)[-1] == str(STEPS_UID)
+    build = (REPO / "images" / "build.sh").read_text()
+    assert 'registry=${REGISTRY:-ghcr.io/grace-pipeline}' in build and 'image="${registry}/steps:${version}"' in build
+    assert STEPS_IMAGE == f"ghcr.io/grace-pipeline/steps:{__version__}"
+    assert re.fullmatch(r"vllm/vllm-openai:v\d+\.\d+\.\d+", VLLM_IMAGE) and VLLM_IMAGE in (REPO / "images" / "README.md").read_text()
+
+
+def test_build_script_is_valid_bash():
+    import subprocess
+
+    assert subprocess.run(["bash", "-n", str(REPO / "images" / "build.sh")]).returncode == 0
