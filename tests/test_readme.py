@@ -19,3 +19,25 @@ def test_readme_opens_with_the_two_commands():
 
 def test_ci_runs_the_readme_test_command():
     assert TEST in (REPO / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_readme_hera_submission_snippet_works(monkeypatch, capsys):
+    """The README's plain-Hera example, run as written against a recorded Argo answer."""
+    import json
+    import re
+
+    import responses
+
+    from tests.test_argo_api import HOST, NS, SUBMITTED, TOKEN
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    (snippet,) = [block for block in re.findall(r"```python\n(.*?)```", text, re.DOTALL) if "WorkflowsService" in block]
+    monkeypatch.setenv("ARGO_SERVER", HOST)
+    monkeypatch.setenv("ARGO_TOKEN", TOKEN)
+    with responses.RequestsMock() as mocked:
+        mocked.post(f"{HOST}/api/v1/workflows/{NS}/submit", json=SUBMITTED)
+        exec(compile(snippet, "README.md", "exec"), {})  # noqa: S102 - our own documentation
+        body = json.loads(mocked.calls[0].request.body)
+    assert body["resourceKind"] == "WorkflowTemplate" and body["resourceName"] == "grace-pipeline"
+    assert body["submitOptions"]["parameters"] == ["models=llama-3.1-8b-instruct", "limit=10"]
+    assert capsys.readouterr().out.strip() == SUBMITTED["metadata"]["name"]
