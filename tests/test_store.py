@@ -190,14 +190,18 @@ def _wait_for_segments(store, prefix, at_least, process, timeout_s=60):
     return False
 
 
-def test_killed_stage_resumes_from_s3_with_empty_local_disk(s3_env, tmp_path):
+@pytest.mark.parametrize("layout", ["everything in S3", "cluster step: tables local, checkpoints in S3"])
+def test_killed_stage_resumes_from_s3_with_empty_local_disk(s3_env, tmp_path, layout):
     study, url = _big_study1(tmp_path, 15), _prefix()  # 90 rows
     common = ["--studies", "1", "--study1", str(study), "--concurrency", "3", "--stages", "query", "--run-id", "kill-test"]
+    cluster = layout.startswith("cluster")
+    store_url, extra = ("work", ["--checkpoint-store", url]) if cluster else (url, [])
+    common += extra
     store = open_store(url).child("kill-test")
     with FakeOpenAIServer(latency_ms=40) as server:
         first_pod = tmp_path / "pod1"
         first_pod.mkdir()
-        killed = _fake_run(server, url, *common, cwd=first_pod)
+        killed = _fake_run(server, store_url, *common, cwd=first_pod)
         assert _wait_for_segments(store, "checkpoints/exp1/fake-model_study1", 2, killed), "no checkpoint segment was written"
         killed.send_signal(signal.SIGKILL)
         killed.wait()
@@ -209,17 +213,18 @@ def test_killed_stage_resumes_from_s3_with_empty_local_disk(s3_env, tmp_path):
 
         second_pod = tmp_path / "pod2"  # a new process with an empty local disk
         second_pod.mkdir()
-        resumed = _fake_run(server, url, *common, cwd=second_pod)
+        resumed = _fake_run(server, store_url, *common, cwd=second_pod)
         out, _ = resumed.communicate(timeout=120)
         assert resumed.returncode == 0, out
         assert server.chat_requests - requests_before == 90 - rows_saved  # nothing redone that was saved
         clean = _fake_run(server, str(tmp_path / "clean"), *common)
         assert clean.wait(120) == 0
-    frame = read_table(store, "exp1/fake-model_study1_raw_responses").drop(columns=VOLATILE)
+    tables = open_store(str(second_pod / "work")).child("kill-test") if cluster else store
+    frame = read_table(tables, "exp1/fake-model_study1_raw_responses").drop(columns=VOLATILE)
     reference = pd.read_parquet(tmp_path / "clean" / "kill-test" / "exp1" / "fake-model_study1_raw_responses.parquet").drop(columns=VOLATILE)
     assert len(frame) == 90 and frame.row_index.is_unique
     pd.testing.assert_frame_equal(frame, reference)
-    assert list(second_pod.iterdir()) == []
+    assert list(second_pod.iterdir()) == ([second_pod / "work"] if cluster else [])
 
 
 def test_wrong_credentials_fail_before_any_model_call_and_never_print_the_key(s3, tmp_path):
