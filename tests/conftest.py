@@ -1,4 +1,4 @@
-"""Shared fixtures: study specs, the bundled example tables, a FAKE model server."""
+"""Shared fixtures: study specs, the bundled example tables, a FAKE model server, a REAL S3 server."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pipeline.config import example_study_path
 from steps.inputs import load_study_table
 from steps.studies import load_study
 from tests.fakes.fake_openai_server import FakeOpenAIServer
+from tests.s3_server import SeaweedS3
 
 
 @pytest.fixture
@@ -37,6 +38,21 @@ def study2_table(study2):
 def fake_server():
     with FakeOpenAIServer() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A REAL S3 server (SeaweedFS, bucket 'grace') shared by the tests of one module."""
+    with SeaweedS3(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    """The S3 server's endpoint and keys in this process's environment (as a client would have them)."""
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    return s3
 
 
 def read_rows(path: str) -> tuple[list[str], list[list[str]]]:

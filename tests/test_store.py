@@ -35,19 +35,6 @@ REPO = Path(__file__).resolve().parents[1]
 VOLATILE = ["response_timestamp", "processing_time_ms"]
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    with SeaweedS3(tmp_path_factory.mktemp("seaweed")) as server:
-        yield server
-
-
-@pytest.fixture
-def s3_env(s3, monkeypatch):
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
-    return s3
-
-
 def _prefix() -> str:
     return f"s3://grace/t-{uuid.uuid4().hex[:8]}"
 

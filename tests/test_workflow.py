@@ -8,7 +8,6 @@ import json
 import re
 
 import jsonschema
-import pandas as pd
 import pytest
 import yaml
 from hera.workflows import WorkflowTemplate
@@ -23,7 +22,7 @@ from steps.store import open_store
 from steps.tables import read_table
 from tests.fakes.argo_executor import FakeArgo, _depends_targets
 from tests.fakes.fake_openai_server import FakeOpenAIServer
-from tests.s3_server import ACCESS_KEY, SECRET_KEY, SeaweedS3
+from tests.s3_server import ACCESS_KEY, SECRET_KEY
 
 ARGO_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
 PARAM_NAME = re.compile(r"^[-a-zA-Z0-9_]+$")
@@ -203,17 +202,9 @@ def test_items_carry_every_field_the_templates_read():
 
 # ---- every step's container command, run as the workflow invokes it ---------------------
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    with SeaweedS3(tmp_path_factory.mktemp("seaweed")) as server:
-        yield server
-
-
 @pytest.fixture
-def repository(s3, monkeypatch):
+def repository(s3_env):
     """The artifact repository bucket, as the test process (Argo's executor) sees it."""
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
     return open_store("s3://grace")
 
 
