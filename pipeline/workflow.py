@@ -120,15 +120,25 @@ STEPS_SECURITY = m.SecurityContext(run_as_non_root=True, run_as_user=STEPS_UID, 
                                    capabilities=m.Capabilities(drop=["ALL"]))
 
 
-def _step_env() -> list:
+def _step_env(stage: str) -> list:
+    """S3 credentials for every step; the extractor's key only for extract, the endpoints' key only where models are served."""
     access, secret = S3_SECRET[1:]
-    return [
-        SecretEnv(name="AWS_ACCESS_KEY_ID", secret_name=S3_SECRET[0], secret_key=access),
-        SecretEnv(name="AWS_SECRET_ACCESS_KEY", secret_name=S3_SECRET[0], secret_key=secret),
-        SecretEnv(name="DEEPSEEK_API_KEY", secret_name=EXTRACTOR_SECRET[0], secret_key=EXTRACTOR_SECRET[1], optional=True),
-        SecretEnv(name="GRACE_ENDPOINT_API_KEY", secret_name=ENDPOINT_SECRET[0], secret_key=ENDPOINT_SECRET[1], optional=True),
-        Env(name="PYTHONUNBUFFERED", value="1"),
-    ]
+    env = [SecretEnv(name="AWS_ACCESS_KEY_ID", secret_name=S3_SECRET[0], secret_key=access),
+           SecretEnv(name="AWS_SECRET_ACCESS_KEY", secret_name=S3_SECRET[0], secret_key=secret)]
+    if stage == "extract":
+        env.append(SecretEnv(name="DEEPSEEK_API_KEY", secret_name=EXTRACTOR_SECRET[0], secret_key=EXTRACTOR_SECRET[1], optional=True))
+    if stage in SERVED_STAGES:
+        env.append(SecretEnv(name="GRACE_ENDPOINT_API_KEY", secret_name=ENDPOINT_SECRET[0], secret_key=ENDPOINT_SECRET[1], optional=True))
+    return env + [Env(name="PYTHONUNBUFFERED", value="1")]
+
+
+def _steps_container(name: str, stage: str, args: list[str], work_volume: bool = True, **options) -> Container:
+    """A template running ``grace-pipeline ARGS`` in the steps image as its non-root user, retried when transient."""
+    requests = {"cpu": "500m", "memory": "1Gi"} if stage == "plan" else {"cpu": "1", "memory": "2Gi"}
+    return Container(name=name, image=_wf("steps-image"), command=["grace-pipeline"], args=args, env=_step_env(stage),
+                     env_from=[ConfigMapEnvFrom(name=STORE_CONFIGMAP)], security_context=STEPS_SECURITY, retry_strategy=_retry(),
+                     resources=m.ResourceRequirements(requests=requests),
+                     volume_mounts=[m.VolumeMount(name="work", mount_path="/grace")] if work_volume else None, **options)
 
 
 def _retry() -> RetryStrategy:
@@ -196,10 +206,7 @@ def _model_step(stage: str, sidecar: bool) -> Container:
     if stage == "extract":
         options["synchronization"] = m.Synchronization(mutexes=[m.Mutex(name=EXTRACTION_MUTEX)])
     name = stage if sidecar or stage == "extract" else f"{stage}-on-endpoint"
-    return Container(name=name, image=_wf("steps-image"), command=["grace-pipeline"], args=args, env=_step_env(), security_context=STEPS_SECURITY,
-                     env_from=[ConfigMapEnvFrom(name=STORE_CONFIGMAP)], inputs=inputs, outputs=outputs, retry_strategy=_retry(),
-                     resources=m.ResourceRequirements(requests={"cpu": "1", "memory": "2Gi"}),
-                     volume_mounts=[m.VolumeMount(name="work", mount_path="/grace")], **options)
+    return _steps_container(name, stage, args, inputs=inputs, outputs=outputs, **options)
 
 
 def _folder_artifacts(stages) -> list[S3Artifact]:
@@ -218,12 +225,9 @@ def _study_step(stage: str) -> Container:
         outputs = [_artifact("report", "report.html")]
     args = ["run", "--stages", stage, "--models", _in("models"), f"--endpoints={_wf('endpoints')}", "--studies", studies,
             "--run-id", _in("run-id"), *common_run_args()]
-    return Container(name=stage, image=_wf("steps-image"), command=["grace-pipeline"], args=args, env=_step_env(), security_context=STEPS_SECURITY,
-                     env_from=[ConfigMapEnvFrom(name=STORE_CONFIGMAP)],
-                     inputs=[Parameter(name="run-id"), Parameter(name="models"), *([Parameter(name="study")] if per_study else []),
-                             *_folder_artifacts(inputs_from)],
-                     outputs=outputs, retry_strategy=_retry(), resources=m.ResourceRequirements(requests={"cpu": "1", "memory": "2Gi"}),
-                     volume_mounts=[m.VolumeMount(name="work", mount_path="/grace")])
+    inputs = [Parameter(name="run-id"), Parameter(name="models"), *([Parameter(name="study")] if per_study else []),
+              *_folder_artifacts(inputs_from)]
+    return _steps_container(stage, stage, args, inputs=inputs, outputs=outputs)
 
 
 def _plan_step() -> Container:
@@ -231,9 +235,7 @@ def _plan_step() -> Container:
                for name in ("run-id", "sidecar-items.json", "endpoint-items.json", "model-items.json", "study-items.json", "models")]
     args = ["cluster-plan", "--models", _wf("models"), f"--endpoints={_wf('endpoints')}", "--studies", _wf("studies"),
             f"--run-id={_wf('run-id')}", *common_run_args(), "--out", PLAN_DIR]
-    return Container(name="plan", image=_wf("steps-image"), command=["grace-pipeline"], args=args, env=_step_env(), security_context=STEPS_SECURITY,
-                     env_from=[ConfigMapEnvFrom(name=STORE_CONFIGMAP)], outputs=outputs, retry_strategy=_retry(),
-                     resources=m.ResourceRequirements(requests={"cpu": "500m", "memory": "1Gi"}))
+    return _steps_container("plan", "plan", args, work_volume=False, outputs=outputs)
 
 
 def _task_names(stage: str) -> list[str]:

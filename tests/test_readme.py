@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 INSTALL_AND_RUN = "pip install . && grace-pipeline run"
 TEST = 'pip install ".[test]" && python -m pytest'
@@ -21,6 +23,7 @@ def test_ci_runs_the_readme_test_command():
     assert TEST in (REPO / ".ci" / "run").read_text(encoding="utf-8")
 
 
+@pytest.mark.filterwarnings("ignore:The `json` method is deprecated")  # inside Hera 7.1's service
 def test_readme_hera_submission_snippet_works(monkeypatch, capsys):
     """The README's plain-Hera example, run as written against a recorded Argo answer."""
     import json

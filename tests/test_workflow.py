@@ -175,6 +175,8 @@ def test_gpu_steps_extraction_mutex_artifacts_retries_and_secrets(rendered):
             assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": S3_SECRET[0], "key": S3_SECRET[2]}
             assert all("value" not in e or e["name"] == "PYTHONUNBUFFERED" for e in env.values())
             assert template["container"]["securityContext"]["runAsNonRoot"] is True
+            assert ("DEEPSEEK_API_KEY" in env) == (template["name"] == "extract")  # each secret only where it is used
+            assert ("GRACE_ENDPOINT_API_KEY" in env) == template["name"].startswith(("query", "probabilities"))
     text = render_yaml()
     assert "secretKey:" not in text.replace("key: secretKey", "") and "endpoint:" not in text and "bucket:" not in text
 
