@@ -56,7 +56,7 @@ def add_cluster_commands(sub) -> None:
 
 
 def parse_parameters(pairs: list[str]) -> dict[str, str]:
-    """-p NAME=VALUE pairs, checked against the template's parameters and their enums before anything is sent."""
+    """-p NAME=VALUE pairs, checked against the template's parameters, their enums and the model registry before anything is sent."""
     from pipeline.workflow import PARAMETERS
 
     known = {p.name: p for p in PARAMETERS}
@@ -68,6 +68,13 @@ def parse_parameters(pairs: list[str]) -> dict[str, str]:
         if known[name].enum and value not in known[name].enum:
             raise ConfigError(f"parameter {name}={value!r} must be one of {list(known[name].enum)}")
         parameters[name] = value
+    if "models" in parameters:  # a typo would otherwise fail only in the workflow's plan step
+        from pipeline.registry import load_registry
+
+        served = {pair.split("=", 1)[0].strip() for pair in parameters.get("endpoints", "").split(";") if "=" in pair}
+        unknown = [m for m in parameters["models"].split(",") if m.strip() and m.strip() not in load_registry() and m.strip() not in served]
+        if unknown:
+            raise ConfigError(f"unknown model(s) {unknown}: use registry names (`grace-pipeline models`) or list them in -p endpoints=MODEL=URL")
     return parameters
 
 

@@ -49,7 +49,8 @@ def test_submit_prints_name_and_link_and_never_the_token(argo_env, capsys):
 
 @pytest.mark.parametrize("parameter, message", [("modles=x", "unknown workflow parameter 'modles'"),
                                                 ("scoring=best", "must be one of ['exact', 'first-token']"),
-                                                ("limit", "unknown workflow parameter 'limit'")])
+                                                ("limit", "unknown workflow parameter 'limit'"),
+                                                ("models=llama-3.1-8b-instrukt", "unknown model(s) ['llama-3.1-8b-instrukt']")])
 def test_submit_rejects_bad_parameters_before_calling_argo(argo_env, capsys, parameter, message):
     with responses.RequestsMock() as mocked:  # any request would fail: none is registered
         assert main(["submit", "-p", parameter]) == 2
