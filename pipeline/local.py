@@ -120,8 +120,8 @@ def load_inputs(config: RunConfig) -> dict[int, tuple[StudySpec, StudyTable]]:
 
 
 def resolve_models(config: RunConfig, sidecars: bool = False) -> dict[str, ModelSpec]:
-    """Registry entries for the run's models; a vLLM model needs an --endpoint here (on the cluster, ``sidecars``, a vLLM
-    sidecar serves it)."""
+    """Registry entries for the run's models. A vLLM model needs an --endpoint unless ``sidecars`` (on the cluster a
+    vLLM sidecar serves it, or the stages being run send no request to it)."""
     unknown_endpoints = [m for m in config.endpoints if m not in config.models]
     if unknown_endpoints:
         raise ConfigError(f"--endpoint given for {unknown_endpoints}, which are not among the models to run {list(config.models)}")
