@@ -251,3 +251,55 @@ def test_bad_input_fails_the_plan_step_without_retry(rendered, s3, repository, t
     assert "required column" in plan.output
     retry = next(t for t in rendered["spec"]["templates"] if t["name"] == "plan")["retryStrategy"]["expression"]
     assert "2" not in re.findall(r"\d+", retry.split("in", 1)[1])
+
+
+def test_a_killed_gpu_step_is_retried_and_resumes_from_its_s3_checkpoint(rendered, s3, repository, tmp_path):
+    """A query pod is SIGKILLed (a preempted node) after its first checkpoint segment; the retry resumes."""
+    import signal
+    import threading
+
+    from tests.conftest import read_rows, write_rows
+    from pipeline.config import example_study_path
+
+    header, rows = read_rows(example_study_path(1))
+    repository.write_bytes("inputs/study1_big.csv", write_rows(tmp_path / "big.csv", header, [
+        [str(100 + c)] + r[1:] for c in range(10) for r in rows]).read_bytes())  # 60 rows
+    checkpoints = repository.child(KEY_PREFIX, "kill-retry", "checkpoints", "exp1")
+    query_pods_started, killed, retry_started_at = [], [], []
+
+    def kill_first_query_pod(task, inputs, process):
+        if task != "query":
+            return
+        query_pods_started.append(process)
+        if len(query_pods_started) > 1:
+            retry_started_at.append(sidecar.chat_requests)
+            return
+
+        def watch():
+            while process.poll() is None and not checkpoints.list("llama-3.1-8b-instruct_study1"):
+                threading.Event().wait(0.05)
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                killed.append(sum(len(checkpoints.read_bytes(k).splitlines()) - 1
+                                  for k in checkpoints.list("llama-3.1-8b-instruct_study1")))
+        threading.Thread(target=watch, daemon=True).start()
+
+    secrets = {(S3_SECRET[0], S3_SECRET[1]): ACCESS_KEY, (S3_SECRET[0], S3_SECRET[2]): SECRET_KEY}
+    configmaps = {"grace-pipeline-store": {"GRACE_CHECKPOINT_STORE": f"s3://grace/{KEY_PREFIX}", "AWS_ENDPOINT_URL": s3.endpoint}}
+    with FakeOpenAIServer(model="meta-llama/Llama-3.1-8B-Instruct", latency_ms=30) as sidecar:
+        argo = FakeArgo(rendered, {"models": "llama-3.1-8b-instruct", "studies": "1", "study1": "s3://grace/inputs/study1_big.csv",
+                                   "run-id": "kill-retry", "concurrency": "2"},
+                        repository, secrets, configmaps, tmp_path, {f"http://localhost:{VLLM_PORT}": sidecar.url},
+                        on_pod_start=kill_first_query_pod)
+        (plan_task,) = [t for t in rendered["spec"]["templates"][-1]["dag"]["tasks"] if t["name"] == "plan"]
+        argo._run_task(plan_task, {})
+        query_task = next(t for t in rendered["spec"]["templates"][-1]["dag"]["tasks"] if t["name"] == "query")
+        assert argo._run_task(query_task, {"plan": "Succeeded"}) == "Succeeded"
+        chat_requests = sidecar.chat_requests
+    query_pods = [p for p in argo.pods if p.task == "query"]
+    assert [p.exit_code for p in query_pods] == [137, 0]  # killed, retried by the retry strategy, succeeded
+    assert killed and 0 < killed[0] < 60
+    assert chat_requests - retry_started_at[0] == 60 - killed[0]  # the retry redid nothing the checkpoint held
+    run = repository.child(KEY_PREFIX, "kill-retry")
+    table = read_table(run, "exp1/llama-3.1-8b-instruct_study1_raw_responses")
+    assert len(table) == 60 and table.row_index.is_unique and (table.status == "ok").all()

@@ -10,7 +10,10 @@ Not Argo: no controller, no pods. What it does keep is what the steps rely on:
   fresh, empty work folder (an emptyDir);
 * input artifacts are downloaded from, and output artifacts uploaded to, their ``s3.key``
   in a REAL S3 bucket (the artifact repository); folders are key prefixes;
-* output parameters are read from their ``valueFrom.path``.
+* output parameters are read from their ``valueFrom.path``;
+* a failed pod is retried like Argo's ``retryStrategy`` (a new pod, fresh work folder) when
+  its exit code is one the strategy's expression lists, up to ``limit`` times (no backoff
+  wait); a pod killed by signal N exits 128+N, as Kubernetes reports it.
 
 The only rewrites are the pod-local addresses: ``/grace`` and ``/tmp/grace-plan`` become
 folders of the fake pod, and ``localhost:<vLLM port>`` a fake model server's address.
@@ -51,7 +54,7 @@ class FakeArgo:
     """Run ``template`` (a WorkflowTemplate dict) with ``parameters`` overriding its defaults."""
 
     def __init__(self, template: dict, parameters: dict[str, str], repository: Store, secrets: dict[tuple[str, str], str],
-                 configmaps: dict[str, dict[str, str]], root: Path, localhost_map: dict[str, str]):
+                 configmaps: dict[str, dict[str, str]], root: Path, localhost_map: dict[str, str], on_pod_start=None):
         spec = template["spec"]
         self.templates = {t["name"]: t for t in spec["templates"]}
         self.entrypoint = spec["entrypoint"]
@@ -61,6 +64,7 @@ class FakeArgo:
         self.workflow_parameters.update(parameters)
         self.repository, self.secrets, self.configmaps = repository, secrets, configmaps
         self.root, self.localhost_map = root, localhost_map
+        self.on_pod_start = on_pod_start  # called with (task, inputs, Popen) as each pod starts (fault injection)
         self.task_outputs: dict[str, dict[str, str]] = {}
         self.pods: list[PodRun] = []
 
@@ -119,11 +123,15 @@ class FakeArgo:
             args = [a.replace(local, fake) for a in args]
         assert container["command"] == ["grace-pipeline"]
         pod.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=pod,
-                              env=self._env(container), capture_output=True, text=True, timeout=300)
-        run = PodRun(task, template["name"], args, done.returncode, done.stdout + done.stderr)
+        process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=pod, env=self._env(container),
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if self.on_pod_start:
+            self.on_pod_start(task, inputs, process)
+        output, _ = process.communicate(timeout=300)
+        exit_code = process.returncode if process.returncode >= 0 else 128 - process.returncode
+        run = PodRun(task, template["name"], args, exit_code, output)
         self.pods.append(run)
-        if done.returncode != 0:
+        if exit_code != 0:
             return run
         outputs = template.get("outputs", {})
         for artifact in outputs.get("artifacts", []):
@@ -157,6 +165,13 @@ class FakeArgo:
             expression = re.sub(rf"(?<![-\w.]){re.escape(name)}(?![-\w.])", str(phase in ("Succeeded", "Skipped")), expression)
         return eval(expression.replace("&&", " and ").replace("||", " or "))  # noqa: S307 - our own generated expression
 
+    @staticmethod
+    def _retried(template: dict, exit_code: int) -> bool:
+        """Argo's retry decision for a Failed pod under the template's expression (the exit-code list it holds)."""
+        expression = template.get("retryStrategy", {}).get("expression", "")
+        codes = re.search(r"asInt\(lastRetry\.exitCode\) in \[([\d, ]+)\]", expression)
+        return bool(codes) and exit_code in {int(c) for c in codes.group(1).split(",")}
+
     def _run_task(self, task: dict, phases: dict[str, str]) -> str:
         if task.get("depends") and not self._allowed(task["depends"], phases):
             return "Omitted"
@@ -170,7 +185,13 @@ class FakeArgo:
         runs = []
         for item in items:
             scope = {f"item.{k}": str(v) for k, v in (item or {}).items()}
-            runs.append(self.run_pod(task["name"], template, {k: self._substitute(v, scope) for k, v in arguments.items()}))
+            inputs = {k: self._substitute(v, scope) for k, v in arguments.items()}
+            run = self.run_pod(task["name"], template, inputs)
+            for _ in range(int(template.get("retryStrategy", {}).get("limit", 0))):
+                if run.exit_code == 0 or not self._retried(template, run.exit_code):
+                    break
+                run = self.run_pod(task["name"], template, inputs)
+            runs.append(run)
         if len(runs) == 1 and "withParam" not in task:
             self.task_outputs[task["name"]] = runs[0].parameters
         return "Succeeded" if all(r.exit_code == 0 for r in runs) else "Failed"
