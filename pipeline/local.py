@@ -25,7 +25,7 @@ import pandas as pd
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, ENDPOINT_API_KEY_ENV, RunConfig, checkpoint_store, derive_run_id, run_store
 from pipeline.embedded import EmbeddedServers, default_workers
 from pipeline.manifest import write_manifest
-from pipeline.plan import SERVED_STAGES, Node, build_plan
+from pipeline.plan import NON_BLOCKING_STAGES, SERVED_STAGES, Node, build_plan
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry, model_slug, resolve_model
 from pipeline.study_stages import run_merge, run_report, run_validation, stage_tables
@@ -283,7 +283,7 @@ async def _execute(nodes: list[Node], run_node) -> list[NodeResult]:
 
     async def start(node: Node) -> NodeResult:
         deps = [await finished[d] for d in node.depends]
-        blocked = [d.node.name for d in deps if d.error is not None and getattr(d.error, "blocks_dependents", True)]
+        blocked = [d.node.name for d in deps if d.error is not None and d.node.stage not in NON_BLOCKING_STAGES]
         if blocked:
             return NodeResult(node, error=GraceError(f"{node.name} skipped: {', '.join(blocked)} failed"))
         return await run_node(node)

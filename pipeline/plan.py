@@ -22,6 +22,7 @@ STUDY_STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "validate": ("query", "extract", "probabilities"),
     "merge": ("validate", "query", "extract", "probabilities"),
 }
+NON_BLOCKING_STAGES = ("validate",)  # a failure here does not stop dependents: broken data can still be merged and inspected
 SERVED_STAGES = ("query", "probabilities")  # stages that send requests to the model under study (extract uses the extractor)
 RUN_STAGES = ("report",)  # one node for the whole run, after everything else
 ALL_STAGES: tuple[str, ...] = (*STAGE_DEPENDENCIES, *STUDY_STAGE_DEPENDENCIES, *RUN_STAGES)

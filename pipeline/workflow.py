@@ -31,7 +31,7 @@ from hera.workflows.retry_strategy import RetryStrategy
 
 from pipeline import __version__
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, DEFAULT_EXTRACTOR_CONCURRENCY, DEFAULT_EXTRACTOR_MODEL
-from pipeline.plan import RUN_STAGES, SERVED_STAGES, STAGE_DEPENDENCIES, STUDY_STAGE_DEPENDENCIES
+from pipeline.plan import NON_BLOCKING_STAGES, RUN_STAGES, SERVED_STAGES, STAGE_DEPENDENCIES, STUDY_STAGE_DEPENDENCIES
 from schemas.settings import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE
 from steps.errors import ServerError, StorageError
 from steps.query import DEFAULT_MAX_FAILED_FRACTION
@@ -242,12 +242,12 @@ def _task_names(stage: str) -> list[str]:
     return [stage, f"{stage}-on-endpoint"] if stage in SERVED_STAGES else [stage]
 
 
-def _depends(stages, blocking_failures: bool = True) -> str:
-    """Argo ``depends``: every task of ``stages`` finished; a failed validation does not block (its ValidationFailedError)."""
+def _depends(stages) -> str:
+    """Argo ``depends``: every task of ``stages`` finished; a failed non-blocking stage (validation) does not block."""
     terms = ["plan"]
     for stage in stages:
         for task in _task_names(stage):
-            terms.append(f"({task}.Succeeded || {task}.Failed)" if stage == "validate" else task)
+            terms.append(f"({task}.Succeeded || {task}.Failed)" if stage in NON_BLOCKING_STAGES else task)
     return " && ".join(dict.fromkeys(terms))
 
 

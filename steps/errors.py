@@ -72,10 +72,10 @@ class StepFailedError(GraceError):
 
 
 class ValidationFailedError(GraceError):
-    """An integrity check of the outputs failed; the report says which. Later stages still run."""
+    """An integrity check of the outputs failed; the report says which. Later stages still run
+    (validation is one of ``pipeline.plan.NON_BLOCKING_STAGES``)."""
 
     exit_code = 5
-    blocks_dependents = False
 
 
 class CheckpointMismatchError(GraceError):

@@ -83,7 +83,8 @@ class Store:
         raise NotImplementedError
 
     def exists(self, key: str) -> bool:
-        return self.read_bytes(key) is not None
+        """Whether ``key`` is an object (a folder-like prefix is not)."""
+        raise NotImplementedError
 
     def check(self) -> None:
         """Write, read back and delete a probe object: wrong credentials or an unreachable store fail here,
@@ -134,6 +135,9 @@ class LocalStore(Store):
 
     def delete(self, key: str) -> None:
         self.local_path(key).unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self.local_path(key).is_file()
 
 
 def _redact(message: str, secrets: list[str]) -> str:
@@ -202,15 +206,19 @@ class S3Store(Store):
         raise AssertionError("unreachable")
 
     def read_bytes(self, key: str) -> Optional[bytes]:
-        from pyarrow import fs
-
         def read() -> Optional[bytes]:
-            if self._fs.get_file_info(self._path(key)).type != fs.FileType.File:  # missing, or a "folder" prefix
+            try:
+                with self._fs.open_input_stream(self._path(key)) as stream:
+                    return stream.read()
+            except FileNotFoundError:  # missing, or a "folder" prefix: not a transient failure
                 return None
-            with self._fs.open_input_stream(self._path(key)) as stream:
-                return stream.read()
 
         return self._call("reading", key, read)
+
+    def exists(self, key: str) -> bool:
+        from pyarrow import fs
+
+        return self._call("checking", key, lambda: self._fs.get_file_info(self._path(key)).type == fs.FileType.File)
 
     def write_bytes(self, key: str, data: bytes) -> None:
         def write() -> None:

@@ -195,7 +195,8 @@ def test_killed_stage_resumes_from_s3_with_empty_local_disk(s3_env, tmp_path, la
         saved = store.list("checkpoints/exp1/fake-model_study1")
         rows_saved = sum(len(store.read_bytes(k).splitlines()) - 1 for k in saved)
         assert 0 < rows_saved < 90
-        assert read_table(store, "exp1/fake-model_study1_raw_responses") is None  # no table before the stage finished
+        tables_after_kill = open_store(str(first_pod / "work")).child("kill-test") if cluster else store
+        assert read_table(tables_after_kill, "exp1/fake-model_study1_raw_responses") is None  # no table before the stage finished
         requests_before = server.chat_requests
 
         second_pod = tmp_path / "pod2"  # a new process with an empty local disk
