@@ -25,7 +25,8 @@ from pipeline import __version__
 from pipeline.cli_options import add_input_options, add_run_options, config_from_args, csv_list, study_paths
 from pipeline.cluster_cli import add_cluster_commands, run_cluster_command
 from pipeline.config import STAGES, RunConfig
-from pipeline.local import RunResult, load_inputs, run_local
+from pipeline.local import RunResult, run_local
+from pipeline.run_setup import load_inputs
 from pipeline.plan import build_plan, plan_as_dicts
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry

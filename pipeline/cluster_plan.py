@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.config import RunConfig, checkpoint_store, derive_run_id
-from pipeline.local import load_inputs, resolve_models, stage_keys
+from pipeline.config import RunConfig, checkpoint_store
+from pipeline.layout import stage_keys
+from pipeline.run_setup import load_inputs, resolve_models, run_id_for
 from pipeline.manifest import write_manifest
 from pipeline.registry import model_slug
 from schemas.settings import ModelSpec
@@ -29,7 +30,7 @@ from steps.studies import StudySpec
 
 def _item(model: ModelSpec, spec: StudySpec, endpoint: str, config: RunConfig) -> dict[str, str]:
     """One fan-out item; every value a string, as Argo substitutes it into arguments. Stems are the artifacts' keys."""
-    stems = {f"{stage}_stem": stage_keys(stage, spec, model, config)[1] for stage in ("query", "extract", "probabilities")}
+    stems = {f"{stage}_stem": stage_keys(stage, spec, model, config.scoring).stem for stage in ("query", "extract", "probabilities")}
     return {
         "model": model.name, "slug": model_slug(model.name), "study": str(spec.number), "hf_id": model.hf_id,
         "served_name": model.request_model, "dtype": model.dtype, "tp": str(model.tensor_parallel_size),
@@ -42,9 +43,8 @@ def _item(model: ModelSpec, spec: StudySpec, endpoint: str, config: RunConfig) -
 def cluster_plan(config: RunConfig, out: Path) -> dict[str, object]:
     """Write the plan files into ``out`` (see the module docstring) and return their contents."""
     inputs = load_inputs(config)
-    models = resolve_models(config, sidecars=True)
-    templates = {n: f"{s.query_prompt.hash}:{s.extraction_prompt.hash}:{s.probability_hash}" for n, (s, _) in inputs.items()}
-    run_id = config.run_id or derive_run_id({n: t.sha256 for n, (_, t) in inputs.items()}, templates, config.sampling)
+    models = resolve_models(config, require_endpoints=False)
+    run_id = run_id_for(config, inputs)
     durable = checkpoint_store(config, run_id)
     durable.check()
     sidecar, endpoint = [], []

@@ -22,27 +22,26 @@ from typing import Optional
 import httpx
 import pandas as pd
 
-from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, ENDPOINT_API_KEY_ENV, RunConfig, checkpoint_store, derive_run_id, run_store
+from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, ENDPOINT_API_KEY_ENV, RunConfig, checkpoint_store, run_store
 from pipeline.embedded import EmbeddedServers, default_workers
+from pipeline.layout import manifest_key, stage_keys
 from pipeline.manifest import write_manifest
 from pipeline.plan import NON_BLOCKING_STAGES, SERVED_STAGES, Node, build_plan
 from pipeline.progress import ProgressReporter
-from pipeline.registry import EMBEDDED_DEFAULT, load_registry, model_slug, resolve_model
+from pipeline.registry import EMBEDDED_DEFAULT, load_registry
+from pipeline.run_setup import extractor_api_key, load_inputs, resolve_models, run_id_for
 from pipeline.study_stages import run_merge, run_report, run_validation, stage_tables
-from schemas.probabilities import PROBABILITY_ROW_MODELS
-from schemas.raw_responses import raw_response_row_model
 from schemas.settings import ModelSpec
-from schemas.structured import STRUCTURED_ROW_MODELS
 from steps.checkpoint import open_checkpoint
-from steps.errors import ConfigError, GraceError, InputValidationError, ServerError
+from steps.errors import ConfigError, GraceError, ServerError
 from steps.extract import Extractor, run_extract_step
-from steps.inputs import StudyTable, load_study_table
+from steps.inputs import StudyTable
 from steps.llm_client import LLMClient, RequestFailed, RetryPolicy, make_http_client, redact_url
 from steps.probabilities import run_probability_step
 from steps.outcome import enforce_failure_threshold
 from steps.query import effective_max_tokens, run_query_step
 from steps.store import Store
-from steps.studies import StudySpec, load_study
+from steps.studies import StudySpec
 from steps.tables import read_table, write_table
 
 
@@ -81,63 +80,6 @@ class RunResult:
     @property
     def errors(self) -> list[GraceError]:
         return [r.error for r in self.results if r.error is not None]
-
-
-def extractor_api_key(config: RunConfig) -> Optional[str]:
-    """The extractor's API key from the environment; ConfigError before any call if it is needed and missing.
-
-    A loopback extractor (a local server) may run without a key.
-    """
-    if not config.extractor_url:
-        return None
-    key = os.environ.get(config.extractor_api_key_env) or None
-    host = httpx.URL(config.extractor_url).host
-    if key is None and host not in ("127.0.0.1", "localhost", "::1"):
-        raise ConfigError(
-            f"the LLM extractor at {redact_url(config.extractor_url)} needs an API key: set ${config.extractor_api_key_env} "
-            "(or name another variable with --extractor-api-key-env; in the cluster it comes from a Kubernetes Secret)"
-        )
-    return key
-
-
-def load_inputs(config: RunConfig) -> dict[int, tuple[StudySpec, StudyTable]]:
-    """Validate every study file (all of them, before any model is started)."""
-    loaded = {}
-    problems: list[InputValidationError] = []
-    for number, path in sorted(config.studies.items()):
-        spec = load_study(number)
-        try:
-            table = load_study_table(path, spec, encoding=config.encoding, s3_endpoint=config.s3_endpoint)
-        except InputValidationError as exc:
-            problems.append(exc)
-            continue
-        if config.row_limit is not None:
-            table = StudyTable(table.path, table.sha256, table.frame.head(config.row_limit).reset_index(drop=True), table.warnings)
-        loaded[number] = (spec, table)
-    if problems:
-        raise problems[0] if len(problems) == 1 else InputValidationError.combine(problems)
-    return loaded
-
-
-def resolve_models(config: RunConfig, sidecars: bool = False) -> dict[str, ModelSpec]:
-    """Registry entries for the run's models. A vLLM model needs an --endpoint unless ``sidecars`` (on the cluster a
-    vLLM sidecar serves it, or the stages being run send no request to it)."""
-    unknown_endpoints = [m for m in config.endpoints if m not in config.models]
-    if unknown_endpoints:
-        raise ConfigError(f"--endpoint given for {unknown_endpoints}, which are not among the models to run {list(config.models)}")
-    models = {}
-    for name in config.models:
-        spec = resolve_model(name, external=name in config.endpoints)
-        if spec.engine != "embedded" and name not in config.endpoints and not sidecars:
-            raise ConfigError(
-                f"model {name!r} is served by vLLM: start a vLLM server for {spec.hf_id} and pass --endpoint {name}=URL "
-                "(or run it on the cluster)"
-            )
-        models[name] = spec
-    slugs = [model_slug(n) for n in models]
-    if len(set(slugs)) != len(slugs):
-        raise ConfigError(f"two models give the same file name slug: {slugs}")
-    return models
 
 
 async def wait_for_health(http: httpx.AsyncClient, url: str, timeout_s: float, poll_s: float = 2.0) -> None:
@@ -195,20 +137,8 @@ def _fingerprint(stage: str, spec: StudySpec, table: StudyTable, model: ModelSpe
     return common | {"template_hash": spec.probability_hash, "chat_template": model.chat_template, "scoring": config.scoring}
 
 
-def stage_keys(stage: str, spec: StudySpec, model: ModelSpec, config: RunConfig) -> tuple[str, str, type]:
-    """Checkpoint key, output stem key and row model of one stage for one model x study (keys relative to the run)."""
-    slug, n = model_slug(model.name), spec.number
-    if stage == "query":
-        return (f"checkpoints/exp1/{slug}_study{n}", f"exp1/{slug}_study{n}_raw_responses", raw_response_row_model(spec.input_model))
-    if stage == "extract":
-        return (f"checkpoints/extract/{slug}_study{n}", f"structured/{slug}_study{n}_structured", STRUCTURED_ROW_MODELS[n])
-    suffix = "" if config.scoring == "exact" else "_first-token"
-    return (f"checkpoints/exp2/{slug}_study{n}{suffix}", f"exp2/{slug}_study{n}_probabilities{suffix}",
-            PROBABILITY_ROW_MODELS[spec.probability_summary])
-
-
 def _read_raw_responses(spec: StudySpec, model: ModelSpec, config: RunConfig, store: Store) -> pd.DataFrame:
-    _, stem, _ = stage_keys("query", spec, model, config)
+    stem = stage_keys("query", spec, model, config.scoring).stem
     raw = read_table(store, stem)
     if raw is None:
         raise ConfigError(f"{store.uri(stem + '.parquet')} does not exist: run the query stage first (--stages query,extract)")
@@ -229,7 +159,7 @@ class _NodeProgress:
 
 
 async def _run_step_node(node, spec, table, model, client, config, run_id, store, progress, extractor=None) -> NodeResult:
-    checkpoint_key, stem, row_model = stage_keys(node.stage, spec, model, config)
+    checkpoint_key, stem, row_model = stage_keys(node.stage, spec, model, config.scoring)
     checkpoint = open_checkpoint(checkpoint_store(config, run_id), checkpoint_key, _fingerprint(node.stage, spec, table, model, config, run_id, extractor))
     node_progress = _NodeProgress(progress, node.name)
     with checkpoint:
@@ -255,7 +185,7 @@ def _run_study_node(node: Node, spec: StudySpec, table: StudyTable, models, conf
     """Validation or merge for one study, over every model's tables in the run's store."""
     started = time.perf_counter()
     result = NodeResult(node)
-    tables = stage_tables(spec, models, lambda stage, s, m: stage_keys(stage, s, m, config), store)
+    tables = stage_tables(spec, models, lambda stage, s, m: stage_keys(stage, s, m, config.scoring), store)
     try:
         if node.stage == "validate":
             result.done, result.failed, result.outputs = run_validation(
@@ -328,13 +258,6 @@ def _make_extractor(config, clients, stack, http, logs: Path, api_key) -> Extrac
     return Extractor(clients[EMBEDDED_DEFAULT], embedded_model.request_model, "llama_schema")
 
 
-def manifest_key(config: RunConfig, nodes: list[Node]) -> str:
-    """'manifest.json' for a run; one file per node set when cluster steps share a checkpoint store in parallel."""
-    if not config.checkpoint_store:
-        return "manifest.json"
-    return f"manifests/{'+'.join(n.name for n in nodes)[:150] or 'empty'}.json"
-
-
 def _logs_folder(store: Store, run_id: str) -> Path:
     """Where embedded servers write their logs: the run folder, or a local cache folder for a remote store."""
     local = store.local_path()
@@ -344,10 +267,9 @@ def _logs_folder(store: Store, run_id: str) -> Path:
 async def run_local(config: RunConfig, progress: ProgressReporter, started: float) -> RunResult:
     """Execute the whole run on this machine and return its summary."""
     inputs = load_inputs(config)
-    models = resolve_models(config, sidecars=not any(s in SERVED_STAGES for s in config.stages))  # other stages need no model server
+    models = resolve_models(config, require_endpoints=any(s in SERVED_STAGES for s in config.stages))  # other stages need no model server
     extractor_key = extractor_api_key(config) if "extract" in config.stages else None  # fails before any model starts
-    templates = {n: f"{s.query_prompt.hash}:{s.extraction_prompt.hash}:{s.probability_hash}" for n, (s, _) in inputs.items()}
-    run_id = config.run_id or derive_run_id({n: t.sha256 for n, (_, t) in inputs.items()}, templates, config.sampling)
+    run_id = run_id_for(config, inputs)
     store = run_store(config, run_id)
     store.check()  # wrong credentials or an unreachable store fail here, before any model is started
     if config.checkpoint_store:
@@ -364,7 +286,7 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
             if any(n.stage == "extract" for n in nodes):
                 extractor = _make_extractor(config, clients, stack, http, logs, extractor_key)
                 servers["extractor"] = {"urls": extractor.client.base_urls, "model": extractor.model, "json_mode": extractor.json_mode}
-            write_manifest(checkpoint_store(config, run_id), manifest_key(config, nodes), config, run_id, inputs, models, servers)
+            write_manifest(checkpoint_store(config, run_id), manifest_key(bool(config.checkpoint_store), nodes), config, run_id, inputs, models, servers)
 
             async def run_node(node: Node) -> NodeResult:
                 if node.study is None:

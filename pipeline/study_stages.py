@@ -11,6 +11,7 @@ import json
 
 import pandas as pd
 
+from pipeline.layout import REPORT_KEY, analysis_stem, codebook_key, validation_keys
 from pipeline.manifest import code_version
 from schemas.analysis import FACTOR_COLUMNS, analysis_row_model, codebook
 from steps.errors import ValidationFailedError
@@ -46,7 +47,7 @@ def run_validation(spec: StudySpec, input_rows: int, replications: int, tables: 
         "study": spec.number, "passed": all(r.passed for r in results), "input_rows": input_rows, "replications": replications,
         "models": {r.model: {"passed": r.passed, "checks": [c.__dict__ for c in r.checks], "flags": len(r.flags)} for r in results},
     }
-    json_key, flags_key = f"validation/study{spec.number}_validation.json", f"validation/study{spec.number}_flagged_rows.csv"
+    json_key, flags_key = validation_keys(spec.number)
     store.write_bytes(json_key, json.dumps(report, indent=2).encode("utf-8"))
     store.write_bytes(flags_key, _csv_bytes(pd.DataFrame([f for r in results for f in r.flags], columns=FLAG_COLUMNS)))
     failed = [f"{r.model}: {c.name}: {c.detail}" for r in results for c in r.checks if not c.passed]
@@ -57,7 +58,7 @@ def run_validation(spec: StudySpec, input_rows: int, replications: int, tables: 
 
 def run_merge(spec: StudySpec, tables: dict, store: Store) -> list[str]:
     """Write the analysis-ready table and its codebook for one study."""
-    flags_csv = store.read_bytes(f"validation/study{spec.number}_flagged_rows.csv")
+    flags_csv = store.read_bytes(validation_keys(spec.number)[1])
     flags = pd.read_csv(io.BytesIO(flags_csv)) if flags_csv is not None else pd.DataFrame(columns=FLAG_COLUMNS)
     flags = flags[flags["study"] == spec.number] if len(flags) else flags
     row_model = analysis_row_model(spec.number, spec.input_model, spec.probability_summary)
@@ -65,17 +66,17 @@ def run_merge(spec: StudySpec, tables: dict, store: Store) -> list[str]:
     for column in FACTOR_COLUMNS:  # Parquet dictionary columns arrive in R as factors
         if column in table:
             table[column] = table[column].astype("category")
-    outputs = write_table(table, row_model, store, f"analysis/study{spec.number}_analysis", already_typed=True)
-    codebook_key = f"analysis/study{spec.number}_codebook.csv"
-    store.write_bytes(codebook_key, pd.DataFrame(codebook(row_model)).to_csv(index=False).encode("utf-8"))
-    return outputs + [store.uri(codebook_key)]
+    outputs = write_table(table, row_model, store, analysis_stem(spec.number), already_typed=True)
+    codebook_at = codebook_key(spec.number)
+    store.write_bytes(codebook_at, pd.DataFrame(codebook(row_model)).to_csv(index=False).encode("utf-8"))
+    return outputs + [store.uri(codebook_at)]
 
 
 def run_report(studies: list[int], run_id: str, store: Store) -> str:
     """Render ``report.html`` from the run's analysis tables and validation results; return where it is."""
     from steps.report import render_report
 
-    tables = {n: t for n in studies if (t := read_table(store, f"analysis/study{n}_analysis")) is not None}
-    validations = {n: json.loads(v) for n in studies if (v := store.read_bytes(f"validation/study{n}_validation.json")) is not None}
-    store.write_bytes("report.html", render_report(tables, validations, run_id, code_version()).encode("utf-8"))
-    return store.uri("report.html")
+    tables = {n: t for n in studies if (t := read_table(store, analysis_stem(n))) is not None}
+    validations = {n: json.loads(v) for n in studies if (v := store.read_bytes(validation_keys(n)[0])) is not None}
+    store.write_bytes(REPORT_KEY, render_report(tables, validations, run_id, code_version()).encode("utf-8"))
+    return store.uri(REPORT_KEY)

@@ -31,6 +31,7 @@ from hera.workflows.retry_strategy import RetryStrategy
 
 from pipeline import __version__
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, DEFAULT_EXTRACTOR_CONCURRENCY, DEFAULT_EXTRACTOR_MODEL
+from pipeline.layout import STAGE_FOLDERS
 from pipeline.plan import NON_BLOCKING_STAGES, RUN_STAGES, SERVED_STAGES, STAGE_DEPENDENCIES, STUDY_STAGE_DEPENDENCIES
 from schemas.settings import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE
 from steps.errors import ServerError, StorageError
@@ -54,7 +55,6 @@ EXTRACTION_MUTEX = "grace-pipeline-extraction"
 VLLM_PORT = 8000
 HEALTH_TIMEOUT_S = 3600
 TRANSIENT_EXIT_CODES = (ServerError.exit_code, StorageError.exit_code, 137, 143)
-STAGE_FOLDERS = {"query": "exp1", "extract": "structured", "probabilities": "exp2", "validate": "validation", "merge": "analysis"}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,95 @@
+"""A run's setup, the same for both runners: validated inputs, resolved models, run id, extractor key.
+
+Nothing here starts a server or sends a request: every check a run can make before model
+time is spent lives here, so the local runner and the cluster's plan step refuse the same
+mistakes with the same messages.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import httpx
+
+from pipeline.config import RunConfig, derive_run_id
+from pipeline.registry import model_slug, resolve_model
+from schemas.settings import ModelSpec
+from steps.errors import ConfigError, InputValidationError
+from steps.inputs import StudyTable, load_study_table
+from steps.llm_client import redact_url
+from steps.studies import StudySpec, load_study
+
+Inputs = dict[int, tuple[StudySpec, StudyTable]]
+
+
+def extractor_api_key(config: RunConfig) -> Optional[str]:
+    """The extractor's API key from the environment; ConfigError before any call if it is needed and missing.
+
+    A loopback extractor (a local server) may run without a key.
+    """
+    if not config.extractor_url:
+        return None
+    key = os.environ.get(config.extractor_api_key_env) or None
+    host = httpx.URL(config.extractor_url).host
+    if key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(
+            f"the LLM extractor at {redact_url(config.extractor_url)} needs an API key: set ${config.extractor_api_key_env} "
+            "(or name another variable with --extractor-api-key-env; in the cluster it comes from a Kubernetes Secret)"
+        )
+    return key
+
+
+def load_inputs(config: RunConfig) -> Inputs:
+    """Validate every study file (all of them, before any model is started); errors of all files are combined."""
+    loaded = {}
+    problems: list[InputValidationError] = []
+    for number, path in sorted(config.studies.items()):
+        spec = load_study(number)
+        try:
+            table = load_study_table(path, spec, encoding=config.encoding, s3_endpoint=config.s3_endpoint)
+        except InputValidationError as exc:
+            problems.append(exc)
+            continue
+        if config.row_limit is not None:
+            table = StudyTable(table.path, table.sha256, table.frame.head(config.row_limit).reset_index(drop=True), table.warnings)
+        loaded[number] = (spec, table)
+    if problems:
+        raise problems[0] if len(problems) == 1 else InputValidationError.combine(problems)
+    return loaded
+
+
+def run_id_for(config: RunConfig, inputs: Inputs) -> str:
+    """The run id: the one given, or one derived from the inputs' hashes, the prompt templates and sampling.
+
+    The same inputs give the same id on a laptop and on the cluster, so a re-run resumes.
+    """
+    if config.run_id:
+        return config.run_id
+    templates = {n: f"{s.query_prompt.hash}:{s.extraction_prompt.hash}:{s.probability_hash}" for n, (s, _) in inputs.items()}
+    return derive_run_id({n: t.sha256 for n, (_, t) in inputs.items()}, templates, config.sampling)
+
+
+def resolve_models(config: RunConfig, require_endpoints: bool = True) -> dict[str, ModelSpec]:
+    """Registry entries for the run's models.
+
+    With ``require_endpoints`` a vLLM model needs an ``--endpoint`` (the local runner sending
+    it requests); without it (the cluster, where a vLLM sidecar serves it, or stages that send
+    the model no request) none is needed.
+    """
+    unknown_endpoints = [m for m in config.endpoints if m not in config.models]
+    if unknown_endpoints:
+        raise ConfigError(f"--endpoint given for {unknown_endpoints}, which are not among the models to run {list(config.models)}")
+    models = {}
+    for name in config.models:
+        spec = resolve_model(name, external=name in config.endpoints)
+        if spec.engine != "embedded" and name not in config.endpoints and require_endpoints:
+            raise ConfigError(
+                f"model {name!r} is served by vLLM: start a vLLM server for {spec.hf_id} and pass --endpoint {name}=URL "
+                "(or run it on the cluster)"
+            )
+        models[name] = spec
+    slugs = [model_slug(n) for n in models]
+    if len(set(slugs)) != len(slugs):
+        raise ConfigError(f"two models give the same file name slug: {slugs}")
+    return models
