@@ -22,11 +22,11 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline import __version__
-from pipeline.cli_options import add_input_options, add_run_options, config_from_args, csv_list, study_paths
+from pipeline.cli_options import add_input_options, add_run_options, config_from_args, csv_list, human_paths, study_paths
 from pipeline.cluster_cli import add_cluster_commands, run_cluster_command
 from pipeline.config import STAGES, RunConfig
 from pipeline.local import RunResult, run_local
-from pipeline.run_setup import load_inputs
+from pipeline.run_setup import load_run_inputs
 from pipeline.plan import build_plan, plan_as_dicts
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
@@ -76,7 +76,7 @@ def print_summary(console: Console, result: RunResult) -> None:
     for r in result.results:
         for path in r.outputs:
             print(f"  {path}")
-    reports = [p for r in result.results if r.node.stage == "report" and r.error is None for p in r.outputs]
+    reports = [p for r in result.results if r.node.stage == "report" and r.error is None for p in r.outputs if p.endswith(".html")]
     for report in reports:
         print(f"Quality report: {Path(report).as_uri() if result.run_path else report}")
     for error in result.errors:
@@ -94,10 +94,16 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     studies = study_paths(args)
-    config = RunConfig(studies=studies, models=(EMBEDDED_DEFAULT,), row_limit=args.limit, encoding=args.encoding)
-    for number, (spec, table) in load_inputs(config).items():
+    config = RunConfig(studies=studies, human=human_paths(args, studies), models=(EMBEDDED_DEFAULT,), row_limit=args.limit,
+                       encoding=args.encoding)
+    inputs, human = load_run_inputs(config)
+    for number, (spec, table) in inputs.items():
         console.print(f"study {number} ({spec.name}): {table.path}: {len(table.frame)} rows OK")
         for warning in table.warnings:
+            console.print(f"  warning: {warning}")
+    for number, data in human.items():
+        console.print(f"human data for study {number}: {data.path}: {len(data.frame)} trials from {data.participants} participants OK")
+        for warning in data.warnings:
             console.print(f"  warning: {warning}")
     return 0
 

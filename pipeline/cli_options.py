@@ -15,11 +15,18 @@ from pipeline.config import (
 from pipeline.registry import EMBEDDED_DEFAULT
 from schemas.settings import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingSettings
 from steps.errors import ConfigError
+from steps.human import HUMAN_FORMATS
 from steps.llm_client import redact_url
 from steps.probabilities import DEFAULT_MIN_OPTION_MASS
 from steps.query import DEFAULT_MAX_FAILED_FRACTION
 from steps.studies import available_studies
 from steps.validate import DEFAULT_MIN_CONFIDENCE
+
+
+HUMAN_FORMAT_HELP = {
+    1: "long format, one row per trial: subid, story, access, observe and any of prior, bet_0..bet_3, knowledge (README)",
+    2: "speaker production as Yoon et al. (2020) published it: subid, trial, item, goal, true_state, positivity, utterance",
+}
 
 
 def _endpoint(value: str) -> tuple[str, tuple[str, ...]]:
@@ -39,6 +46,10 @@ def _endpoints(value: str) -> list[tuple[str, tuple[str, ...]]]:
 def add_input_options(parser: argparse.ArgumentParser) -> None:
     for number in available_studies():
         parser.add_argument(f"--study{number}", metavar="PATH", help=f"Study {number} CSV (default: the bundled example stimuli)")
+    for number in HUMAN_FORMATS:
+        parser.add_argument(f"--human{number}", metavar="PATH", default="",
+                            help=f"Human data for study {number} (CSV, path or s3://) that the report compares the models with; "
+                                 f"{HUMAN_FORMAT_HELP[number]} (default: none)")
     parser.add_argument("--studies", default=",".join(map(str, available_studies())), help="Which studies to run, e.g. '1' or '1,2' (default: %(default)s)")
     parser.add_argument("--encoding", default="utf-8", help="Encoding of the study files (default: %(default)s; e.g. cp1252 for old Excel exports)")
     parser.add_argument("--limit", type=int, metavar="N", help="Use only the first N rows of each study file (0: all)")
@@ -110,6 +121,16 @@ def study_paths(args: argparse.Namespace) -> dict[int, str]:
     return {n: getattr(args, f"study{n}") or example_study_path(n) for n in numbers}
 
 
+def human_paths(args: argparse.Namespace, studies: dict[int, str]) -> dict[int, str]:
+    """Study -> human data file; ConfigError for a human file of a study that is not run."""
+    given = {n: value for n in HUMAN_FORMATS if (value := (getattr(args, f"human{n}", "") or "").strip())}
+    unused = sorted(n for n in given if n not in studies)
+    if unused:
+        raise ConfigError(f"--human{unused[0]} was given but study {unused[0]} is not run (--studies {','.join(map(str, studies))}); "
+                          f"add it to --studies or drop --human{unused[0]}")
+    return given
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The run's configuration from parsed options (raises ConfigError on invalid values)."""
     given = [*args.endpoint, *args.endpoints]
@@ -117,8 +138,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     bulk = {name for name, _ in args.endpoints if name not in models}  # --endpoints may list models this step does not run
     endpoints = {name: urls for name, urls in given if urls and name not in bulk}
     try:
+        studies = study_paths(args)
         return RunConfig(
-            studies=study_paths(args), models=tuple(models), endpoints=endpoints, stages=tuple(csv_list(args.stages, "stages")),
+            studies=studies, human=human_paths(args, studies), models=tuple(models), endpoints=endpoints, stages=tuple(csv_list(args.stages, "stages")),
             store=args.store, s3_endpoint=args.s3_endpoint, checkpoint_store=args.checkpoint_store or None,
             wait_for_endpoint_s=args.wait_for_endpoint, run_id=args.run_id or None, row_limit=args.limit or None, replications=args.replications,
             sampling=SamplingSettings(temperature=args.temperature, max_tokens=args.max_tokens, top_p=args.top_p, seed=args.seed),

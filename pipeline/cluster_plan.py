@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pipeline.config import RunConfig, checkpoint_store
 from pipeline.layout import stage_keys
-from pipeline.run_setup import load_inputs, resolve_models, run_id_for
+from pipeline.run_setup import load_run_inputs, resolve_models, run_id_for
 from pipeline.manifest import write_manifest
 from pipeline.registry import model_slug
 from schemas.settings import ModelSpec
@@ -42,7 +42,7 @@ def _item(model: ModelSpec, spec: StudySpec, endpoint: str, config: RunConfig) -
 
 def cluster_plan(config: RunConfig, out: Path) -> dict[str, object]:
     """Write the plan files into ``out`` (see the module docstring) and return their contents."""
-    inputs = load_inputs(config)
+    inputs, human = load_run_inputs(config)
     models = resolve_models(config, require_endpoints=False)
     run_id = run_id_for(config, inputs)
     durable = checkpoint_store(config, run_id)
@@ -57,6 +57,6 @@ def cluster_plan(config: RunConfig, out: Path) -> dict[str, object]:
     out.mkdir(parents=True, exist_ok=True)
     for name, value in plan.items():
         (out / name).write_text(value if isinstance(value, str) else json.dumps(value))
-    write_manifest(durable, "manifest.json", config, run_id, inputs, models, {"cluster": {"sidecar_items": len(sidecar),
-                                                                                            "endpoint_items": len(endpoint)}})
+    write_manifest(durable, "manifest.json", config, run_id, inputs, models,
+                   {"cluster": {"sidecar_items": len(sidecar), "endpoint_items": len(endpoint)}}, human)
     return plan

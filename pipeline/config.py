@@ -41,6 +41,7 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     studies: dict[int, str] = Field(description="Study number -> input CSV path")
+    human: dict[int, str] = Field(default_factory=dict, description="Study number -> human data CSV (--human1/--human2) the report compares the models with")
     models: tuple[str, ...] = Field(min_length=1)
     endpoints: dict[str, tuple[str, ...]] = Field(default_factory=dict, description="Model -> base URLs of an existing OpenAI-compatible server")
     stages: tuple[str, ...] = STAGES

@@ -20,6 +20,7 @@ from steps.studies import StudySpec
 # stage -> the folder (and Argo artifact name) holding its tables.
 STAGE_FOLDERS = {"query": "exp1", "extract": "structured", "probabilities": "exp2", "validate": "validation", "merge": "analysis"}
 REPORT_KEY = "report.html"
+COMPARISON_STEM = "comparison/human_model_comparison"  # the long human-vs-model table for R (.parquet, .csv)
 
 
 class StageKeys(NamedTuple):

@@ -29,7 +29,7 @@ from pipeline.manifest import write_manifest
 from pipeline.plan import NON_BLOCKING_STAGES, SERVED_STAGES, Node, build_plan
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
-from pipeline.run_setup import extractor_api_key, load_inputs, resolve_models, run_id_for
+from pipeline.run_setup import HumanData, extractor_api_key, load_run_inputs, resolve_models, run_id_for
 from pipeline.study_stages import run_merge, run_report, run_validation, stage_tables
 from schemas.settings import ModelSpec
 from steps.checkpoint import open_checkpoint
@@ -200,9 +200,9 @@ def _run_study_node(node: Node, spec: StudySpec, table: StudyTable, models, conf
     return result
 
 
-def _run_report_node(node: Node, studies: list[int], run_id: str, store: Store) -> NodeResult:
+def _run_report_node(node: Node, studies: list[int], run_id: str, store: Store, human: HumanData) -> NodeResult:
     started = time.perf_counter()
-    result = NodeResult(node, outputs=[run_report(studies, run_id, store)], done=1)
+    result = NodeResult(node, outputs=run_report(studies, run_id, store, human), done=1)
     result.wall_s = time.perf_counter() - started
     return result
 
@@ -266,7 +266,7 @@ def _logs_folder(store: Store, run_id: str) -> Path:
 
 async def run_local(config: RunConfig, progress: ProgressReporter, started: float) -> RunResult:
     """Execute the whole run on this machine and return its summary."""
-    inputs = load_inputs(config)
+    inputs, human = load_run_inputs(config)
     models = resolve_models(config, require_endpoints=any(s in SERVED_STAGES for s in config.stages))  # other stages need no model server
     extractor_key = extractor_api_key(config) if "extract" in config.stages else None  # fails before any model starts
     run_id = run_id_for(config, inputs)
@@ -286,11 +286,12 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
             if any(n.stage == "extract" for n in nodes):
                 extractor = _make_extractor(config, clients, stack, http, logs, extractor_key)
                 servers["extractor"] = {"urls": extractor.client.base_urls, "model": extractor.model, "json_mode": extractor.json_mode}
-            write_manifest(checkpoint_store(config, run_id), manifest_key(bool(config.checkpoint_store), nodes), config, run_id, inputs, models, servers)
+            write_manifest(checkpoint_store(config, run_id), manifest_key(bool(config.checkpoint_store), nodes), config, run_id, inputs, models,
+                           servers, human)
 
             async def run_node(node: Node) -> NodeResult:
                 if node.study is None:
-                    return _run_report_node(node, sorted(inputs), run_id, store)
+                    return _run_report_node(node, sorted(inputs), run_id, store, human)
                 spec, table = inputs[node.study]
                 if node.model is None:
                     return _run_study_node(node, spec, table, models, config, store)

@@ -13,6 +13,7 @@ import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Optional
 
 from pipeline.config import RunConfig
 from steps.llm_client import redact_url
@@ -37,8 +38,12 @@ def code_version() -> str:
     return version
 
 
-def write_manifest(store: Store, key: str, config: RunConfig, run_id: str, inputs, models, servers: dict[str, dict]) -> None:
-    """Write the manifest (``key``, normally manifest.json) into the run's ``store`` for this invocation."""
+def write_manifest(store: Store, key: str, config: RunConfig, run_id: str, inputs, models, servers: dict[str, dict],
+                   human: Optional[dict] = None) -> None:
+    """Write the manifest (``key``, normally manifest.json) into the run's ``store`` for this invocation.
+
+    ``human``: study -> validated human data table (path, sha256, trials, participants are recorded).
+    """
     existing = store.read_bytes(key)
     previous = json.loads(existing) if existing is not None else {}
     config_json = config.model_dump(mode="json")
@@ -67,6 +72,8 @@ def write_manifest(store: Store, key: str, config: RunConfig, run_id: str, input
             }
             for n, (spec, table) in inputs.items()
         },
+        "human_data": {str(n): {"path": h.path, "sha256": h.sha256, "trials": len(h.frame), "participants": h.participants}
+                       for n, h in (human or {}).items()},
         "models": {n: m.model_dump(mode="json") for n, m in models.items()},
         "sampling": config.sampling.model_dump(),
         "invocations": previous.get("invocations", []) + [invocation],

@@ -16,11 +16,13 @@ from pipeline.config import RunConfig, derive_run_id
 from pipeline.registry import model_slug, resolve_model
 from schemas.settings import ModelSpec
 from steps.errors import ConfigError, InputValidationError
+from steps.human import HumanTable, load_human_table
 from steps.inputs import StudyTable, load_study_table
 from steps.llm_client import redact_url
 from steps.studies import StudySpec, load_study
 
 Inputs = dict[int, tuple[StudySpec, StudyTable]]
+HumanData = dict[int, HumanTable]
 
 
 def extractor_api_key(config: RunConfig) -> Optional[str]:
@@ -41,8 +43,17 @@ def extractor_api_key(config: RunConfig) -> Optional[str]:
 
 
 def load_inputs(config: RunConfig) -> Inputs:
-    """Validate every study file (all of them, before any model is started); errors of all files are combined."""
-    loaded = {}
+    """The validated study files (see :func:`load_run_inputs`: human data files are validated too)."""
+    return load_run_inputs(config)[0]
+
+
+def load_run_inputs(config: RunConfig) -> tuple[Inputs, HumanData]:
+    """Validate every study file and every human data file, before any model is started.
+
+    Problems of all files are reported together in one InputValidationError (file, row, column).
+    """
+    loaded: Inputs = {}
+    human: HumanData = {}
     problems: list[InputValidationError] = []
     for number, path in sorted(config.studies.items()):
         spec = load_study(number)
@@ -54,9 +65,14 @@ def load_inputs(config: RunConfig) -> Inputs:
         if config.row_limit is not None:
             table = StudyTable(table.path, table.sha256, table.frame.head(config.row_limit).reset_index(drop=True), table.warnings)
         loaded[number] = (spec, table)
+    for number, path in sorted(config.human.items()):
+        try:
+            human[number] = load_human_table(number, path, encoding=config.encoding, s3_endpoint=config.s3_endpoint)
+        except InputValidationError as exc:
+            problems.append(exc)
     if problems:
         raise problems[0] if len(problems) == 1 else InputValidationError.combine(problems)
-    return loaded
+    return loaded, human
 
 
 def run_id_for(config: RunConfig, inputs: Inputs) -> str:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Optional
 
 import pandas as pd
 
-from pipeline.layout import REPORT_KEY, analysis_stem, codebook_key, validation_keys
+from pipeline.layout import COMPARISON_STEM, REPORT_KEY, analysis_stem, codebook_key, validation_keys
 from pipeline.manifest import code_version
+from schemas.human import ComparisonRow
+from steps import comparison
 from schemas.analysis import FACTOR_COLUMNS, analysis_row_model, codebook
 from steps.errors import ValidationFailedError
 from steps.merge import merge_study
@@ -72,11 +75,18 @@ def run_merge(spec: StudySpec, tables: dict, store: Store) -> list[str]:
     return outputs + [store.uri(codebook_at)]
 
 
-def run_report(studies: list[int], run_id: str, store: Store) -> str:
-    """Render ``report.html`` from the run's analysis tables and validation results; return where it is."""
+def run_report(studies: list[int], run_id: str, store: Store, human: Optional[dict] = None) -> list[str]:
+    """Write the long human-vs-model comparison table and ``report.html`` from the run's analysis tables, validation
+    results and the validated human data (study -> table); return where they are."""
     from steps.report import render_report
 
+    human = human or {}
     tables = {n: t for n in studies if (t := read_table(store, analysis_stem(n))) is not None}
     validations = {n: json.loads(v) for n in studies if (v := store.read_bytes(validation_keys(n)[0])) is not None}
-    store.write_bytes(REPORT_KEY, render_report(tables, validations, run_id, code_version()).encode("utf-8"))
-    return store.uri(REPORT_KEY)
+    rows = [r for n in sorted(set(tables) | set(human))
+            for r in comparison.comparison_rows(n, tables.get(n), human[n].frame if n in human else None)]
+    frame = comparison.comparison_frame(rows)
+    outputs = write_table(frame, ComparisonRow, store, COMPARISON_STEM)
+    page = render_report(tables, validations, run_id, code_version(), human, frame)
+    store.write_bytes(REPORT_KEY, page.encode("utf-8"))
+    return [store.uri(REPORT_KEY), *outputs]

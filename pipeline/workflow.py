@@ -31,10 +31,11 @@ from hera.workflows.retry_strategy import RetryStrategy
 
 from pipeline import __version__
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, DEFAULT_EXTRACTOR_CONCURRENCY, DEFAULT_EXTRACTOR_MODEL
-from pipeline.layout import STAGE_FOLDERS
+from pipeline.layout import COMPARISON_STEM, REPORT_KEY, STAGE_FOLDERS
 from pipeline.plan import NON_BLOCKING_STAGES, RUN_STAGES, SERVED_STAGES, STAGE_DEPENDENCIES, STUDY_STAGE_DEPENDENCIES
 from schemas.settings import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE
 from steps.errors import ServerError, StorageError
+from steps.human import HUMAN_FORMATS
 from steps.query import DEFAULT_MAX_FAILED_FRACTION
 from steps.studies import available_studies
 
@@ -76,6 +77,8 @@ PARAMETERS = (
     WorkflowParameter("studies", _study_sets()[0], "Which studies to run", _study_sets()),
     *(WorkflowParameter(f"study{n}", "", f"Study {n} CSV as s3://bucket/key (empty: the example stimuli in the image)")
       for n in available_studies()),
+    *(WorkflowParameter(f"human{n}", "", f"Human data for study {n} as s3://bucket/key, compared with the models in the report "
+                        f"and the comparison table (empty: none)") for n in HUMAN_FORMATS),
     WorkflowParameter("endpoints", "", "Models served by an existing OpenAI-compatible endpoint instead of a vLLM sidecar: "
                       "MODEL=URL;MODEL=URL (empty: a sidecar per step). API key from the grace-endpoint Secret"),
     WorkflowParameter("limit", "0", "Use only the first N rows of each study file (0: all rows)"),
@@ -214,6 +217,11 @@ def _folder_artifacts(stages) -> list[S3Artifact]:
     return [_artifact(STAGE_FOLDERS[s], STAGE_FOLDERS[s], optional=True) for s in stages if s in STAGE_FOLDERS]
 
 
+def human_args() -> list[str]:
+    """The human data files: validated by the plan step, read by the report step (the other steps do not use them)."""
+    return [f"--human{n}={_wf(f'human{n}')}" for n in HUMAN_FORMATS]
+
+
 def _study_step(stage: str) -> Container:
     """``stage`` (validate, merge) for one study over every model's tables, or a run stage (report)."""
     per_study = stage in STUDY_STAGE_DEPENDENCIES
@@ -222,9 +230,9 @@ def _study_step(stage: str) -> Container:
     if per_study:
         outputs = [_artifact(STAGE_FOLDERS[stage], STAGE_FOLDERS[stage])]
     else:
-        outputs = [_artifact("report", "report.html")]
+        outputs = [_artifact("report", REPORT_KEY), _artifact("comparison", COMPARISON_STEM.split("/")[0])]
     args = ["run", "--stages", stage, "--models", _in("models"), f"--endpoints={_wf('endpoints')}", "--studies", studies,
-            "--run-id", _in("run-id"), *common_run_args()]
+            "--run-id", _in("run-id"), *common_run_args(), *([] if per_study else human_args())]
     inputs = [Parameter(name="run-id"), Parameter(name="models"), *([Parameter(name="study")] if per_study else []),
               *_folder_artifacts(inputs_from)]
     return _steps_container(stage, stage, args, inputs=inputs, outputs=outputs)
@@ -234,7 +242,7 @@ def _plan_step() -> Container:
     outputs = [Parameter(name=name.removesuffix(".json"), value_from=m.ValueFrom(path=f"{PLAN_DIR}/{name}"))
                for name in ("run-id", "sidecar-items.json", "endpoint-items.json", "model-items.json", "study-items.json", "models")]
     args = ["cluster-plan", "--models", _wf("models"), f"--endpoints={_wf('endpoints')}", "--studies", _wf("studies"),
-            f"--run-id={_wf('run-id')}", *common_run_args(), "--out", PLAN_DIR]
+            f"--run-id={_wf('run-id')}", *common_run_args(), *human_args(), "--out", PLAN_DIR]
     return _steps_container("plan", "plan", args, work_volume=False, outputs=outputs)
 
 

@@ -71,18 +71,29 @@ def _delimiter(header_line: str) -> str:
     return best if counts[best] else ","
 
 
-def _missing_column_message(column: str, header: list[str]) -> str:
+def missing_column_message(column: str, header: list[str]) -> str:
     close = difflib.get_close_matches(column, header, n=1, cutoff=0.6)
     hint = f" (found {close[0]!r} instead: the study files spell it {column!r}; rename the column)" if close else ""
     return f"header: required column {column!r} is missing{hint}"
 
 
-def _cell_problem(row_no: int, line: int, column: str, message: str) -> str:
+def cell_problem(row_no: int, line: int, column: str, message: str) -> str:
     return f"row {row_no} (line {line}), column {column!r}: {message}"
 
 
-def load_study_table(path: str | Path, spec: StudySpec, encoding: str = "utf-8", s3_endpoint: Optional[str] = None) -> StudyTable:
-    """Read ``path`` (a file path, ``file://`` or ``s3://`` URL) as study ``spec``'s input; raise InputValidationError on any problem."""
+@dataclass(frozen=True)
+class CsvFile:
+    """A CSV file read and split, not yet typed: header names (stripped) and non-blank records with their line numbers."""
+
+    path: str
+    sha256: str
+    header: list[str]
+    records: list[tuple[int, list[str]]]
+
+
+def read_csv_file(path: str | Path, encoding: str = "utf-8", s3_endpoint: Optional[str] = None) -> CsvFile:
+    """Read ``path`` (a file path, ``file://`` or ``s3://`` URL) as CSV (delimiter sniffed from the header);
+    InputValidationError when it cannot be read, is not text CSV or is empty."""
     path_str = str(path)
     try:
         data = read_url(path_str, s3_endpoint)
@@ -105,11 +116,17 @@ def load_study_table(path: str | Path, spec: StudySpec, encoding: str = "utf-8",
                 records.append((reader.line_num, cells))
     except csv.Error as exc:
         raise InputValidationError(path_str, [f"line {reader.line_num}: not valid CSV ({exc})"]) from exc
+    return CsvFile(path_str, hashlib.sha256(data).hexdigest(), header, records)
 
+
+def load_study_table(path: str | Path, spec: StudySpec, encoding: str = "utf-8", s3_endpoint: Optional[str] = None) -> StudyTable:
+    """Read ``path`` (a file path, ``file://`` or ``s3://`` URL) as study ``spec``'s input; raise InputValidationError on any problem."""
+    file = read_csv_file(path, encoding, s3_endpoint)
+    path_str, header, records = file.path, file.header, file.records
     required = spec.file_columns
     optional = {n for n, f in spec.input_model.model_fields.items() if not f.is_required()}
     unexpected = [h for h in header if h not in required]
-    problems = [_missing_column_message(c, unexpected) for c in required if c not in header and c not in optional]
+    problems = [missing_column_message(c, unexpected) for c in required if c not in header and c not in optional]
     duplicated = sorted({h for h in header if header.count(h) > 1})
     problems += [f"header: column {h!r} appears more than once" for h in duplicated]
     if problems:
@@ -127,7 +144,7 @@ def load_study_table(path: str | Path, spec: StudySpec, encoding: str = "utf-8",
             continue
         raw = {c: cells[position[c]] for c in required if c in position}
         row_problems = [
-            _cell_problem(row_no, line, c, "is empty; expected text")
+            cell_problem(row_no, line, c, "is empty; expected text")
             for c, v in raw.items()
             if not v.strip() and c not in optional
         ]
@@ -137,7 +154,7 @@ def load_study_table(path: str | Path, spec: StudySpec, encoding: str = "utf-8",
                 try:
                     values[column] = derive(rule, raw)
                 except DerivationError as exc:
-                    row_problems.append(_cell_problem(row_no, line, rule["source"], str(exc)))
+                    row_problems.append(cell_problem(row_no, line, rule["source"], str(exc)))
         if row_problems:
             problems += row_problems
             continue
@@ -147,7 +164,7 @@ def load_study_table(path: str | Path, spec: StudySpec, encoding: str = "utf-8",
             for err in exc.errors():
                 column = str(err["loc"][0]) if err["loc"] else "(row)"
                 got = f" (got {err['input']!r})" if err["loc"] else ""
-                problems.append(_cell_problem(row_no, line, column, f"{err['msg']}{got}"))
+                problems.append(cell_problem(row_no, line, column, f"{err['msg']}{got}"))
             continue
         key = tuple(raw.values())
         if key in seen:
@@ -160,4 +177,4 @@ def load_study_table(path: str | Path, spec: StudySpec, encoding: str = "utf-8",
     if problems:
         raise InputValidationError(path_str, problems)
     frame = pd.DataFrame(rows, columns=list(spec.input_model.model_fields))
-    return StudyTable(path=path_str, sha256=hashlib.sha256(data).hexdigest(), frame=frame, warnings=warnings)
+    return StudyTable(path=path_str, sha256=file.sha256, frame=frame, warnings=warnings)

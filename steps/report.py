@@ -2,11 +2,13 @@
 
 Sections: validation status; per model x study counts of done / failed / flagged rows and
 why; extracted answers per condition (Study 1 by access x observe, Study 2 by goal x
-state); Experiment 2 distributions; extraction confidence; timing; and Study 2's
-comparison with the human participants (their ``Utterance`` per goal x state beside each
-model's Experiment 2 joint distribution and Experiment 1 coded answers, with Jensen-Shannon
-divergence and correlation per model). Human answers outside the 8 utterances are counted
-and shown, never dropped. Inputs are the analysis tables; nothing here calls a model.
+state); Experiment 2 distributions; Study 1 against Goodman & Stuhlmueller (2013)'s
+findings (always); per study, the models beside the human participants when a human data
+file was given (``--human1``/``--human2``: per-cell distributions with n and 95% intervals,
+agreement with participant-bootstrap intervals, and the probability-against-state figure)
+or one line saying there is none; extraction confidence; timing. The study files'
+``Utterance`` column is never used: it is not human data. Statistics live in
+:mod:`steps.comparison`; nothing here calls a model.
 """
 
 from __future__ import annotations
@@ -15,17 +17,16 @@ import base64
 import html
 import io
 from datetime import datetime, timezone
-from typing import Any
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 
-from schemas.probabilities import ASSESSMENTS, FRAMES, PERCENT_BINS, STATES
-from steps.parse_answers import parse_study2
+from schemas.probabilities import PERCENT_BINS, STATES
+from steps import comparison
+from steps.human import HumanTable
 
-UTTERANCES = [f"It {'was' if f == 'was' else 'wasn' + chr(39) + 't'} {a}" for f in FRAMES for a in ASSESSMENTS]
-JOINT_COLUMNS = [f"prob_{f}_{a}" for f in FRAMES for a in ASSESSMENTS]
-GOALS = ["informational", "social", "both"]
+MAX_MODEL_PANELS = 8  # models drawn in the human-comparison figures (every model is in the tables)
 
 
 def _png(fig) -> str:
@@ -39,77 +40,6 @@ def _png(fig) -> str:
 
 def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(border=0, classes="t", na_rep="NA", float_format=lambda v: f"{v:.3f}")
-
-
-def human_choice(utterance: Any) -> str:
-    """One of the 8 utterances, or 'other: <text>' for anything else ('It was okay')."""
-    text = "" if utterance is None or (not isinstance(utterance, str) and pd.isna(utterance)) else str(utterance)
-    parsed = parse_study2(text).values
-    return parsed["response_cleaned"] if parsed else f"other: {text.strip() or '(empty)'}"
-
-
-def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
-    """Jensen-Shannon divergence in bits (0 = same, 1 = disjoint) of two distributions."""
-    p, q = p / p.sum(), q / q.sum()
-    m = (p + q) / 2
-    kl = lambda a, b: float(np.sum(np.where(a > 0, a * np.log2(np.where(a > 0, a, 1) / np.where(b > 0, b, 1)), 0.0)))  # noqa: E731
-    return (kl(p, m) + kl(q, m)) / 2
-
-
-def human_comparison(study2: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(human distribution per goal x state, per-model agreement, human answers outside the 8).
-
-    Humans: each input row counted once. Models: Experiment 2 mean joint probability per
-    cell, and the share of Experiment 1 coded answers per cell.
-    """
-    inputs = study2.drop_duplicates("row_index")
-    choices = inputs.assign(choice=inputs["Utterance"].map(human_choice))
-    outside = choices[~choices.choice.isin(UTTERANCES)].choice.str.removeprefix("other: ").value_counts().rename_axis("human answer").reset_index(name="rows")
-    inside = choices[choices.choice.isin(UTTERANCES)]
-    human = pd.crosstab([inside.Goal_simplified, inside.State_number], inside.choice).reindex(columns=UTTERANCES, fill_value=0)
-    human_p = human.div(human.sum(axis=1), axis=0)
-    rows = []
-    for model, part in study2.groupby("model_name", observed=True):
-        exp2 = part.drop_duplicates("row_index").groupby(["Goal_simplified", "State_number"], observed=True)[JOINT_COLUMNS].mean()
-        exp2.columns = UTTERANCES
-        coded = part[part.response_cleaned.isin(UTTERANCES)]
-        exp1 = pd.crosstab([coded.Goal_simplified, coded.State_number], coded.response_cleaned).reindex(columns=UTTERANCES, fill_value=0)
-        exp1 = exp1.div(exp1.sum(axis=1).replace(0, np.nan), axis=0)
-        for source, dist in (("Experiment 2 (probabilities)", exp2), ("Experiment 1 (coded answers)", exp1)):
-            cells = human_p.index.intersection(dist.dropna().index)
-            if len(cells) == 0:
-                rows.append({"model": model, "source": source, "cells": 0, "mean JS divergence (bits)": np.nan, "correlation": np.nan})
-                continue
-            h, m = human_p.loc[cells].to_numpy(float), dist.loc[cells].to_numpy(float)
-            jsd = np.mean([js_divergence(a, b) for a, b in zip(h, m)])
-            corr = float(np.corrcoef(h.ravel(), m.ravel())[0, 1]) if h.std() > 0 and m.std() > 0 else np.nan
-            rows.append({"model": model, "source": source, "cells": len(cells), "mean JS divergence (bits)": jsd, "correlation": corr})
-    return human_p, pd.DataFrame(rows), outside
-
-
-def _human_plot(study2: pd.DataFrame, human_p: pd.DataFrame) -> str:
-    import matplotlib.pyplot as plt
-
-    models = list(study2.model_name.astype(str).unique())
-    fig, axes = plt.subplots(len(STATES), len(GOALS), figsize=(13, 11), sharey=True, squeeze=False)
-    width = 0.8 / (1 + len(models))
-    x = np.arange(len(UTTERANCES))
-    for i, state in enumerate(STATES):
-        for j, goal in enumerate(GOALS):
-            ax = axes[i][j]
-            if (goal, state) in human_p.index:
-                ax.bar(x, human_p.loc[(goal, state)].to_numpy(float), width, label="humans", color="black")
-            for k, model in enumerate(models):
-                part = study2[(study2.model_name.astype(str) == model) & (study2.Goal_simplified == goal) & (study2.State_number == state)]
-                if len(part):
-                    ax.bar(x + (k + 1) * width, part.drop_duplicates("row_index")[JOINT_COLUMNS].astype(float).mean().to_numpy(), width, label=model)
-            ax.set_title(f"{goal}, {state} hearts", fontsize=9)
-            ax.set_xticks(x + width * len(models) / 2, [u.replace("It ", "") for u in UTTERANCES], rotation=60, fontsize=7)
-    handles = {label: h for ax in axes.ravel() for h, label in zip(*ax.get_legend_handles_labels())}
-    fig.legend(list(handles.values()), list(handles), loc="upper right", fontsize=8)
-    fig.subplots_adjust(hspace=1.0)
-    fig.suptitle("Study 2: humans' choices vs models' Experiment 2 probabilities, per goal x state")
-    return _png(fig)
 
 
 def _study1_exp2_plot(study1: pd.DataFrame) -> str:
@@ -164,8 +94,192 @@ def _counts(tables: dict[int, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def render_report(tables: dict[int, pd.DataFrame], validations: dict[int, dict], run_id: str, code_version: str) -> str:
-    """The HTML report for the analysis tables of a run (study number -> table)."""
+def _frame(human: Optional[HumanTable]) -> Optional[pd.DataFrame]:
+    return human.frame if human is not None else None
+
+
+def _interval_text(row: pd.Series) -> str:
+    if pd.isna(row["value"]):
+        return "NA"
+    if pd.isna(row["lower"]):
+        return f"{row['value']:.3f}"
+    return f"{row['value']:.3f} [{row['lower']:.3f}, {row['upper']:.3f}]"
+
+
+def _side_by_side(rows: pd.DataFrame, measure: str) -> pd.DataFrame:
+    """Cell x option rows; columns: humans (n, value [95% interval]) then each model's Experiment 2 and Experiment 1."""
+    part = rows[rows.measure == measure]
+    if part.empty:
+        return part
+    part = part.assign(text=part.apply(_interval_text, axis=1),
+                       column=[("humans" if s == "human" else f"{m} · {'Exp 2' if e == 'exp2_probabilities' else 'Exp 1 coded'}")
+                               for s, m, e in zip(part.source, part.model, part.experiment)])
+    wide = part.pivot_table(index=["cell", "option"], columns="column", values="text", aggfunc="first", sort=False)
+    counts = part[part.source == "human"].groupby("cell", sort=False).n.first()
+    if len(counts):
+        wide.insert(0, "humans (n trials)", [counts.get(c) for c, _ in wide.index])
+        wide = wide[["humans (n trials)", "humans", *[c for c in wide.columns if c not in ("humans", "humans (n trials)")]]]
+    return wide
+
+
+def _agreement(study: int, table: Optional[pd.DataFrame], human: Optional[pd.DataFrame]) -> pd.DataFrame:
+    """Per model x experiment x measure: JS divergence and correlation with the humans, with participant-bootstrap intervals."""
+    cells = comparison.STUDY2_CELLS if study == 2 else comparison.STUDY1_CELLS
+    rows = []
+    for measure in comparison.STUDY_MEASURES[study]:
+        people = comparison.human_responses(study, human, measure)
+        if people is None or table is None:
+            continue
+        for model, part in table.groupby("model_name", observed=True, sort=True):
+            for experiment in ("exp2_probabilities", "exp1_coded"):
+                responses = comparison.model_responses(part, study, measure, experiment)
+                if responses is None:
+                    continue
+                a = comparison.agreement(people, responses, cells)
+                rows.append({"model": model, "experiment": experiment, "measure": measure, "cells": a["cells"],
+                             "JS divergence (bits)": a["js_divergence"], "JS 95% interval": _pair(a["js_lower"], a["js_upper"]),
+                             "correlation": a["correlation"], "correlation 95% interval": _pair(a["corr_lower"], a["corr_upper"])})
+    return pd.DataFrame(rows)
+
+
+def _pair(low: float, high: float) -> str:
+    return "NA" if not (np.isfinite(low) and np.isfinite(high)) else f"[{low:.3f}, {high:.3f}]"
+
+
+SOURCE_STYLES = {None: ("-", "humans"), "exp2_probabilities": ("--", "Exp 2"), "exp1_coded": (":", "Exp 1 coded")}
+
+
+def _series(rows: pd.DataFrame, model: Optional[str], experiment: Optional[str]) -> pd.DataFrame:
+    """The rows of one source: the humans (model None) or one model's experiment."""
+    if model is None:
+        return rows[rows.source == "human"]
+    return rows[(rows.source == "model") & (rows.model == model) & (rows.experiment == experiment)]
+
+
+def _study2_lines(rows: pd.DataFrame) -> str:
+    """Probability of each utterance against the true state: panels per goal x frame ('It was' / 'It wasn't'), one
+    row of panels per model; humans solid with their 95% interval, Experiment 2 dashed, Experiment 1 dotted."""
+    import matplotlib.pyplot as plt
+
+    part = rows[rows.measure == "utterance"]
+    models = list(dict.fromkeys(part.model.dropna()))[:MAX_MODEL_PANELS] or [None]
+    columns = [(goal, frame) for frame in ("It was", "It wasn't") for goal in comparison.GOALS]
+    fig, axes = plt.subplots(len(models), len(columns), figsize=(2.4 * len(columns), 2.5 * len(models)), sharey=True, squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, model in enumerate(models):
+        for j, (goal, frame) in enumerate(columns):
+            ax = axes[i][j]
+            for k, option in enumerate(u for u in comparison.UTTERANCES if u.startswith(frame + " ")):
+                for source_model, experiment in [(None, None)] + ([(model, "exp2_probabilities"), (model, "exp1_coded")] if model else []):
+                    sel = _series(part, source_model, experiment)
+                    sel = sel[(sel.goal == goal) & (sel.option == option)].sort_values("state")
+                    if sel.empty:
+                        continue
+                    style, what = SOURCE_STYLES[experiment]
+                    ax.plot(sel.state.astype(float), sel.value.astype(float), style, color=colours[k], marker="o", markersize=3,
+                            label=f"{option.split()[-1]} ({what})")
+                    if source_model is None and sel.lower.notna().all():
+                        ax.fill_between(sel.state.astype(float), sel.lower.astype(float), sel.upper.astype(float), color=colours[k], alpha=0.15)
+            ax.set_title(f"{goal}: {frame} ...", fontsize=8)
+            ax.set_xticks(list(STATES))
+            ax.tick_params(labelsize=7)
+        axes[i][0].set_ylabel(model or "humans", fontsize=8)
+        axes[-1][0].set_xlabel("true state (hearts)", fontsize=8)
+    return _finish(fig, axes, "Study 2: probability of each utterance against the true state, per goal")
+
+
+def _study1_lines(rows: pd.DataFrame) -> str:
+    """Normalised belief in exactly k of 3 against k, one panel per access x observe and one row per model; humans solid
+    (black, 95% interval), Experiment 2 dashed, Experiment 1 dotted."""
+    import matplotlib.pyplot as plt
+
+    part = rows[rows.measure == "bet"]
+    models = list(dict.fromkeys(part.model.dropna()))[:MAX_MODEL_PANELS] or [None]
+    cells = [comparison.cell_label(1, c) for c in comparison.STUDY1_CELLS]
+    fig, axes = plt.subplots(len(models), len(cells), figsize=(1.9 * len(cells), 2.3 * len(models)), sharey=True, squeeze=False)
+    colours = {None: "black", "exp2_probabilities": "tab:blue", "exp1_coded": "tab:orange"}
+    for i, model in enumerate(models):
+        for j, cell in enumerate(cells):
+            ax = axes[i][j]
+            for source_model, experiment in [(None, None)] + ([(model, "exp2_probabilities"), (model, "exp1_coded")] if model else []):
+                sel = _series(part, source_model, experiment)
+                sel = sel[sel.cell == cell]
+                if sel.empty:
+                    continue
+                sel = sel.assign(k=sel.option.astype(int)).sort_values("k")
+                style, what = SOURCE_STYLES[experiment]
+                ax.plot(sel.k, sel.value.astype(float), style, color=colours[experiment], marker="o", markersize=3, label=what)
+                if source_model is None and sel.lower.notna().all():
+                    ax.fill_between(sel.k, sel.lower.astype(float), sel.upper.astype(float), color="black", alpha=0.12)
+            ax.set_title(cell, fontsize=7)
+            ax.set_xticks(list(STATES))
+            ax.tick_params(labelsize=7)
+        axes[i][0].set_ylabel(model or "humans", fontsize=8)
+        axes[-1][0].set_xlabel("exactly k of 3", fontsize=8)
+    return _finish(fig, axes, "Study 1: belief in exactly k of 3 items, per access x observe")
+
+
+def _finish(fig, axes, title: str) -> str:
+    handles = {label: h for ax in axes.ravel() for h, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.86, 0.96))
+    return _png(fig)
+
+
+def _findings_section(table: Optional[pd.DataFrame], human: Optional[pd.DataFrame]) -> str:
+    """Goodman & Stuhlmueller (2013)'s comparisons tested on every source's bets."""
+    sources = {}
+    people = comparison.human_responses(1, human, "bet")
+    if people is not None:
+        sources["humans"] = people
+    if table is not None:
+        for model, part in table.groupby("model_name", observed=True, sort=True):
+            for experiment, label in (("exp1_coded", "Exp 1 coded bets"), ("exp2_probabilities", "Exp 2 probabilities")):
+                bets = comparison.model_responses(part, 1, "bet", experiment)
+                if bets is not None:
+                    sources[f"{model} · {label}"] = bets
+    intro = ("<h2>Study 1: the paper's findings (Goodman &amp; Stuhlmueller 2013)</h2><p>With full access, listeners bet more on "
+             "exactly the stated number than on more (an upper-bounded reading); with partial access that reading weakens or "
+             "disappears. Each comparison is tested on each source's normalised bets, paired over trials (Experiment 2: one "
+             f"trial per distinct prompt): mean difference with a 95% bootstrap interval and a one-sided sign-flip p-value; "
+             f"'reproduced' means the difference is greater (p &lt; {comparison.ALPHA}) where the paper found it greater, and "
+             "not greater where the paper found it no longer greater.</p>")
+    if not sources:
+        return intro + "<p>No bets to test: run extraction or Experiment 2, or give human bets with --human1.</p>"
+    return intro + _table(comparison.findings_table(sources))
+
+
+def _human_section(study: int, table: Optional[pd.DataFrame], human, rows: pd.DataFrame) -> str:
+    """Models beside the human participants (or the models alone, said in one line, without human data)."""
+    flag = f"--human{study}"
+    what = "speaker production (Yoon, Tessler, Goodman &amp; Frank 2020 format)" if study == 2 else "listener judgements"
+    parts = [f"<h2>Study {study}: models compared with human participants</h2>"]
+    if human is None:
+        parts.append(f"<p>No human data given ({flag}): the models are shown alone.</p>")
+    else:
+        parts.append(f"<p>Human {what}: {html.escape(human.path)} (sha256 {human.sha256[:12]}), {len(human.frame)} trials from "
+                     f"{human.participants} participants. Intervals: {html.escape(comparison.BETA_METHOD)} for proportions, "
+                     f"{html.escape(comparison.PARTICIPANT_BOOT)} for mean bets.</p>")
+        agreement = _agreement(study, table, human.frame)
+        if len(agreement):
+            parts.append("<p>Agreement per model (mean Jensen-Shannon divergence over cells, 0 = same distribution; Pearson "
+                         "correlation over cells x options; 95% intervals by resampling participants):</p>" + _table(agreement))
+    for measure in comparison.STUDY_MEASURES[study]:
+        wide = _side_by_side(rows, measure)
+        if len(wide):
+            label = {"utterance": "utterance choice per goal x state", "bet": "normalised bet on exactly k of 3 per access x observe",
+                     "prior": "prior answer (0-3) per access x observe", "knowledge": "'does the speaker know' per access x observe"}[measure]
+            parts.append(f"<h3>Study {study}: {label}</h3>" + _table(wide))
+    if (rows.measure == ("utterance" if study == 2 else "bet")).any():
+        parts.append(_study2_lines(rows) if study == 2 else _study1_lines(rows))
+    return "".join(parts)
+
+
+def render_report(tables: dict[int, pd.DataFrame], validations: dict[int, dict], run_id: str, code_version: str,
+                  human: Optional[dict[int, HumanTable]] = None, comparison_table: Optional[pd.DataFrame] = None) -> str:
+    """The HTML report for the analysis tables of a run (study number -> table), with the human data files given
+    (study -> table) and the long comparison table (computed here when not given)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,13 +300,14 @@ def render_report(tables: dict[int, pd.DataFrame], validations: dict[int, dict],
         t = tables[2]
         parts.append("<h2>Study 2: coded answers (Experiment 1) by goal x state</h2>")
         parts.append(_table(pd.crosstab([t.model_name, t.Goal_simplified, t.State_number], t.response_cleaned.fillna("(not coded)"))))
-        human_p, agreement, outside = human_comparison(t)
-        parts.append("<h2>Study 2: models compared with the human participants</h2>")
-        parts.append("<p>Human choice distribution per goal x state (each input row once):</p>" + _table(human_p))
-        parts.append("<p>Agreement per model (JS divergence: 0 = same distribution; correlation over all cells x utterances):</p>" + _table(agreement))
-        parts.append("<p>Human answers outside the 8 utterances (not in the distributions above):</p>" + (_table(outside) if len(outside) else "<p>none</p>"))
-        if t.prob_was.notna().any():
-            parts.append(_human_plot(t, human_p))
+    human = human or {}
+    if comparison_table is None:
+        comparison_table = comparison.comparison_frame(
+            [r for n in sorted(set(tables) | set(human)) for r in comparison.comparison_rows(n, tables.get(n), _frame(human.get(n)))])
+    if 1 in tables or 1 in human:
+        parts.append(_findings_section(tables.get(1), _frame(human.get(1))))
+    for study in sorted(set(tables) | set(human)):
+        parts.append(_human_section(study, tables.get(study), human.get(study), comparison_table[comparison_table.study == study]))
     parts.append("<h2>Extraction confidence and timing</h2>" + _confidence_timing_plot(tables))
     style = ("<style>body{font-family:sans-serif;max-width:1300px;margin:2em auto;color:#222}"
              "table.t{border-collapse:collapse;font-size:12px;margin:.5em 0}table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd}"
