@@ -87,6 +87,9 @@ def run_report(studies: list[int], run_id: str, store: Store, human: Optional[di
             for r in comparison.comparison_rows(n, tables.get(n), human[n].frame if n in human else None)]
     frame = comparison.comparison_frame(rows)
     outputs = write_table(frame, ComparisonRow, store, COMPARISON_STEM)
+    comparison_codebook = COMPARISON_STEM + "_codebook.csv"
+    store.write_bytes(comparison_codebook, pd.DataFrame(codebook(ComparisonRow)).to_csv(index=False).encode("utf-8"))
+    outputs.append(store.uri(comparison_codebook))
     page = render_report(tables, validations, run_id, code_version(), human, frame)
     store.write_bytes(REPORT_KEY, page.encode("utf-8"))
     return [store.uri(REPORT_KEY), *outputs]

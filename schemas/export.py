@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from schemas.human import ComparisonRow, Human1Trial, Human2Trial
 from schemas.inputs import Study1Input, Study2Input
 from schemas.probabilities import Study1Probabilities, Study2Probabilities
 from schemas.raw_responses import Study1RawResponse, Study2RawResponse
@@ -29,6 +30,9 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "study2_structured": Study2Structured,
     "study1_extraction_fields": Study1Fields,
     "study2_extraction_fields": Study2Fields,
+    "study1_human_trial": Human1Trial,
+    "study2_human_trial": Human2Trial,
+    "human_model_comparison": ComparisonRow,
     "model_registry_entry": ModelSpec,
     "sampling_settings": SamplingSettings,
 }

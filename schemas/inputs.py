@@ -57,7 +57,8 @@ class Study2Input(BaseModel):
     State_number: int = Field(ge=0, le=3, description="Derived from State: number of hearts (0-3)")
     Utterance: str = Field(
         default="",
-        description="The human participant's chosen utterance (may lie outside the 8 options, e.g. 'It was okay')",
+        description="A column of the study materials, counterbalanced over goals and states ('It was good', 'It was okay', ...); "
+                    "NOT a participant's choice: human speaker data comes from a separate file (--human2)",
         json_schema_extra={"seed_column": False},
     )
 

@@ -22,12 +22,12 @@ def test_study1_prompt_has_row_text_and_no_markup(study1, study1_table):
 
 
 def test_study2_prompt_lists_the_eight_utterances(study2, study2_table):
-    row = study2_table.frame.iloc[5].to_dict()  # human answer "It was okay"
+    row = study2_table.frame.iloc[5].to_dict()  # its Utterance (a materials column) is "It was okay"
     user = render_messages(study2.query_prompt, study2, row)[-1]["content"]
     for frame in ("It was", "It wasn't"):
         for word in ("terrible", "bad", "good", "amazing"):
             assert f"{frame} {word}" in user
-    assert row["Goal"] in user and row["State"] in user and row["Utterance"] not in user  # the human answer is not leaked
+    assert row["Goal"] in user and row["State"] in user and row["Utterance"] not in user  # the materials' utterance is not leaked into the prompt
 
 
 def test_system_text_is_folded_for_models_without_system_role(study1, study1_table):

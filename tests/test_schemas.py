@@ -26,4 +26,4 @@ def test_study2_raw_columns_start_with_the_seeds_table():
     seed = ["Participant_ID", "Domain", "Precontext", "Scenario", "Goal", "State", "SP_Name", "LS_Name", "Goal_simplified", "State_number"]
     columns = raw_response_columns(Study2Input)
     assert columns[:14] == seed + SEED_RESPONSE_COLUMNS
-    assert "Utterance" in columns[14:]  # the human answer is kept, after the seed's columns
+    assert "Utterance" in columns[14:]  # the materials column is kept, after the seed's columns

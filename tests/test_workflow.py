@@ -22,6 +22,7 @@ from steps.store import open_store
 from steps.tables import read_table
 from tests.fakes.argo_executor import FakeArgo, _depends_targets
 from tests.fakes.fake_openai_server import FakeOpenAIServer
+from tests.human_data import write_human2
 from tests.s3_server import ACCESS_KEY, SECRET_KEY
 
 ARGO_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
@@ -215,10 +216,12 @@ def test_every_step_runs_as_the_workflow_invokes_it(rendered, s3, repository, tm
                ("grace-extractor", "api-key"): "test-extractor-key"}
     configmaps = {"grace-pipeline-store": {"GRACE_CHECKPOINT_STORE": f"s3://grace/{KEY_PREFIX}", "AWS_ENDPOINT_URL": s3.endpoint,
                                            "AWS_REGION": "us-east-1"}}
+    repository.write_bytes("inputs/speaker_production.csv", write_human2(tmp_path / "h2.csv").read_bytes())
     with FakeOpenAIServer(model="meta-llama/Llama-3.1-8B-Instruct", healthy_after_s=1.0) as sidecar, FakeOpenAIServer() as shared:
         argo = FakeArgo(rendered, {
             "models": "llama-3.1-8b-instruct,fake-model", "endpoints": f"fake-model={shared.url}", "limit": "3",
             "extractor-url": shared.url, "extractor-model": "fake-model", "run-id": "cluster-test",
+            "human2": "s3://grace/inputs/speaker_production.csv",
         }, repository, secrets, configmaps, tmp_path, {f"http://localhost:{VLLM_PORT}": sidecar.url})
         phase = argo.run()
         assert phase == "Succeeded", "\n\n".join(f"{p.task}: {p.exit_code}\n{p.output[-3000:]}" for p in argo.pods if p.exit_code)
@@ -233,11 +236,29 @@ def test_every_step_runs_as_the_workflow_invokes_it(rendered, s3, repository, tm
         assert set(analysis.model_name) == {"llama-3.1-8b-instruct", "fake-model"} and len(analysis) == 6
         assert (analysis.query_status == "ok").all()
     assert run.exists("report.html") and run.exists("manifest.json")
+    human = json.loads(run.read_bytes("manifest.json"))["human_data"]["2"]  # validated by the plan step, hash recorded
+    assert human["path"] == "s3://grace/inputs/speaker_production.csv" and human["trials"] == 600 and len(human["sha256"]) == 64
+    comparison = read_table(run, "comparison/human_model_comparison")  # written by the report step, uploaded by Argo
+    people = comparison[(comparison.source == "human") & (comparison.goal == "informational") & (comparison.state == 0)]
+    assert people.set_index("option").value["It was terrible"] == pytest.approx(0.58)
+    assert "600 trials from 50 participants" in run.read_bytes("report.html").decode()
     checkpoints = run.list("checkpoints")
     assert any(k.startswith("checkpoints/exp1/llama-3.1-8b-instruct_study1/part-") for k in checkpoints)
     assert any(k.startswith("manifests/query-llama-3-1-8b-instruct-study1") for k in run.list("manifests"))
     for pod in argo.pods:
         assert SECRET_KEY not in pod.output and "test-extractor-key" not in pod.output
+
+
+def test_bad_human_file_fails_the_plan_step(rendered, s3, repository, tmp_path):
+    repository.write_bytes("inputs/bad_human.csv", b'"subid","trial","item","goal","true_state","positivity","utterance"\n'
+                                                   b'"a",1,"poem","social","heart7","neg","good"\n')
+    secrets = {(S3_SECRET[0], S3_SECRET[1]): ACCESS_KEY, (S3_SECRET[0], S3_SECRET[2]): SECRET_KEY}
+    configmaps = {"grace-pipeline-store": {"GRACE_CHECKPOINT_STORE": f"s3://grace/{KEY_PREFIX}", "AWS_ENDPOINT_URL": s3.endpoint}}
+    argo = FakeArgo(rendered, {"human2": "s3://grace/inputs/bad_human.csv"}, repository, secrets, configmaps, tmp_path, {})
+    assert argo.run() == "Failed"
+    (plan,) = argo.pods  # no GPU step was started
+    assert plan.task == "plan" and plan.exit_code == 2
+    assert "s3://grace/inputs/bad_human.csv" in plan.output and "column 'true_state'" in plan.output
 
 
 def test_bad_input_fails_the_plan_step_without_retry(rendered, s3, repository, tmp_path):
