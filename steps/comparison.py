@@ -274,12 +274,24 @@ def agreement(human: Responses, model: Responses, cells: list[tuple], seed: int 
         present = boot_counts > 0  # a resample may miss every participant of a cell: that cell is left out of it
         per_cell = np.where(present, js_divergence(np.where(present[..., None], boot_h, 1.0), m), np.nan)
         jsd = np.nanmean(per_cell, axis=1)
-        corr = np.array([_correlation(b[ok].ravel(), m[ok].ravel()) for b, ok in zip(boot_h, present)])
+        corr = _masked_correlations(boot_h, np.broadcast_to(m, boot_h.shape), np.broadcast_to(present[..., None], boot_h.shape))
         tail = (1 - LEVEL) / 2 * 100
         out["js_lower"], out["js_upper"] = np.nanpercentile(jsd, tail), np.nanpercentile(jsd, 100 - tail)
         if np.isfinite(corr).any():
             out["corr_lower"], out["corr_upper"] = np.nanpercentile(corr, tail), np.nanpercentile(corr, 100 - tail)
     return out
+
+
+def _masked_correlations(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Pearson correlation of x and y over the ``mask``ed entries, per first-axis slice (NaN where undefined)."""
+    x, y, w = x.reshape(len(x), -1), y.reshape(len(y), -1), mask.reshape(len(mask), -1).astype(float)
+    n = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dx = np.where(w > 0, x, 0) - (np.where(w > 0, x, 0).sum(axis=1) / n)[:, None]
+        dy = np.where(w > 0, y, 0) - (np.where(w > 0, y, 0).sum(axis=1) / n)[:, None]
+        cov, vx, vy = (w * dx * dy).sum(axis=1), (w * dx * dx).sum(axis=1), (w * dy * dy).sum(axis=1)
+        r = cov / np.sqrt(vx * vy)
+    return np.where((n >= 3) & (vx > 1e-15) & (vy > 1e-15), r, np.nan)
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:

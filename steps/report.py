@@ -38,8 +38,8 @@ def _png(fig) -> str:
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(border=0, classes="t", na_rep="NA", float_format=lambda v: f"{v:.3f}")
+def _table(frame: pd.DataFrame, index: bool = True) -> str:
+    return frame.to_html(border=0, classes="t", na_rep="NA", index=index, float_format=lambda v: f"{v:.3f}")
 
 
 def _study1_exp2_plot(study1: pd.DataFrame) -> str:
@@ -223,7 +223,7 @@ def _finish(fig, axes, title: str) -> str:
     handles = {label: h for ax in axes.ravel() for h, label in zip(*ax.get_legend_handles_labels())}
     fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 0.86, 0.96))
+    fig.subplots_adjust(left=0.05, right=0.86, top=0.92, bottom=0.08, hspace=0.45, wspace=0.12)
     return _png(fig)
 
 
@@ -247,7 +247,9 @@ def _findings_section(table: Optional[pd.DataFrame], human: Optional[pd.DataFram
              "not greater where the paper found it no longer greater.</p>")
     if not sources:
         return intro + "<p>No bets to test: run extraction or Experiment 2, or give human bets with --human1.</p>"
-    return intro + _table(comparison.findings_table(sources))
+    table = comparison.findings_table(sources)
+    table["p_one_sided"] = [("NA" if pd.isna(p) else "< 0.001" if p < 0.001 else f"{p:.3f}") for p in table.p_one_sided]
+    return intro + _table(table, index=False)
 
 
 def _human_section(study: int, table: Optional[pd.DataFrame], human, rows: pd.DataFrame) -> str:
@@ -264,7 +266,7 @@ def _human_section(study: int, table: Optional[pd.DataFrame], human, rows: pd.Da
         agreement = _agreement(study, table, human.frame)
         if len(agreement):
             parts.append("<p>Agreement per model (mean Jensen-Shannon divergence over cells, 0 = same distribution; Pearson "
-                         "correlation over cells x options; 95% intervals by resampling participants):</p>" + _table(agreement))
+                         "correlation over cells x options; 95% intervals by resampling participants):</p>" + _table(agreement, index=False))
     for measure in comparison.STUDY_MEASURES[study]:
         wide = _side_by_side(rows, measure)
         if len(wide):
