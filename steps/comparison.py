@@ -32,6 +32,7 @@ import pandas as pd
 from scipy import stats
 
 from schemas.human import ComparisonRow
+from schemas.inputs import Study1Input, Study2Input
 from schemas.probabilities import ASSESSMENTS, FRAMES, STATES
 from steps.parse_answers import canonical_utterance
 
@@ -44,7 +45,9 @@ BET_OPTIONS = [str(k) for k in STATES]
 BOOTSTRAP_RESAMPLES = 1000
 LEVEL = 0.95
 SEED = 20130501  # fixed: the same tables always give the same intervals
-_NOT_PROMPT = {"participant_id", "Participant_ID", "Utterance", "Goal_simplified", "State_number"}
+# Input columns that decide a prompt (not who saw it, nor the materials' Utterance, which no prompt shows).
+PROMPT_COLUMNS = {1: [c for c in Study1Input.model_fields if c != "participant_id"],
+                  2: [c for c in Study2Input.model_fields if c not in ("Participant_ID", "Utterance")]}
 BETA_METHOD = "Bayesian binomial: 95% equal-tailed interval of Beta(1+k, 1+n-k)"
 PARTICIPANT_BOOT = f"bootstrap over participants ({BOOTSTRAP_RESAMPLES} resamples, 95% percentile)"
 PROMPT_BOOT = f"bootstrap over distinct prompts ({BOOTSTRAP_RESAMPLES} resamples, 95% percentile)"
@@ -117,17 +120,9 @@ def _normalised(frame: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, 
     return frame[ok], kept / kept.sum(axis=1, keepdims=True)
 
 
-def _distinct_prompts(table: pd.DataFrame) -> pd.DataFrame:
+def _distinct_prompts(table: pd.DataFrame, study: int) -> pd.DataFrame:
     """One row per (model, prompt): Experiment 2 gives the same numbers for the same prompt."""
-    prompt = [c for c in table.columns if c in _prompt_columns(table)]
-    return table.drop_duplicates(["model_name", *prompt])
-
-
-def _prompt_columns(table: pd.DataFrame) -> list[str]:
-    study1 = "story_setup" in table.columns
-    inputs = (["story_shortname", "story_setup", "priorQ", "speach", "speachQ", "knowledgeQ", "access", "observe"] if study1
-              else ["Domain", "Precontext", "Scenario", "Goal", "State", "SP_Name", "LS_Name"])
-    return [c for c in inputs if c not in _NOT_PROMPT]
+    return table.drop_duplicates(["model_name", *[c for c in PROMPT_COLUMNS[study] if c in table.columns]])
 
 
 def human2_responses(human: pd.DataFrame) -> Responses:
@@ -162,12 +157,12 @@ def model_responses(table: pd.DataFrame, study: int, measure: str, experiment: s
         if experiment == "exp1_coded":
             coded = table[table.response_cleaned.isin(UTTERANCES)]
             return Responses(UTTERANCES, cell_of(coded), _one_hot(coded.response_cleaned, UTTERANCES)) if len(coded) else None
-        part, values = _normalised(_distinct_prompts(table), JOINT_COLUMNS)
+        part, values = _normalised(_distinct_prompts(table, study), JOINT_COLUMNS)
         return Responses(UTTERANCES, cell_of(part), values) if len(part) else None
     cell_of = lambda f: list(zip(f.access.astype(int), f.observe.astype(int)))  # noqa: E731
     if measure == "bet":
         columns = [f"probability_{k}" for k in STATES] if experiment == "exp1_coded" else [f"state{k}_mean" for k in STATES]
-        source = table if experiment == "exp1_coded" else _distinct_prompts(table)
+        source = table if experiment == "exp1_coded" else _distinct_prompts(table, study)
         if not set(columns) <= set(source.columns):
             return None
         part, values = _normalised(source, columns)
@@ -180,7 +175,7 @@ def model_responses(table: pd.DataFrame, study: int, measure: str, experiment: s
     if experiment == "exp1_coded":
         part = table[table.Knowledge_A.isin(["yes", "no"])]
         return Responses(["yes", "no"], cell_of(part), _one_hot(part.Knowledge_A, ["yes", "no"])) if len(part) else None
-    part, values = _normalised(_distinct_prompts(table), ["prob_knowledge_yes", "prob_knowledge_no"])
+    part, values = _normalised(_distinct_prompts(table, study), ["prob_knowledge_yes", "prob_knowledge_no"])
     return Responses(["yes", "no"], cell_of(part), values) if len(part) else None
 
 
