@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import pandas as pd
 
-from schemas.probabilities import ASSESSMENTS, FRAMES, PERCENT_BINS, STATES
+from schemas.probabilities import ASSESSMENTS, FRAMES, PERCENT_BINS, STATES, ScoringMethod
 from schemas.settings import ModelSpec
 from steps.chat_templates import render_chat_prompt
 from steps.checkpoint import Checkpoint
@@ -35,7 +35,6 @@ from steps.studies import ProbabilityQuestion, StudySpec
 COMPLETIONS_PATH = "/v1/completions"
 FIRST_TOKEN_TOP_K = 20  # vLLM's default --max-logprobs
 DEFAULT_MIN_OPTION_MASS = 0.05
-ScoringMethod = Literal["exact", "first-token"]
 
 
 def scoring_prompt(
@@ -217,5 +216,5 @@ async def run_probability_step(
 
     # each row already sends several requests at once: keep about `concurrency` requests in flight
     window = max(1, client.concurrency // max(1, sum(len(q.instances()) for q in spec.probability_questions)))
-    return await run_resumable(range(len(rows)), item_key=lambda i: (i, 0), is_done=lambda r: r.get("status") == "ok",
-                               work=work, window=window, checkpoint=checkpoint, progress=progress)
+    return await run_resumable(range(len(rows)), item_key=lambda i: (i, 0), is_done=lambda i, r: r.get("status") == "ok",
+                               work=work, window=window, checkpoint=checkpoint, progress=progress, base=lambda i: rows[i])
