@@ -88,6 +88,8 @@ def load_study_table(path: str | Path, spec: StudySpec, encoding: str = "utf-8",
         data = read_url(path_str, s3_endpoint)
     except ValueError as exc:  # an S3 key with characters the store refuses
         raise InputValidationError(path_str, [str(exc)]) from exc
+    except IsADirectoryError as exc:
+        raise InputValidationError(path_str, ["this is a folder, not a CSV file: give the path of the study file itself"]) from exc
     except OSError as exc:
         raise InputValidationError(path_str, [f"cannot read the file: {exc.strerror or exc}"]) from exc
     if data is None:

@@ -314,9 +314,12 @@ def open_store(url: str, s3_endpoint: Optional[str] = None) -> Store:
 
 
 def read_url(url: str, s3_endpoint: Optional[str] = None) -> Optional[bytes]:
-    """The bytes of one file given as a path, ``file://`` or ``s3://`` URL; None when it does not exist."""
+    """The bytes of one file given as a path, ``file://`` or ``s3://`` URL; None when it does not exist
+    (IsADirectoryError for a folder)."""
     if url.startswith("s3://"):
         head, _, name = url.rpartition("/")
         return open_store(head, s3_endpoint).read_bytes(name)
     path = Path(urlparse(url).path if url.startswith("file://") else url)
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a folder, not a file", str(path))
     return path.read_bytes() if path.is_file() else None

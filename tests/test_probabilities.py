@@ -14,7 +14,7 @@ from schemas.settings import ModelSpec
 from steps.checkpoint import Checkpoint
 from steps.errors import ServerError
 from steps.llm_client import LLMClient, RetryPolicy
-from steps.probabilities import run_probability_step, scoring_prompt
+from steps.probabilities import SMOKE_POLICY, run_probability_step, scoring_prompt
 from steps.tables import coerce_to_schema
 from tests.fakes.fake_openai_server import FakeOpenAIServer
 
@@ -84,7 +84,23 @@ def test_server_without_prompt_logprobs_is_refused_before_any_row(tmp_path, stud
     with FakeOpenAIServer(prompt_logprobs=False) as server:
         with pytest.raises(ServerError, match="does not return prompt-token log-probabilities"):
             _run(server, study1_table.frame, study1, tmp_path / "c.jsonl")
-        assert server.completion_requests == 1
+        assert server.completion_requests == SMOKE_POLICY.max_attempts  # the check only, no row
+
+
+@pytest.mark.parametrize("fault", ["no_choices", "null_logprobs", "positive_logprob"])
+def test_one_malformed_reply_to_the_logprob_check_is_retried(tmp_path, study1, study1_table, fault):
+    """A single bad reply to the start-up check does not abort the run (it used to: exit 4, wrong message)."""
+    with FakeOpenAIServer(completion_faults=[fault]) as server:
+        outcome = _run(server, study1_table.frame.head(2), study1, tmp_path / "c.jsonl")
+    assert (outcome.frame.status == "ok").all()
+
+
+def test_a_server_that_keeps_answering_malformed_replies_is_named_as_such(tmp_path, study1, study1_table):
+    with FakeOpenAIServer(completion_faults=["no_choices"] * 5) as server:
+        with pytest.raises(ServerError) as caught:
+            _run(server, study1_table.frame, study1, tmp_path / "c.jsonl")
+    assert "without a usable reply" in str(caught.value) and "malformed reply" in str(caught.value)
+    assert "does not return prompt-token" not in str(caught.value)
 
 
 def test_first_token_method_records_problems(tmp_path, study1, study1_table):

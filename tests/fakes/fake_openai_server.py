@@ -13,8 +13,10 @@ socket level: reset connections, truncate bodies, hang. It answers
   with no log-probability). ``prompt_logprobs=False`` imitates a server that returns
   only the generated token's logprobs.
 
-Faults come from ``fault_script`` (consumed one per chat request, in arrival order)
-and from markers in the prompt: a user message containing ``FAIL-ALWAYS`` always gets
+Faults come from ``fault_script`` (consumed one per chat request, in arrival order),
+``completion_faults`` (one per ``/v1/completions`` request: ``no_choices``, a JSON reply
+without choices; ``null_logprobs``, choices without log-probabilities; ``positive_logprob``,
+every token at an impossible +3.0) and from markers in the prompt: a user message containing ``FAIL-ALWAYS`` always gets
 HTTP 500; ``REJECT`` always gets HTTP 400. Latency per request is drawn from a
 seeded lognormal distribution (``latency_ms`` median, ``latency_sigma`` spread).
 
@@ -71,7 +73,8 @@ class FakeOpenAIServer:
 
     def __init__(self, model: str = "fake-model", latency_ms: float = 0.0, latency_sigma: float = 0.0,
                  fault_script: Optional[list[str]] = None, hang_s: float = 30.0, rng_seed: int = 0,
-                 reasoning: bool = False, port: int = 0, prompt_logprobs: bool = True, healthy_after_s: float = 0.0):
+                 reasoning: bool = False, port: int = 0, prompt_logprobs: bool = True, healthy_after_s: float = 0.0,
+                 completion_faults: Optional[list[str]] = None, free_text: bool = False):
         self.model = model
         self.healthy_after_s = healthy_after_s
         self.health_requests = 0
@@ -79,6 +82,8 @@ class FakeOpenAIServer:
         self.latency_ms = latency_ms
         self.latency_sigma = latency_sigma
         self.fault_script = list(fault_script or [])
+        self.completion_faults = list(completion_faults or [])
+        self.free_text = free_text
         self.hang_s = hang_s
         self.reasoning = reasoning
         self.prompt_logprobs = prompt_logprobs
@@ -141,7 +146,16 @@ class FakeOpenAIServer:
         if any("FAIL-ALWAYS" in p for p in prompts):
             await self._respond(writer, 500, b'{"error": {"message": "fake 500"}}')
             return
+        fault = self.completion_faults.pop(0) if self.completion_faults else "ok"
+        if fault == "no_choices":
+            await self._respond(writer, 200, b'{"object": "text_completion"}')
+            return
         choices = [self._completion_choice(p, i, bool(request.get("echo")), int(request.get("logprobs") or 0)) for i, p in enumerate(prompts)]
+        for choice in choices:
+            if fault == "null_logprobs":
+                choice["logprobs"] = None
+            elif fault == "positive_logprob":
+                choice["logprobs"]["token_logprobs"] = [None if v is None else 3.0 for v in choice["logprobs"]["token_logprobs"]]
         usage = {"prompt_tokens": sum(len(fake_tokens(p)) + 1 for p in prompts), "completion_tokens": len(prompts)}
         await self._respond(writer, 200, json.dumps({"object": "text_completion", "model": request.get("model"), "choices": choices, "usage": usage}).encode())
 
