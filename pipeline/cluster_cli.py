@@ -19,7 +19,6 @@ from pipeline.cli_options import add_run_options, config_from_args
 from steps.errors import ConfigError, WorkflowFailedError
 
 CHART_TEMPLATE_COPY = Path("files") / "workflowtemplate.yaml"
-FINAL_PHASES = ("Succeeded", "Failed", "Error")
 
 
 def add_cluster_commands(sub) -> None:

@@ -1,4 +1,8 @@
-"""The one module that talks HTTP to model servers (vLLM, llama.cpp, hosted APIs).
+"""The module that sends requests to model servers (vLLM, llama.cpp, hosted APIs) and the LLM extractor.
+
+Other HTTP in the project is not requests to a model: the health polls of a starting
+server (``pipeline.local.wait_for_health``, ``pipeline.embedded``) and the Argo API client
+(``pipeline.argo_api``, via Hera's requests-based service).
 
 Contracts:
 

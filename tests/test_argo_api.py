@@ -1,4 +1,5 @@
-"""ArgoClient against recorded-shape Argo Workflows API answers (mocked with `responses`)."""
+"""ArgoClient against hand-written Argo Workflows API answers in the API's shape (mocked with `responses`; not
+recordings of this workflow: their node names are made up)."""
 
 from __future__ import annotations
 

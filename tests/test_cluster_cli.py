@@ -1,4 +1,4 @@
-"""``grace-pipeline render / submit / status / retry`` end to end through main() (Argo answers recorded,
+"""``grace-pipeline render / submit / status / retry`` end to end through main() (hand-written Argo answers,
 mocked with `responses`), and the /health wait of a step whose vLLM sidecar is still loading."""
 
 from __future__ import annotations

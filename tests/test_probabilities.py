@@ -134,3 +134,30 @@ def test_scoring_prompts_for_chat_and_base_models(study1, study1_table):
     knowledge = study1.probability_questions[1]
     _, options = scoring_prompt(knowledge, study1, row, {}, load_registry()["llama-3.1-8b-instruct"])
     assert options == {"yes": ["yes", "Yes"], "no": ["no", "No"]}
+
+
+def test_study2_distribution_and_mass_equal_an_independent_computation(tmp_path, study2, study2_table):
+    """Not a sum-to-1 check (a softmax always sums to 1): the probabilities and the unnormalised option mass are
+    recomputed here from the FAKE server's own definition of its log-probabilities, without the scoring code."""
+    import math
+
+    from tests.fakes.fake_openai_server import fake_logprob, fake_tokens
+
+    with FakeOpenAIServer() as server:
+        outcome = _run(server, study2_table.frame.head(2), study2, tmp_path / "c.jsonl")
+    (question,) = study2.probability_questions
+    for index, row in enumerate(study2_table.frame.head(2).to_dict(orient="records")):
+        context, options = scoring_prompt(question, study2, row, {}, FAKE)
+        scores = {}
+        for label, continuations in options.items():
+            per_form = []
+            for continuation in continuations:
+                tokens = fake_tokens(context + continuation)
+                starts = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+                per_form.append(sum(fake_logprob("".join(tokens[:i]), tokens[i]) for i in range(len(tokens)) if starts[i] >= len(context)))
+            scores[label] = math.log(sum(math.exp(s) for s in per_form))
+        mass = sum(math.exp(s) for s in scores.values())
+        got = outcome.frame.iloc[index]
+        assert got["option_mass"] == pytest.approx(mass, rel=1e-9) and 0 < mass < 1
+        for label, score in scores.items():
+            assert got[f"prob_{label}"] == pytest.approx(math.exp(score) / mass, rel=1e-9)
