@@ -131,3 +131,24 @@ def test_api_key_never_reaches_outputs(tmp_path, fake_server, monkeypatch):
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_free_text_answers_go_through_the_llm_tier_end_to_end(tmp_path):
+    """The FAKE server answers in free text the parser cannot settle and codes it as an LLM extractor would:
+    every row is coded by the LLM tier, with its model recorded and the values it was given."""
+    import pandas as pd
+
+    from pipeline.cli import main
+    from tests.fakes.fake_openai_server import FakeOpenAIServer, fake_extraction
+
+    with FakeOpenAIServer(free_text=True) as server:
+        assert main(["run", "--endpoint", f"fake-model={server.url}", "--extractor-url", server.url, "--extractor-model", "fake-model",
+                     "--limit", "3", "--stages", "query,extract", "--output", str(tmp_path)]) == 0
+    for study in (1, 2):
+        (path,) = tmp_path.glob(f"*/structured/fake-model_study{study}_structured.parquet")
+        frame = pd.read_parquet(path)
+        assert len(frame) == 3 and frame.extraction_method.str.contains("llm").all()
+        assert (frame.extractor_model == "fake-model").all() and (frame.extraction_status == "ok").all()
+        for _, row in frame.iterrows():
+            for field, value in fake_extraction(row.model_response).items():
+                assert row[field] == value, (study, field, row.model_response)

@@ -6,7 +6,10 @@ socket level: reset connections, truncate bodies, hang. It answers
 * ``GET /v1/models``, ``GET /version`` and ``GET /health`` (503 for the first
   ``healthy_after_s`` seconds, like vLLM loading a model);
 * ``POST /v1/chat/completions`` with a deterministic answer derived from the
-  messages and seed (so two runs over the same rows give identical answers);
+  messages and seed (so two runs over the same rows give identical answers): in the
+  requested format, or with ``free_text`` in words the parser cannot settle; an
+  extraction request (the extraction prompt's system message) gets the JSON a FAKE
+  extractor codes from such an answer (:func:`fake_extraction`);
 * ``POST /v1/completions`` (``max_tokens: 1``) with a FAKE tokenizer (digits one per
   token, a space its own token, words with their leading space) and deterministic
   pseudo log-probabilities, echoing prompt tokens like vLLM (a BOS token ``<s>`` first,
@@ -68,6 +71,38 @@ def fake_answer(messages: list, seed: Optional[int]) -> str:
             f"Knowledge: {'yes' if d[1] % 2 else 'no'} [{digest[:8]}]")
 
 
+UTTERANCES = [f"It {f} {a}" for f in ("was", "wasn't") for a in ("terrible", "bad", "good", "amazing")]
+NUMBER_WORDS = ("none", "one", "two", "all three")
+
+
+def fake_free_text_answer(messages: list, seed: Optional[int]) -> str:
+    """A FAKE free-text answer that names its choice without the requested labels or the utterances'
+    words, so the deterministic parser cannot settle it and the LLM extractor tier is used."""
+    digest = hashlib.sha256(json.dumps([messages, seed], sort_keys=True).encode()).hexdigest()
+    d = [int(c, 16) for c in digest[:6]]
+    if "It wasn't amazing" in json.dumps(messages):
+        return f"Thinking about how they would feel, I would go with choice number {d[0] % 8 + 1} from that list. [{digest[:8]}]"
+    bets = [d[2] * 2, d[3] * 2, d[4] * 2]
+    sure = "the speaker is certain" if d[1] % 2 else "the speaker is unsure"
+    return (f"Hard to say. My guess is {NUMBER_WORDS[d[0] % 4]} of them; my spread is {bets[0]}, {bets[1]}, {bets[2]} and "
+            f"{100 - sum(bets)}; and I think {sure}. [{digest[:8]}]")
+
+
+def fake_extraction(response: str) -> dict:
+    """What a FAKE LLM extractor codes from one of :func:`fake_free_text_answer`'s answers (nulls when it finds nothing)."""
+    choice = re.search(r"choice number (\d)", response)
+    if choice:
+        frame, word = UTTERANCES[int(choice.group(1)) - 1].split(" ", 2)[1:]
+        return {"Was_Wasnt": frame, "Assessment": word}
+    guess = re.search(r"My guess is (none|one|two|all three) of them", response)
+    spread = re.search(r"my spread is (\d+), (\d+), (\d+) and (\d+)", response)
+    sure = re.search(r"the speaker is (certain|unsure)", response)
+    fields = {"Prior_A": NUMBER_WORDS.index(guess.group(1)) if guess else None,
+              "Knowledge_A": {"certain": "yes", "unsure": "no"}[sure.group(1)] if sure else None}
+    fields |= {f"probability_{i}": int(spread.group(i + 1)) if spread else None for i in range(4)}
+    return fields
+
+
 class FakeOpenAIServer:
     """Start with ``start()`` (background thread) or ``serve_forever()``; ``url`` is its base URL."""
 
@@ -110,7 +145,15 @@ class FakeOpenAIServer:
         await writer.drain()
 
     def _chat_body(self, request: dict) -> bytes:
-        answer = fake_answer(request.get("messages", []), request.get("seed"))
+        messages = request.get("messages", [])
+        if messages and "Reply with one JSON object only" in str(messages[0].get("content")):  # an extraction request
+            response = re.search(r"<<<\n(.*)\n>>>", str(messages[-1].get("content")), re.DOTALL) if messages[-1].get("role") == "user" else None
+            response = response or re.search(r"<<<\n(.*)\n>>>", json.dumps(messages), re.DOTALL)
+            answer = json.dumps(fake_extraction(response.group(1) if response else ""))
+        elif self.free_text:
+            answer = fake_free_text_answer(messages, request.get("seed"))
+        else:
+            answer = fake_answer(messages, request.get("seed"))
         if self.reasoning:
             answer = f"<think>Let me think about {answer[:12]}.</think>\n{answer}"
         return json.dumps({
