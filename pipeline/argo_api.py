@@ -21,7 +21,8 @@ from hera.exceptions import HeraException
 from hera.workflows.models import SubmitOpts, WorkflowRetryRequest, WorkflowSubmitRequest
 from hera.workflows.service import WorkflowsService
 
-from steps.errors import ConfigError, GraceError
+from steps.errors import EXIT_BAD_INPUT, EXIT_SERVER, ConfigError, GraceError
+from steps.redact import redact, secret_forms
 
 FINAL_PHASES = frozenset({"Succeeded", "Failed", "Error"})
 DEFAULT_TIMEOUT_S = 30.0  # per HTTP request; Hera itself sets none, so a dead server would hang forever
@@ -35,14 +36,15 @@ class ArgoError(GraceError):
 
     ``status`` is the HTTP status (``None`` when there was no HTTP answer); ``transient``
     says whether retrying the same command may help (connection errors, timeouts, 5xx).
+    The exit code follows: transient -> 4 (the server could not be reached), anything else
+    (401/403/404/409, TLS, a URL that is not the Argo server) -> 2 (fix the options or token).
     """
-
-    exit_code = 4
 
     def __init__(self, message: str, status: int | None = None, transient: bool = False):
         super().__init__(message)
         self.status = status
         self.transient = transient
+        self.exit_code = EXIT_SERVER if transient else EXIT_BAD_INPUT
 
 
 @dataclass(frozen=True)
@@ -265,18 +267,10 @@ class ArgoClient:
 
     @staticmethod
     def _secret_forms(token: str | None) -> list[str]:
-        if not token:
-            return []
-        forms = {token}
-        parts = token.split(None, 1)
-        if len(parts) == 2 and parts[0].lower() == "bearer":
-            forms.add(parts[1].strip())
-        return sorted((f for f in forms if f), key=len, reverse=True)
+        return secret_forms(token)
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self._secrets)
 
     def _remember_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
         self._last_response = response
@@ -345,13 +339,13 @@ class ArgoClient:
         elif status == 403:
             hint = (
                 f"the token is not allowed to do this in namespace {namespace!r}: check the service account's "
-                "RBAC and ARGO_NAMESPACE / --argo-namespace"
+                "RBAC and ARGO_NAMESPACE / --namespace"
             )
         elif status == 404:
             kind = "WorkflowTemplate" if what.startswith("submit") else "workflow"
             hint = (
                 f"{kind} {subject!r} was not found in namespace {namespace!r}: check the name and "
-                "ARGO_NAMESPACE / --argo-namespace"
+                "ARGO_NAMESPACE / --namespace"
                 + (" and that the WorkflowTemplate is installed" if kind == "WorkflowTemplate" else "")
             )
         elif status == 409:

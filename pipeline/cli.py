@@ -1,11 +1,8 @@
 """``grace-pipeline``: run the pipeline on this machine, validate inputs, inspect the plan, run it on Argo.
 
-Exit codes: 0 success; 1 unexpected error; 2 bad input or options (nothing was sent
-to a model); 3 too many rows failed in a step (finished rows are saved: re-run to
-retry only the failed ones); 4 a model server could not be started or reached;
-5 validation found broken outputs (the analysis table is still written); 6 the artifact
-store could not be reached (finished rows are in the checkpoint: re-run to resume);
-130 interrupted (finished rows are saved: re-run to resume).
+Exit codes: :data:`steps.errors.EXIT_CODES` (printed by ``grace-pipeline --help``, and the
+README's table); every error a user can see is a :class:`~steps.errors.GraceError` carrying
+its code.
 """
 
 from __future__ import annotations
@@ -30,14 +27,17 @@ from pipeline.run_setup import load_run_inputs
 from pipeline.plan import build_plan, plan_as_dicts
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
-from steps.errors import GraceError
+from steps.errors import EXIT_CODES, EXIT_INTERRUPTED, GraceError
 from steps.studies import available_studies
 
-EXIT_INTERRUPTED = 130
+def exit_code_help() -> str:
+    """The exit-code table as plain text (the --help epilog)."""
+    return "exit codes:\n" + "\n".join(f"  {code:>3}  {meaning.replace('`', '')}" for code, meaning in EXIT_CODES.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="grace-pipeline", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="grace-pipeline", description=__doc__.split("\n\n")[0], epilog=exit_code_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"grace-pipeline {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -89,7 +89,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     err = Console(stderr=True)
     result = asyncio.run(run_local(config, ProgressReporter(err), started))
     print_summary(console, result)
-    return max((e.exit_code for e in result.errors), default=0)
+    return result.exit_code
 
 
 def _cmd_validate(args: argparse.Namespace, console: Console) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import typing
 
 from pydantic import ValidationError
 
@@ -13,8 +14,10 @@ from pipeline.config import (
     DEFAULT_OUTPUT_DIR, ENDPOINT_API_KEY_ENV, STAGES, RunConfig, example_study_path,
 )
 from pipeline.registry import EMBEDDED_DEFAULT
+from schemas.probabilities import ScoringMethod
 from schemas.settings import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingSettings
 from steps.errors import ConfigError
+from steps.extract import DEFAULT_JSON_MODE, JSON_MODE_HELP, JSON_MODES
 from steps.human import HUMAN_FORMATS
 from steps.llm_client import redact_url
 from steps.probabilities import DEFAULT_MIN_OPTION_MASS
@@ -76,7 +79,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replications", type=int, default=1, help="Samples per row, each with its own seed (default: %(default)s)")
     parser.add_argument("--max-failed-fraction", type=float, default=DEFAULT_MAX_FAILED_FRACTION,
                      help="A step fails (exit 3) when more than this share of its rows failed (default: %(default)s)")
-    parser.add_argument("--scoring", choices=["exact", "first-token"], default="exact",
+    parser.add_argument("--scoring", choices=typing.get_args(ScoringMethod), default="exact",
                      help="Experiment 2 method: 'exact' scores each option's full continuation; 'first-token' is the seed's "
                           "method, kept for comparison (options whose first token collides are reported, not guessed)")
     parser.add_argument("--min-option-mass", type=float, default=DEFAULT_MIN_OPTION_MASS,
@@ -86,8 +89,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extractor-model", default=DEFAULT_EXTRACTOR_MODEL, help="Extractor model name (default: %(default)s)")
     parser.add_argument("--extractor-api-key-env", default=DEFAULT_EXTRACTOR_KEY_ENV,
                      help="Environment variable with the extractor's API key (default: %(default)s); never logged")
-    parser.add_argument("--extractor-json-mode", choices=["json_object", "json_schema", "llama_schema", "none"], default="json_object",
-                     help="How the extractor is asked for JSON: json_object (DeepSeek API), json_schema (vLLM), llama_schema (llama.cpp)")
+    parser.add_argument("--extractor-json-mode", choices=JSON_MODES, default=DEFAULT_JSON_MODE, help=JSON_MODE_HELP)
     parser.add_argument("--extractor-concurrency", type=int, default=DEFAULT_EXTRACTOR_CONCURRENCY,
                      help="Extractor requests in flight (default: %(default)s; respects 429 Retry-After)")
     parser.add_argument("--min-extraction-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
@@ -101,6 +103,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                              "the cluster steps write tables locally for Argo to upload and checkpoints to S3)")
     parser.add_argument("--wait-for-endpoint", type=float, default=0.0, metavar="SECONDS",
                         help="Poll each --endpoint's /health up to this long before starting (a vLLM sidecar loading its model)")
+    parser.add_argument("--wait-for-lock", type=float, default=0.0, metavar="SECONDS",
+                        help="When another run holds this run id (exit 7), wait up to this long for it to finish (default: fail at once)")
 
 
 def csv_list(value: str, what: str) -> list[str]:
@@ -149,6 +153,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             min_option_mass=args.min_option_mass, extractor_url=args.extractor_url or None, extractor_model=args.extractor_model,
             extractor_api_key_env=args.extractor_api_key_env, extractor_json_mode=args.extractor_json_mode,
             extractor_concurrency=args.extractor_concurrency, min_extraction_confidence=args.min_extraction_confidence,
+            lock_wait_s=args.wait_for_lock,
         )
     except ValidationError as exc:
         details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

@@ -16,10 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.cli_options import add_run_options, config_from_args
-from steps.errors import ConfigError
+from steps.errors import ConfigError, WorkflowFailedError
 
 CHART_TEMPLATE_COPY = Path("files") / "workflowtemplate.yaml"
-FINAL_PHASES = ("Succeeded", "Failed", "Error")
 
 
 def add_cluster_commands(sub) -> None:
@@ -44,7 +43,7 @@ def add_cluster_commands(sub) -> None:
     submit.add_argument("--parameter", "-p", action="append", default=[], metavar="NAME=VALUE",
                         help="A workflow parameter (repeat), e.g. -p models=gemma-2-9b-it,llama-3.1-8b-instruct -p limit=10")
     submit.add_argument("--template", default=None, help="WorkflowTemplate name (default: grace-pipeline)")
-    submit.add_argument("--wait", action="store_true", help="Follow the workflow until it finishes (exit 1 if it failed)")
+    submit.add_argument("--wait", action="store_true", help="Follow the workflow until it finishes (exit 8 if it ended Failed or Error)")
 
     for name, help_text in (("status", "Show a workflow's phase and per-node state"),
                             ("retry", "Re-run the failed nodes of a workflow (succeeded nodes and their artifacts are kept)")):
@@ -95,9 +94,13 @@ def print_nodes(console: Console, nodes) -> None:
 
 
 def _follow(console: Console, client, name: str) -> int:
+    """Wait for the workflow; 0 when it Succeeded, else WorkflowFailedError (exit 8)."""
     phase = client.wait(name, on_update=lambda nodes: print_nodes(console, nodes))
     console.print(f"workflow {name}: {phase}")
-    return 0 if phase == "Succeeded" else 1
+    if phase != "Succeeded":
+        raise WorkflowFailedError(f"workflow {name} ended {phase}: `grace-pipeline status {name}` shows which node failed and why; "
+                                  f"`grace-pipeline retry {name}` re-runs only the failed nodes ({client.ui_link(name)})")
+    return 0
 
 
 def run_cluster_command(args: argparse.Namespace, console: Console) -> Optional[int]:

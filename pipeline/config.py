@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 from importlib import resources
-from typing import Literal, Optional
+from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.plan import ALL_STAGES
+from schemas.probabilities import ScoringMethod
 from schemas.settings import SamplingSettings
+from steps.extract import DEFAULT_JSON_MODE, JSON_MODE_HELP, JsonMode
 from steps.query import DEFAULT_MAX_FAILED_FRACTION
 from steps.llm_client import DEFAULT_REQUEST_TIMEOUT_S
 from steps.probabilities import DEFAULT_MIN_OPTION_MASS
@@ -59,15 +61,15 @@ class RunConfig(BaseModel):
     max_failed_fraction: float = Field(DEFAULT_MAX_FAILED_FRACTION, ge=0.0, le=1.0)
     embedded_workers: Optional[int] = Field(None, ge=1, le=64)
     encoding: str = "utf-8"
-    scoring: Literal["exact", "first-token"] = Field("exact", description="Experiment 2 method; 'first-token' is the seed's, for comparison")
+    scoring: ScoringMethod = Field("exact", description="Experiment 2 method; 'first-token' is the seed's, for comparison")
     min_option_mass: float = Field(DEFAULT_MIN_OPTION_MASS, ge=0.0, le=1.0, description="Flag rows whose options carried less probability than this")
     extractor_url: Optional[str] = Field(None, description="OpenAI-compatible base URL of the LLM extractor (default: the embedded model)")
     extractor_model: str = DEFAULT_EXTRACTOR_MODEL
     extractor_api_key_env: str = Field(DEFAULT_EXTRACTOR_KEY_ENV, description="Environment variable holding the extractor's API key")
-    extractor_json_mode: Literal["json_object", "json_schema", "llama_schema", "none"] = Field(
-        "json_object", description="How to ask the extractor for JSON: json_object (DeepSeek API), json_schema (vLLM/OpenAI), llama_schema (llama.cpp)")
+    extractor_json_mode: JsonMode = Field(DEFAULT_JSON_MODE, description=JSON_MODE_HELP)
     extractor_concurrency: int = Field(DEFAULT_EXTRACTOR_CONCURRENCY, ge=1, le=256)
     min_extraction_confidence: float = Field(DEFAULT_MIN_CONFIDENCE, ge=0.0, le=1.0, description="Flag rows whose extraction confidence is below this")
+    lock_wait_s: float = Field(0.0, ge=0.0, description="Wait this long for another run holding this run id's nodes (steps.run_lock) before giving up")
 
 
 def derive_run_id(input_hashes: dict[int, str], template_hashes: dict[int, str], sampling: SamplingSettings) -> str:

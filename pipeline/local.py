@@ -1,18 +1,28 @@
 """Run the DAG on one machine: validate inputs, start or reach model servers, run nodes.
 
 Order of work (nothing is sent to a model before every input file is valid):
-inputs -> run id -> store check -> plan -> servers -> manifest -> nodes (a node starts when its
-dependencies have finished; independent nodes run concurrently and share each
-model's one client, hence its one concurrency limit) -> tables -> summary.
-Every artifact and checkpoint goes through the run's store (a folder or S3), so
-stages also work when each runs in its own process or pod.
+inputs -> run id -> store check -> plan -> lock of every node (:mod:`steps.run_lock`) ->
+every checkpoint's fingerprint -> servers -> manifest -> nodes -> tables -> summary.
+
+Nodes run as tasks of one ``asyncio.TaskGroup``: a node starts when its dependencies have
+finished; independent nodes run concurrently and share each model's one client, hence its
+one concurrency limit. One failure policy: every node ends with a recorded
+:class:`NodeResult` (done, failed, or skipped because a blocking dependency failed), an
+error inside a node never cancels its siblings, and the clients close only after every
+node ended, so the summary always covers every node. Blocking work (checkpoint commits,
+table writes, the validate/merge/report nodes, S3 retries) runs in worker threads, never
+on the event loop, so one slow store does not stall the other nodes or inflate the
+latency recorded per row. Every artifact and checkpoint goes through the run's store (a
+folder or S3), so stages also work when each runs in its own process or pod.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
+import traceback
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -29,17 +39,18 @@ from pipeline.manifest import write_manifest
 from pipeline.plan import NON_BLOCKING_STAGES, SERVED_STAGES, Node, build_plan
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
-from pipeline.run_setup import HumanData, extractor_api_key, load_run_inputs, resolve_models, run_id_for
+from pipeline.run_setup import HumanData, Inputs, extractor_api_key, load_run_inputs, resolve_models, run_id_for
 from pipeline.study_stages import run_merge, run_report, run_validation, stage_tables
 from schemas.settings import ModelSpec
 from steps.checkpoint import open_checkpoint
-from steps.errors import ConfigError, GraceError, ServerError
-from steps.extract import Extractor, run_extract_step
+from steps.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, GraceError, ServerError
+from steps.extract import EMBEDDED_JSON_MODE, Extractor, run_extract_step
 from steps.inputs import StudyTable
 from steps.llm_client import LLMClient, RequestFailed, RetryPolicy, make_http_client, redact_url
 from steps.probabilities import run_probability_step
 from steps.outcome import enforce_failure_threshold
 from steps.query import effective_max_tokens, run_query_step
+from steps.run_lock import RunLock
 from steps.store import Store
 from steps.studies import StudySpec
 from steps.tables import read_table, write_table
@@ -80,6 +91,23 @@ class RunResult:
     @property
     def errors(self) -> list[GraceError]:
         return [r.error for r in self.results if r.error is not None]
+
+    @property
+    def exit_code(self) -> int:
+        """The most severe code among the nodes' own errors (a node skipped for a failed dependency adds none)."""
+        return max((e.exit_code for e in self.errors), default=EXIT_OK)
+
+
+class NodeSkipped(GraceError):
+    """A node did not run because a dependency it needs failed (that failure carries the exit code)."""
+
+    exit_code = EXIT_OK
+
+
+class NodeCrashed(GraceError):
+    """An unexpected error (a bug) inside one node; recorded, the other nodes go on."""
+
+    exit_code = EXIT_UNEXPECTED
 
 
 async def wait_for_health(http: httpx.AsyncClient, url: str, timeout_s: float, poll_s: float = 2.0) -> None:
@@ -124,17 +152,39 @@ async def check_endpoint(client: LLMClient, model: ModelSpec) -> Optional[str]:
         return None
 
 
-def _fingerprint(stage: str, spec: StudySpec, table: StudyTable, model: ModelSpec, config: RunConfig, run_id: str,
-                 extractor: Optional[Extractor] = None) -> dict:
+def extractor_identity(config: RunConfig) -> tuple[str, str]:
+    """(model, JSON mode) of the run's LLM extractor, known before it is started: the configured
+    endpoint's, or the embedded model's with schema-constrained JSON (the offline default)."""
+    if config.extractor_url:
+        return config.extractor_model, config.extractor_json_mode
+    return load_registry()[EMBEDDED_DEFAULT].request_model, EMBEDDED_JSON_MODE
+
+
+def _fingerprint(stage: str, spec: StudySpec, table: StudyTable, model: ModelSpec, config: RunConfig, run_id: str) -> dict:
     """What a stage's checkpoint must agree with to be resumed."""
     common = {"run_id": run_id, "stage": stage, "input_sha256": table.sha256, "model_id": model.request_model}
     if stage == "query":
         sampling = config.sampling.model_dump() | {"max_tokens": effective_max_tokens(model, config.sampling)}
         return common | {"template_hash": spec.query_prompt.hash, "system_role": model.system_role, "sampling": sampling}
     if stage == "extract":
-        return common | {"template_hash": spec.extraction_prompt.hash, "extractor_model": extractor.model if extractor else None,
-                         "json_mode": extractor.json_mode if extractor else None}
+        extractor_model, json_mode = extractor_identity(config)
+        return common | {"template_hash": spec.extraction_prompt.hash, "extractor_model": extractor_model, "json_mode": json_mode}
     return common | {"template_hash": spec.probability_hash, "chat_template": model.chat_template, "scoring": config.scoring}
+
+
+def _step_checkpoint(node: Node, inputs: Inputs, models: dict[str, ModelSpec], config: RunConfig, run_id: str):
+    spec, table = inputs[node.study]
+    model = models[node.model]
+    key = stage_keys(node.stage, spec, model, config.scoring).checkpoint
+    return open_checkpoint(checkpoint_store(config, run_id), key, _fingerprint(node.stage, spec, table, model, config, run_id))
+
+
+def check_checkpoints(nodes: list[Node], inputs: Inputs, models: dict[str, ModelSpec], config: RunConfig, run_id: str) -> None:
+    """CheckpointMismatchError for any step checkpoint written with other settings, before any server starts
+    (so exit 2 really means that nothing was sent)."""
+    for node in nodes:
+        if node.model is not None:
+            _step_checkpoint(node, inputs, models, config, run_id).check()
 
 
 def _read_raw_responses(spec: StudySpec, model: ModelSpec, config: RunConfig, store: Store) -> pd.DataFrame:
@@ -158,22 +208,23 @@ class _NodeProgress:
         self.reporter.advance(self.node, ok)
 
 
-async def _run_step_node(node, spec, table, model, client, config, run_id, store, progress, extractor=None) -> NodeResult:
-    checkpoint_key, stem, row_model = stage_keys(node.stage, spec, model, config.scoring)
-    checkpoint = open_checkpoint(checkpoint_store(config, run_id), checkpoint_key, _fingerprint(node.stage, spec, table, model, config, run_id, extractor))
+async def _run_step_node(node, inputs, models, client, config, run_id, store, progress, extractor=None) -> NodeResult:
+    spec, table = inputs[node.study]
+    model = models[node.model]
+    _, stem, row_model = stage_keys(node.stage, spec, model, config.scoring)
     node_progress = _NodeProgress(progress, node.name)
-    with checkpoint:
+    with _step_checkpoint(node, inputs, models, config, run_id) as checkpoint:
         if node.stage == "query":
             outcome = await run_query_step(table.frame, spec, model, client, config.sampling, checkpoint, run_id,
                                            config.replications, progress=node_progress)
         elif node.stage == "extract":
-            outcome = await run_extract_step(_read_raw_responses(spec, model, config, store), spec, extractor, checkpoint,
-                                             progress=node_progress)
+            raw = await asyncio.to_thread(_read_raw_responses, spec, model, config, store)
+            outcome = await run_extract_step(raw, spec, extractor, checkpoint, progress=node_progress)
         else:
             outcome = await run_probability_step(table.frame, spec, model, client, checkpoint, run_id, config.scoring,
                                                  config.min_option_mass, progress=node_progress)
-    result = NodeResult(node, outcome.done, outcome.failed, outcome.resumed, outcome.wall_s, outcome.completion_tokens,
-                        write_table(outcome.frame, row_model, store, stem))
+    outputs = await asyncio.to_thread(write_table, outcome.frame, row_model, store, stem)
+    result = NodeResult(node, outcome.done, outcome.failed, outcome.resumed, outcome.wall_s, outcome.completion_tokens, outputs)
     try:
         enforce_failure_threshold(outcome, config.max_failed_fraction, f"{node.stage} {model.name} study {spec.number}")
     except GraceError as exc:
@@ -182,8 +233,7 @@ async def _run_step_node(node, spec, table, model, client, config, run_id, store
 
 
 def _run_study_node(node: Node, spec: StudySpec, table: StudyTable, models, config: RunConfig, store: Store) -> NodeResult:
-    """Validation or merge for one study, over every model's tables in the run's store."""
-    started = time.perf_counter()
+    """Validation or merge for one study, over every model's tables in the run's store (blocking: runs in a thread)."""
     result = NodeResult(node)
     tables = stage_tables(spec, models, lambda stage, s, m: stage_keys(stage, s, m, config.scoring), store)
     try:
@@ -196,31 +246,40 @@ def _run_study_node(node: Node, spec: StudySpec, table: StudyTable, models, conf
     except GraceError as exc:
         result.error = exc
         result.failed = 1
-    result.wall_s = time.perf_counter() - started
     return result
 
 
 def _run_report_node(node: Node, studies: list[int], run_id: str, store: Store, human: HumanData) -> NodeResult:
-    started = time.perf_counter()
-    result = NodeResult(node, outputs=run_report(studies, run_id, store, human), done=1)
-    result.wall_s = time.perf_counter() - started
-    return result
+    """The quality report and the human-vs-model comparison table (blocking: runs in a thread)."""
+    return NodeResult(node, outputs=run_report(studies, run_id, store, human), done=1)
 
 
 async def _execute(nodes: list[Node], run_node) -> list[NodeResult]:
-    """Run ``nodes``; each starts when all its dependencies finished without error."""
-    finished: dict[str, asyncio.Task] = {}
+    """Run ``nodes`` in one TaskGroup; each starts when its dependencies have ended. Never raises for a node:
+    every node ends with a NodeResult (its error recorded; skipped when a blocking dependency failed)."""
+    ended: dict[str, asyncio.Future[NodeResult]] = {n.name: asyncio.get_running_loop().create_future() for n in nodes}
 
-    async def start(node: Node) -> NodeResult:
-        deps = [await finished[d] for d in node.depends]
+    async def one(node: Node) -> None:
+        deps = [await ended[d] for d in node.depends]
         blocked = [d.node.name for d in deps if d.error is not None and d.node.stage not in NON_BLOCKING_STAGES]
+        started = time.perf_counter()
         if blocked:
-            return NodeResult(node, error=GraceError(f"{node.name} skipped: {', '.join(blocked)} failed"))
-        return await run_node(node)
+            result = NodeResult(node, error=NodeSkipped(f"{node.name} skipped: {', '.join(blocked)} failed"))
+        else:
+            try:
+                result = await run_node(node)
+            except GraceError as exc:
+                result = NodeResult(node, failed=1, error=exc)
+            except Exception as exc:  # a bug: say where, keep the other nodes going, exit 1
+                traceback.print_exc(file=sys.stderr)
+                result = NodeResult(node, failed=1, error=NodeCrashed(f"{node.name}: unexpected {type(exc).__name__}: {exc}"))
+        result.wall_s = result.wall_s or time.perf_counter() - started
+        ended[node.name].set_result(result)
 
-    for node in nodes:
-        finished[node.name] = asyncio.ensure_future(start(node))
-    return list(await asyncio.gather(*finished.values()))
+    async with asyncio.TaskGroup() as group:
+        for node in nodes:
+            group.create_task(one(node), name=node.name)
+    return [ended[n.name].result() for n in nodes]
 
 
 async def _connect_models(config, models, stack, http, logs: Path) -> tuple[dict[str, LLMClient], dict[str, dict]]:
@@ -245,17 +304,32 @@ async def _connect_models(config, models, stack, http, logs: Path) -> tuple[dict
     return clients, servers
 
 
-def _make_extractor(config, clients, stack, http, logs: Path, api_key) -> Extractor:
-    """The configured LLM extractor, or (offline default) the embedded model with grammar-constrained JSON."""
+async def check_extractor(client: LLMClient) -> None:
+    """Fail before any row when the LLM extractor cannot be reached (ServerError, exit 4) or refuses the key
+    (ConfigError, exit 2). Any other answer to ``GET /v1/models`` (even 404) shows it is reachable."""
+    try:
+        await client.get_json("/v1/models")
+    except RequestFailed as exc:
+        if exc.status_code in (401, 403):
+            raise ConfigError(f"the LLM extractor refused the API key: {exc.reason}. Check the key in the variable named by "
+                              "--extractor-api-key-env") from None
+        if exc.status_code is None:
+            raise ServerError(f"the LLM extractor cannot be reached: {exc.reason}. Check --extractor-url and that the server "
+                              "is running; finished rows are kept, re-run when it answers") from None
+
+
+async def _make_extractor(config, clients, stack, http, logs: Path, api_key) -> Extractor:
+    """The configured LLM extractor (checked reachable), or (offline default) the embedded model with grammar-constrained JSON."""
+    model, json_mode = extractor_identity(config)
     if config.extractor_url:
         client = LLMClient(http, [config.extractor_url], config.extractor_concurrency, RetryPolicy(), api_key=api_key)
-        return Extractor(client, config.extractor_model, config.extractor_json_mode)
-    embedded_model = load_registry()[EMBEDDED_DEFAULT]
+        await check_extractor(client)
+        return Extractor(client, model, json_mode)
     if EMBEDDED_DEFAULT not in clients:
         workers = config.embedded_workers or default_workers()
-        urls = stack.enter_context(EmbeddedServers(embedded_model, workers, logs)).urls
+        urls = stack.enter_context(EmbeddedServers(load_registry()[EMBEDDED_DEFAULT], workers, logs)).urls
         clients[EMBEDDED_DEFAULT] = LLMClient(http, urls, workers, RetryPolicy())
-    return Extractor(clients[EMBEDDED_DEFAULT], embedded_model.request_model, "llama_schema")
+    return Extractor(clients[EMBEDDED_DEFAULT], model, json_mode)
 
 
 def _logs_folder(store: Store, run_id: str) -> Path:
@@ -265,7 +339,7 @@ def _logs_folder(store: Store, run_id: str) -> Path:
 
 
 async def run_local(config: RunConfig, progress: ProgressReporter, started: float) -> RunResult:
-    """Execute the whole run on this machine and return its summary."""
+    """Execute the whole run on this machine and return its summary (every node's result)."""
     inputs, human = load_run_inputs(config)
     models = resolve_models(config, require_endpoints=any(s in SERVED_STAGES for s in config.stages))  # other stages need no model server
     extractor_key = extractor_api_key(config) if "extract" in config.stages else None  # fails before any model starts
@@ -279,24 +353,27 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
     logs = _logs_folder(store, run_id)
 
     with ExitStack() as stack:
+        # one run per run id and node, in a folder and in S3 alike (exit 7 naming the holder)
+        stack.enter_context(RunLock(checkpoint_store(config, run_id), [n.name for n in nodes], wait_s=config.lock_wait_s,
+                                    what=f"grace-pipeline run (stages {','.join(config.stages)})"))
+        check_checkpoints(nodes, inputs, models, config, run_id)  # exit 2 before any server starts
         http = make_http_client(config.request_timeout_s)
         try:
             clients, servers = await _connect_models(config, served, stack, http, logs)
             extractor = None
             if any(n.stage == "extract" for n in nodes):
-                extractor = _make_extractor(config, clients, stack, http, logs, extractor_key)
+                extractor = await _make_extractor(config, clients, stack, http, logs, extractor_key)
                 servers["extractor"] = {"urls": extractor.client.base_urls, "model": extractor.model, "json_mode": extractor.json_mode}
-            write_manifest(checkpoint_store(config, run_id), manifest_key(bool(config.checkpoint_store), nodes), config, run_id, inputs, models,
-                           servers, human)
+            await asyncio.to_thread(write_manifest, checkpoint_store(config, run_id), manifest_key(bool(config.checkpoint_store), nodes),
+                                    config, run_id, inputs, models, servers, human)
 
             async def run_node(node: Node) -> NodeResult:
                 if node.study is None:
-                    return _run_report_node(node, sorted(inputs), run_id, store, human)
+                    return await asyncio.to_thread(_run_report_node, node, sorted(inputs), run_id, store, human)
                 spec, table = inputs[node.study]
                 if node.model is None:
-                    return _run_study_node(node, spec, table, models, config, store)
-                return await _run_step_node(node, spec, table, models[node.model], clients.get(node.model), config, run_id, store,
-                                            progress, extractor)
+                    return await asyncio.to_thread(_run_study_node, node, spec, table, models, config, store)
+                return await _run_step_node(node, inputs, models, clients.get(node.model), config, run_id, store, progress, extractor)
 
             with progress:
                 results = await _execute(nodes, run_node)

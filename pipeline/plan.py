@@ -1,7 +1,7 @@
 """The DAG, described once: which nodes run, and after what.
 
 Both runners read this: the local runner (``pipeline.local``) executes it on one
-machine; the Argo workflow (a later stage of the project) is generated from it. A
+machine; the Argo WorkflowTemplate (``pipeline.workflow``) is generated from it. A
 node is one stage for one model x study (or a whole-run stage, model/study None).
 Node names are valid Argo task names (``^[a-zA-Z0-9][-a-zA-Z0-9]*$``).
 """

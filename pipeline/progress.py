@@ -12,7 +12,7 @@ LOG_EVERY_S = 30.0
 
 
 class ProgressReporter:
-    """Tracks rows done per node; ``start``/``advance``/``finish`` are called by the runner."""
+    """Tracks rows done per node; the runner calls ``start`` and ``advance`` per node, inside ``with reporter:``."""
 
     def __init__(self, console: Console, live: Optional[bool] = None):
         self.console = console

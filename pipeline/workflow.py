@@ -21,6 +21,7 @@ broken outputs (5) are not. Secrets come only from Kubernetes Secret references.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 
 from hera.workflows import DAG, Container, Env, Parameter, S3Artifact, SecretEnv, Task, UserContainer, WorkflowTemplate
@@ -33,8 +34,10 @@ from pipeline import __version__
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, DEFAULT_EXTRACTOR_CONCURRENCY, DEFAULT_EXTRACTOR_MODEL
 from pipeline.layout import COMPARISON_STEM, REPORT_KEY, STAGE_FOLDERS
 from pipeline.plan import NON_BLOCKING_STAGES, RUN_STAGES, SERVED_STAGES, STAGE_DEPENDENCIES, STUDY_STAGE_DEPENDENCIES
+from schemas.probabilities import ScoringMethod
 from schemas.settings import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE
-from steps.errors import ServerError, StorageError
+from steps.errors import RunLockedError, ServerError, StorageError
+from steps.extract import JSON_MODES
 from steps.human import HUMAN_FORMATS
 from steps.query import DEFAULT_MAX_FAILED_FRACTION
 from steps.studies import available_studies
@@ -55,7 +58,7 @@ ENDPOINT_SECRET = ("grace-endpoint", "api-key")
 EXTRACTION_MUTEX = "grace-pipeline-extraction"
 VLLM_PORT = 8000
 HEALTH_TIMEOUT_S = 3600
-TRANSIENT_EXIT_CODES = (ServerError.exit_code, StorageError.exit_code, 137, 143)
+TRANSIENT_EXIT_CODES = (ServerError.exit_code, StorageError.exit_code, RunLockedError.exit_code, 137, 143)
 
 
 @dataclass(frozen=True)
@@ -87,14 +90,14 @@ PARAMETERS = (
     WorkflowParameter("max-tokens", str(DEFAULT_MAX_TOKENS), "Max generated tokens per answer (reasoning models use their registry value if larger)"),
     WorkflowParameter("seed", str(DEFAULT_SEED), "Run seed; each row x replication gets its own recorded seed"),
     WorkflowParameter("scoring", "exact", "Experiment 2 method: exact scores each option's full continuation; "
-                      "first-token is the seed's method, for comparison", ("exact", "first-token")),
+                      "first-token is the seed's method, for comparison", typing.get_args(ScoringMethod)),
     WorkflowParameter("concurrency", str(DEFAULT_ENDPOINT_CONCURRENCY), "Requests in flight per model server"),
     WorkflowParameter("max-failed-fraction", str(DEFAULT_MAX_FAILED_FRACTION), "A step fails when more than this share of its rows failed"),
     WorkflowParameter("extractor-url", "https://api.deepseek.com", "OpenAI-compatible base URL of the structured-extraction LLM "
                       "(key from the grace-extractor Secret)"),
     WorkflowParameter("extractor-model", DEFAULT_EXTRACTOR_MODEL, "Extractor model name"),
     WorkflowParameter("extractor-json-mode", "json_object", "How the extractor is asked for JSON: json_object (DeepSeek API), "
-                      "json_schema (vLLM/OpenAI), llama_schema (llama.cpp)", ("json_object", "json_schema", "llama_schema", "none")),
+                      "json_schema (vLLM/OpenAI), llama_schema (llama.cpp)", JSON_MODES),
     WorkflowParameter("extractor-concurrency", str(DEFAULT_EXTRACTOR_CONCURRENCY), "Extractor requests in flight (one extraction job runs at a time)"),
     WorkflowParameter("run-id", "", "Name of the run (empty: derived from inputs, prompts and sampling, so re-submitting resumes)"),
     WorkflowParameter("steps-image", STEPS_IMAGE, "The grace-pipeline steps image"),

@@ -42,7 +42,6 @@ class ModelSpec(BaseModel):
     hf_id: str = Field(description="Hugging Face repository id")
     served_name: Optional[str] = Field(None, description="Model name the server expects in requests (default: hf_id)")
     engine: Literal["vllm", "embedded"] = "vllm"
-    instruct: bool = Field(True, description="Instruction-tuned (chat template) or a base model")
     system_role: bool = Field(True, description="The chat template accepts a system message; if not, it is prepended to the user message")
     reasoning: bool = Field(False, description="Emits a <think> trace before the answer")
     chat_template: Optional[Literal["gemma", "llama3", "deepseek_r1"]] = Field(

@@ -4,20 +4,46 @@ Every error a user can see derives from :class:`GraceError`, carries a message t
 says what failed, where, and how to fix it, and an ``exit_code`` the CLI returns.
 Third-party exceptions are converted at the boundary with ``raise ... from exc``.
 
-Exit codes: 2 = bad input or usage (do not retry), 3 = a step failed more rows than
-allowed (re-run to retry only the failed rows), 4 = a model server could not be
-started or reached (transient: retry), 5 = validation found broken outputs,
-6 = the artifact store could not be reached (transient: retry; finished rows are in
-the checkpoint).
+The exit codes are documented once, in :data:`EXIT_CODES` (the README's table and
+``grace-pipeline --help`` are checked against it by tests/test_exit_codes.py); every error
+class names its code there.
 """
 
 from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_BAD_INPUT = 2
+EXIT_ROWS_FAILED = 3
+EXIT_SERVER = 4
+EXIT_VALIDATION = 5
+EXIT_STORAGE = 6
+EXIT_RUN_LOCKED = 7
+EXIT_WORKFLOW_FAILED = 8
+EXIT_INTERRUPTED = 130
+
+# code -> what it means and what to do; the single source of the README's exit-code table.
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "done",
+    EXIT_UNEXPECTED: "unexpected internal error (a bug: the traceback says where; please report it)",
+    EXIT_BAD_INPUT: "bad input, options, credentials or checkpoint settings; nothing was sent to a model: fix and re-run",
+    EXIT_ROWS_FAILED: "a step failed more rows than `--max-failed-fraction` allows; finished rows are saved: re-run to retry the failed ones",
+    EXIT_SERVER: "a model server, the LLM extractor or the Argo server could not be started or reached: re-run when it answers",
+    EXIT_VALIDATION: "validation found broken outputs (the analysis table is still written to look at)",
+    EXIT_STORAGE: "the artifact store failed (full disk, no permission, S3 unreachable); no temporary file is left and finished rows "
+                  "are in the checkpoint: free space or fix access, then re-run to resume",
+    EXIT_RUN_LOCKED: "another run holds this run id and stage (the message says who and since when): wait for it, or use another "
+                     "`--run-id`; a killed run's lock is taken over automatically",
+    EXIT_WORKFLOW_FAILED: "`submit --wait` / `retry --wait`: the Argo workflow ended Failed or Error (`grace-pipeline status NAME` "
+                          "shows which node; `grace-pipeline retry NAME` re-runs only the failed nodes)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); finished rows are saved: re-run to resume",
+}
 
 
 class GraceError(Exception):
     """Base class of all errors grace-pipeline reports to a user."""
 
-    exit_code = 1
+    exit_code = EXIT_UNEXPECTED
 
 
 class InputValidationError(GraceError):
@@ -26,7 +52,7 @@ class InputValidationError(GraceError):
     ``problems`` lists one message per problem, each naming file, row and column.
     """
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
     def __init__(self, path: str, problems: list[str], max_shown: int = 25):
         self.path = path
@@ -52,13 +78,13 @@ class InputValidationError(GraceError):
 class ConfigError(GraceError):
     """A command-line option, registry entry or run configuration is invalid."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class ServerError(GraceError):
-    """A model server could not be started, or does not answer as expected."""
+    """A model server (or the LLM extractor) could not be started or reached, or does not answer as expected."""
 
-    exit_code = 4
+    exit_code = EXIT_SERVER
 
 
 class StepFailedError(GraceError):
@@ -68,29 +94,47 @@ class StepFailedError(GraceError):
     failed ones.
     """
 
-    exit_code = 3
+    exit_code = EXIT_ROWS_FAILED
 
 
 class ValidationFailedError(GraceError):
     """An integrity check of the outputs failed; the report says which. Later stages still run
     (validation is one of ``pipeline.plan.NON_BLOCKING_STAGES``)."""
 
-    exit_code = 5
+    exit_code = EXIT_VALIDATION
 
 
 class CheckpointMismatchError(GraceError):
-    """A checkpoint exists but was written for different inputs or settings."""
+    """A checkpoint exists but was written for different inputs or settings.
 
-    exit_code = 2
+    Every checkpoint of a run is checked before any model server starts, so when this is
+    raised nothing was sent.
+    """
+
+    exit_code = EXIT_BAD_INPUT
 
 
 class StorageError(GraceError):
-    """The artifact store did not answer after bounded retries (transient: re-run to resume)."""
+    """The artifact store failed: S3 did not answer after bounded retries, or a local write failed
+    (full disk, no permission). Re-run to resume; no temporary file is left behind."""
 
-    exit_code = 6
+    exit_code = EXIT_STORAGE
 
 
 class StorageAccessError(GraceError):
-    """The artifact store refused the credentials, the bucket does not exist, or the URL is invalid."""
+    """The artifact store refused the credentials, the bucket does not exist, or the URL is invalid
+    (found by the store check before any model is started)."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
+
+
+class RunLockedError(GraceError):
+    """Another process holds this run id's stage node (see :mod:`steps.run_lock`)."""
+
+    exit_code = EXIT_RUN_LOCKED
+
+
+class WorkflowFailedError(GraceError):
+    """An Argo workflow followed with ``--wait`` ended Failed or Error."""
+
+    exit_code = EXIT_WORKFLOW_FAILED

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
@@ -22,14 +23,20 @@ from schemas.structured import (
     CONFIDENCE_LLM_AGREES, CONFIDENCE_LLM_CONTRADICTS, CONFIDENCE_LLM_ONLY, CONFIDENCE_NONE, CONFIDENCE_PARSER,
     EXTRACTION_FIELDS,
 )
-from steps.checkpoint import Checkpoint
+from steps.checkpoint import AnyCheckpoint
 from steps.llm_client import LLMClient, RequestFailed
 from steps.outcome import NoProgress, RowProgress, StepOutcome, record_key, run_resumable
 from steps.parse_answers import PARSERS, Parsed, canonical_utterance
 from steps.studies import StudySpec
 from steps.tables import plain_records
 
-JsonMode = Literal["llama_schema", "json_schema", "json_object", "none"]
+# How the extractor is asked for JSON; the one place the choices are spelled (options, config and workflow read these).
+JsonMode = Literal["json_object", "json_schema", "llama_schema", "none"]
+JSON_MODES: tuple[str, ...] = typing.get_args(JsonMode)
+DEFAULT_JSON_MODE: JsonMode = "json_object"
+EMBEDDED_JSON_MODE: JsonMode = "llama_schema"  # the embedded llama.cpp server: a schema inside json_object, grammar-constrained
+JSON_MODE_HELP = ("How the extractor is asked for JSON: json_object (DeepSeek API), json_schema (vLLM/OpenAI), "
+                  "llama_schema (llama.cpp: schema-constrained), none")
 CHAT_PATH = "/v1/chat/completions"
 EXTRACTION_MAX_TOKENS = 300
 
@@ -192,16 +199,21 @@ async def extract_row(record: dict[str, Any], spec: StudySpec, extractor: Option
 
 
 async def run_extract_step(
-    raw: pd.DataFrame, spec: StudySpec, extractor: Optional[Extractor], checkpoint: Checkpoint,
+    raw: pd.DataFrame, spec: StudySpec, extractor: Optional[Extractor], checkpoint: AnyCheckpoint,
     progress: RowProgress = NoProgress(),
 ) -> StepOutcome:
     """Extract every raw row not already extracted (failed and skipped rows are redone).
 
-    Only 'failed' rows (the LLM tier could not be used) count as failures of the step.
+    A checkpointed extraction counts only if it was made from the same answer as the raw
+    row's current ``model_response`` (the checkpoint keeps the answer it coded), so a code is
+    never paired with another answer, e.g. after the raw table was rewritten. Only 'failed'
+    rows (the LLM tier could not be used) count as failures of the step.
     """
     return await run_resumable(
         plain_records(raw), item_key=record_key,
-        is_done=lambda record: record.get("extraction_status") in ("ok", "partial", "not_found"),
+        is_done=lambda raw_row, record: (record.get("extraction_status") in ("ok", "partial", "not_found")
+                                         and record.get("model_response") == raw_row.get("model_response")),
         work=lambda record: extract_row(record, spec, extractor), window=extractor.client.concurrency if extractor else 1,
         checkpoint=checkpoint, progress=progress, status_column="extraction_status", error_column="extraction_errors",
+        base=lambda raw_row: {k: v for k, v in raw_row.items() if k != "model_response"},  # the coded answer is always stored
     )

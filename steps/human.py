@@ -11,6 +11,7 @@ story, access, observe, prior, bet_0..bet_3`` (normalised to sum 1), ``knowledge
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -22,7 +23,7 @@ from schemas.human import (
     GOAL_NAMES, HUMAN1_OPTIONAL, HUMAN1_REQUIRED, HUMAN2_REQUIRED, POSITIVITY, STATE_NAMES, Human1Trial, Human2Trial,
 )
 from steps.errors import InputValidationError
-from steps.inputs import cell_problem, missing_column_message, read_csv_file
+from steps.inputs import cell_problem, missing_column_message, open_csv
 from steps.parse_answers import canonical_utterance
 
 HUMAN_FORMATS: dict[int, tuple[type[BaseModel], tuple[str, ...], tuple[str, ...]]] = {
@@ -73,7 +74,7 @@ def load_human_table(study: int, path: str | Path, encoding: str = "utf-8", s3_e
     if study not in HUMAN_FORMATS:
         raise InputValidationError(str(path), [f"there is no human data format for study {study}"])
     model, required, optional = HUMAN_FORMATS[study]
-    file = read_csv_file(path, encoding, s3_endpoint)
+    file = open_csv(path, encoding, s3_endpoint)
     header = file.header
     known = set(required) | set(optional)
     unexpected = [h for h in header if h not in known]
@@ -84,12 +85,15 @@ def load_human_table(study: int, path: str | Path, encoding: str = "utf-8", s3_e
     if problems:
         raise InputValidationError(file.path, problems)
     warnings = [f"column {h!r} is not part of the study {study} human data format and is ignored" for h in unexpected]
-    if not file.records:
-        raise InputValidationError(file.path, ["the file has a header but no data rows"])
-
     position = {h: i for i, h in enumerate(header)}
     rows: list[dict] = []
-    for row_no, (line, cells) in enumerate(file.records, start=1):
+    try:
+        records = list(file.records())
+    except csv.Error as exc:
+        raise InputValidationError(file.path, [f"line {file.reader.line_num}: not valid CSV ({exc})"]) from exc
+    if not records:
+        raise InputValidationError(file.path, ["the file has a header but no data rows"])
+    for row_no, line, cells in records:
         if len(cells) != len(header):
             problems.append(f"row {row_no} (line {line}): has {len(cells)} fields, expected {len(header)} as in the header")
             continue

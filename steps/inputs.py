@@ -14,7 +14,7 @@ import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 import pandas as pd
 from pydantic import ValidationError
@@ -65,6 +65,20 @@ def _decode(path: str, data: bytes, encoding: str) -> str:
         raise InputValidationError(path, [f"unknown encoding {encoding!r}"]) from exc
 
 
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` with their line ends, lazily (no second copy of a large file); a file with
+    only carriage returns as line ends (old Mac) is read through StringIO, which knows them."""
+    if "\n" not in text:
+        yield from io.StringIO(text, newline="")
+        return
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end
+
+
 def _delimiter(header_line: str) -> str:
     counts = {d: header_line.count(d) for d in _DELIMITERS}
     best = max(counts, key=counts.get)
@@ -72,57 +86,72 @@ def _delimiter(header_line: str) -> str:
 
 
 def missing_column_message(column: str, header: list[str]) -> str:
+    """A missing required column, with the closest header name when one looks like a misspelling."""
     close = difflib.get_close_matches(column, header, n=1, cutoff=0.6)
     hint = f" (found {close[0]!r} instead: the study files spell it {column!r}; rename the column)" if close else ""
     return f"header: required column {column!r} is missing{hint}"
 
 
 def cell_problem(row_no: int, line: int, column: str, message: str) -> str:
+    """One problem message naming row (from 1), physical line and column."""
     return f"row {row_no} (line {line}), column {column!r}: {message}"
 
 
-@dataclass(frozen=True)
+@dataclass
 class CsvFile:
-    """A CSV file read and split, not yet typed: header names (stripped) and non-blank records with their line numbers."""
+    """An opened CSV file: its header (names stripped), and its non-blank records read lazily.
+
+    ``records`` yields (row number from 1, line number, cells); a malformed record raises
+    ``csv.Error`` while iterating (the caller reports it with the problems found so far).
+    """
 
     path: str
     sha256: str
     header: list[str]
-    records: list[tuple[int, list[str]]]
+    reader: Any
+
+    def records(self) -> Iterator[tuple[int, int, list[str]]]:
+        row_no = 0
+        for cells in self.reader:
+            if any(c.strip() for c in cells):
+                row_no += 1
+                yield row_no, self.reader.line_num, cells
 
 
-def read_csv_file(path: str | Path, encoding: str = "utf-8", s3_endpoint: Optional[str] = None) -> CsvFile:
-    """Read ``path`` (a file path, ``file://`` or ``s3://`` URL) as CSV (delimiter sniffed from the header);
-    InputValidationError when it cannot be read, is not text CSV or is empty."""
+def open_csv(path: str | Path, encoding: str = "utf-8", s3_endpoint: Optional[str] = None) -> CsvFile:
+    """Read ``path`` (a file path, ``file://`` or ``s3://`` URL) and parse its header (delimiter sniffed from it);
+    InputValidationError when it cannot be read, is not text CSV, or is empty."""
     path_str = str(path)
     try:
         data = read_url(path_str, s3_endpoint)
     except ValueError as exc:  # an S3 key with characters the store refuses
         raise InputValidationError(path_str, [str(exc)]) from exc
+    except IsADirectoryError as exc:
+        raise InputValidationError(path_str, ["this is a folder, not a CSV file: give the path of the file itself"]) from exc
     except OSError as exc:
         raise InputValidationError(path_str, [f"cannot read the file: {exc.strerror or exc}"]) from exc
     if data is None:
         raise InputValidationError(path_str, ["file not found"])
+    sha256 = hashlib.sha256(data).hexdigest()
     text = _decode(path_str, data, encoding)
+    del data  # from here on only the text and the typed columns are held (100,000 rows stay well under 400 MB)
     if not text.strip():
         raise InputValidationError(path_str, ["the file is empty; expected a header line and data rows"])
 
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text.splitlines()[0]))
+    newline = text.find("\n")
+    reader = csv.reader(_lines(text), delimiter=_delimiter(text[: newline if newline >= 0 else len(text)]))
     try:
         header = [h.strip() for h in next(reader)]
-        records = []
-        for cells in reader:
-            if any(c.strip() for c in cells):
-                records.append((reader.line_num, cells))
     except csv.Error as exc:
         raise InputValidationError(path_str, [f"line {reader.line_num}: not valid CSV ({exc})"]) from exc
-    return CsvFile(path_str, hashlib.sha256(data).hexdigest(), header, records)
+    return CsvFile(path_str, sha256, header, reader)
 
 
 def load_study_table(path: str | Path, spec: StudySpec, encoding: str = "utf-8", s3_endpoint: Optional[str] = None) -> StudyTable:
     """Read ``path`` (a file path, ``file://`` or ``s3://`` URL) as study ``spec``'s input; raise InputValidationError on any problem."""
-    file = read_csv_file(path, encoding, s3_endpoint)
-    path_str, header, records = file.path, file.header, file.records
+    file = open_csv(path, encoding, s3_endpoint)
+    path_str, header, sha256, reader = file.path, file.header, file.sha256, file.reader
+
     required = spec.file_columns
     optional = {n for n, f in spec.input_model.model_fields.items() if not f.is_required()}
     unexpected = [h for h in header if h not in required]
@@ -132,49 +161,55 @@ def load_study_table(path: str | Path, spec: StudySpec, encoding: str = "utf-8",
     if problems:
         raise InputValidationError(path_str, problems)
     warnings = [f"column {h!r} is not used by study {spec.number} and is ignored" for h in unexpected]
-    if not records:
-        raise InputValidationError(path_str, ["the file has a header but no data rows"])
 
     position = {h: i for i, h in enumerate(header)}
-    rows: list[dict] = []
-    seen: dict[tuple, tuple[int, int]] = {}
-    for row_no, (line, cells) in enumerate(records, start=1):
-        if len(cells) != len(header):
-            problems.append(f"row {row_no} (line {line}): has {len(cells)} fields, expected {len(header)} as in the header")
-            continue
-        raw = {c: cells[position[c]] for c in required if c in position}
-        row_problems = [
-            cell_problem(row_no, line, c, "is empty; expected text")
-            for c, v in raw.items()
-            if not v.strip() and c not in optional
-        ]
-        values: dict = dict(raw)
-        for column, rule in spec.derived.items():
-            if rule["source"] in raw and raw[rule["source"]].strip():
-                try:
-                    values[column] = derive(rule, raw)
-                except DerivationError as exc:
-                    row_problems.append(cell_problem(row_no, line, rule["source"], str(exc)))
-        if row_problems:
-            problems += row_problems
-            continue
-        try:
-            typed = spec.input_model.model_validate(values)
-        except ValidationError as exc:
-            for err in exc.errors():
-                column = str(err["loc"][0]) if err["loc"] else "(row)"
-                got = f" (got {err['input']!r})" if err["loc"] else ""
-                problems.append(cell_problem(row_no, line, column, f"{err['msg']}{got}"))
-            continue
-        key = tuple(raw.values())
-        if key in seen:
-            first_row, first_line = seen[key]
-            problems.append(f"row {row_no} (line {line}): exact duplicate of row {first_row} (line {first_line})")
-            continue
-        seen[key] = (row_no, line)
-        rows.append(typed.model_dump())
+    fields = list(spec.input_model.model_fields)
+    columns: dict[str, list] = {name: [] for name in fields}  # column-wise: no dict per row
+    seen: dict[bytes, tuple[int, int]] = {}  # a 16-byte digest per row, not a copy of its text
+    row_no = 0
+    try:
+        for row_no, line, cells in file.records():
+            if len(cells) != len(header):
+                problems.append(f"row {row_no} (line {line}): has {len(cells)} fields, expected {len(header)} as in the header")
+                continue
+            raw = {c: cells[position[c]] for c in required if c in position}
+            row_problems = [
+                cell_problem(row_no, line, c, "is empty; expected text")
+                for c, v in raw.items()
+                if not v.strip() and c not in optional
+            ]
+            values: dict = dict(raw)
+            for column, rule in spec.derived.items():
+                if rule["source"] in raw and raw[rule["source"]].strip():
+                    try:
+                        values[column] = derive(rule, raw)
+                    except DerivationError as exc:
+                        row_problems.append(cell_problem(row_no, line, rule["source"], str(exc)))
+            if row_problems:
+                problems += row_problems
+                continue
+            try:
+                typed = spec.input_model.model_validate(values)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    column = str(err["loc"][0]) if err["loc"] else "(row)"
+                    got = f" (got {err['input']!r})" if err["loc"] else ""
+                    problems.append(cell_problem(row_no, line, column, f"{err['msg']}{got}"))
+                continue
+            key = hashlib.blake2b("\x1f".join(raw.values()).encode("utf-8"), digest_size=16).digest()
+            if key in seen:
+                first_row, first_line = seen[key]
+                problems.append(f"row {row_no} (line {line}): exact duplicate of row {first_row} (line {first_line})")
+                continue
+            seen[key] = (row_no, line)
+            for name, value in typed.model_dump().items():
+                columns[name].append(value)
+    except csv.Error as exc:
+        raise InputValidationError(path_str, [*problems, f"line {reader.line_num}: not valid CSV ({exc})"]) from exc
 
+    if not row_no:
+        raise InputValidationError(path_str, ["the file has a header but no data rows"])
     if problems:
         raise InputValidationError(path_str, problems)
-    frame = pd.DataFrame(rows, columns=list(spec.input_model.model_fields))
-    return StudyTable(path=path_str, sha256=file.sha256, frame=frame, warnings=warnings)
+    frame = pd.DataFrame(columns, columns=fields)
+    return StudyTable(path=path_str, sha256=sha256, frame=frame, warnings=warnings)

@@ -1,13 +1,18 @@
-"""The one module that talks HTTP to model servers (vLLM, llama.cpp, hosted APIs).
+"""The module that sends requests to model servers (vLLM, llama.cpp, hosted APIs) and the LLM extractor.
+
+Other HTTP in the project is not requests to a model: the health polls of a starting
+server (``pipeline.local.wait_for_health``, ``pipeline.embedded``) and the Argo API client
+(``pipeline.argo_api``, via Hera's requests-based service).
 
 Contracts:
 
 * One concurrency limit per client: at most ``concurrency`` requests are on the wire
   at once; a slot is released when a request finishes (or goes to sleep before a
   retry), so the window refills immediately -- never send-N-and-wait.
-* One finite retry policy, decided by the pure :func:`retry_delay`: 408, 429, 5xx,
-  connection errors, timeouts and unreadable JSON bodies are retried with exponential
-  backoff and jitter, honouring ``Retry-After``; everything else fails at once.
+* One finite retry policy (:mod:`steps.retry`, shared with the artifact store), decided
+  by the pure :func:`retry_delay`: 408, 429, 5xx, connection errors, timeouts and
+  unreadable JSON bodies are retried with exponential backoff and jitter, honouring
+  ``Retry-After``; everything else fails at once.
 * Failures come back as :class:`RequestFailed` carrying a one-line reason and the
   number of attempts; callers record them per row and go on.
 * The ``httpx.AsyncClient`` is passed in, so tests use respx or MockTransport.
@@ -27,22 +32,12 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Optional, 
 
 import httpx
 
+from steps.redact import redact_url  # noqa: F401  (re-exported: callers use it with the client)
+from steps.retry import DEFAULT_MAX_ATTEMPTS, RetryPolicy, backoff_delay  # noqa: F401  (RetryPolicy is part of this API)
+
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
-DEFAULT_MAX_ATTEMPTS = 4  # the first try + 3 retries (the seed's "retry 3 times")
-DEFAULT_BASE_DELAY_S = 1.0
-DEFAULT_MAX_DELAY_S = 60.0
 DEFAULT_REQUEST_TIMEOUT_S = 600.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how long to retry. Delay n (n = 1, 2, ...) is drawn from
-    ``[d/2, d]`` with ``d = min(max_delay, base_delay * 2**(n-1))`` ("equal jitter")."""
-
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    base_delay_s: float = DEFAULT_BASE_DELAY_S
-    max_delay_s: float = DEFAULT_MAX_DELAY_S
 
 
 class RequestFailed(Exception):
@@ -100,12 +95,9 @@ def retry_delay(
     ``attempt`` counts attempts made so far (1 after the first). A server's
     Retry-After wins over the computed backoff, capped at ``policy.max_delay_s``.
     """
-    if attempt >= policy.max_attempts or not is_retryable(status_code, error):
+    if not is_retryable(status_code, error):
         return None
-    if retry_after_s is not None:
-        return min(retry_after_s, policy.max_delay_s)
-    ceiling = min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
-    return ceiling / 2 + rng() * ceiling / 2
+    return backoff_delay(attempt, policy, retry_after_s, rng)
 
 
 @dataclass(frozen=True)
@@ -116,12 +108,6 @@ class Response:
     latency_ms: float
     attempts: int
     received_at: datetime
-
-
-def redact_url(url: str) -> str:
-    """``url`` without any user:password part (for errors, logs and manifests)."""
-    parsed = httpx.URL(url)
-    return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
 
 
 def _describe(error: BaseException) -> str:

@@ -8,14 +8,15 @@ complete table (checkpointed and fresh records, in item order).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Hashable, Iterable, Protocol, TypeVar
+from typing import Any, Awaitable, Callable, Hashable, Iterable, Optional, Protocol, TypeVar
 
 import pandas as pd
 
-from steps.checkpoint import Checkpoint, ObjectCheckpoint
+from steps.checkpoint import AnyCheckpoint
 from steps.errors import StepFailedError
 from steps.llm_client import completed_in_window
 
@@ -63,37 +64,70 @@ def record_key(record: dict[str, Any]) -> tuple[int, int]:
     return int(record["row_index"]), int(record.get("replication") or 0)
 
 
+def compact(record: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint stores of ``record``: the fields that differ from ``base`` (what the step
+    rebuilds from its inputs), always with the key."""
+    return {k: v for k, v in record.items() if k in KEY_FIELDS or k not in base or base[k] != v}
+
+
+KEY_FIELDS = ("row_index", "replication")
+
+
 async def run_resumable(
     items: Iterable[T],
     item_key: Callable[[T], Hashable],
-    is_done: Callable[[dict[str, Any]], bool],
+    is_done: Callable[[T, dict[str, Any]], bool],
     work: Callable[[T], Awaitable[dict[str, Any]]],
     window: int,
-    checkpoint: Checkpoint | ObjectCheckpoint,
+    checkpoint: AnyCheckpoint,
     progress: RowProgress = NoProgress(),
     status_column: str = "status",
     error_column: str = "error",
     count_tokens: bool = False,
+    base: Optional[Callable[[T], dict[str, Any]]] = None,
 ) -> StepOutcome:
     """Run ``work`` for every item whose checkpointed record is not done; return the whole table.
 
-    Each finished record is appended to the checkpoint before the next is counted, so a
-    crash loses at most the items in flight. A record is failed when its
-    ``status_column`` is 'failed'; ``count_tokens`` sums fresh records' completion_tokens.
+    ``is_done(item, record)`` decides whether a checkpointed record still stands for ``item``.
+    ``base(item)`` is the part of an item's record the step can rebuild (input columns,
+    constant fields): the checkpoint stores only the rest (:func:`compact`), and loaded
+    records are ``{**base(item), **stored}``. Finished records are committed in groups from a
+    worker thread (see :mod:`steps.checkpoint` for the loss bound); every blocking call
+    (loading, committing, building the table) runs off the event loop. A record is failed
+    when its ``status_column`` is 'failed'; ``count_tokens`` sums fresh records' completion_tokens.
     """
     started = time.perf_counter()
     items = list(items)
-    finished = checkpoint.load()
-    todo = [item for item in items if not (item_key(item) in finished and is_done(finished[item_key(item)]))]
+    stored = await asyncio.to_thread(checkpoint.load)
+    by_key = {item_key(item): item for item in items}
+    finished = {key: ({**base(by_key[key]), **record} if base is not None and key in by_key else record)
+                for key, record in stored.items()}
+    todo = [item for item in items if not (item_key(item) in finished and is_done(item, finished[item_key(item)]))]
     progress.start(len(items), len(items) - len(todo))
     tokens = 0
-    async with aclosing(completed_in_window(todo, work, window)) as results:  # a failed append cancels the rest
-        async for record in results:
-            checkpoint.append(record)
-            finished[record_key(record)] = record
-            tokens += (record.get("completion_tokens") or 0) if count_tokens else 0
-            progress.advance(record.get(status_column) != "failed")
-    frame = pd.DataFrame([finished[item_key(item)] for item in items])
+
+    async def committer() -> None:  # commits when due: flush_s after the last commit, or flush_rows waiting
+        while True:
+            await asyncio.sleep(min(checkpoint.flush_s, 0.1))  # (not wait_for: on 3.11 it can swallow the cancel)
+            if checkpoint.due():
+                await asyncio.to_thread(checkpoint.flush)
+
+    commits = asyncio.create_task(committer())
+    try:
+        async with aclosing(completed_in_window(todo, work, window)) as results:  # a failed commit cancels the rest
+            async for record in results:
+                if commits.done():
+                    commits.result()  # the store failed (StorageError): stop here
+                key = record_key(record)
+                checkpoint.add(compact(record, base(by_key[key])) if base is not None else record)
+                finished[key] = record
+                tokens += (record.get("completion_tokens") or 0) if count_tokens else 0
+                progress.advance(record.get(status_column) != "failed")
+    finally:
+        commits.cancel()  # a commit in progress finishes in its thread; the caller's checkpoint.close() commits the rest
+        await asyncio.gather(commits, return_exceptions=True)
+    await asyncio.to_thread(checkpoint.flush)
+    frame = await asyncio.to_thread(pd.DataFrame, [finished[item_key(item)] for item in items])
     failed = int((frame[status_column] == "failed").sum()) if len(frame) else 0
     return StepOutcome(frame, len(frame) - failed, failed, len(items) - len(todo), time.perf_counter() - started, tokens,
                        status_column, error_column)

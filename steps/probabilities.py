@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import pandas as pd
 
-from schemas.probabilities import ASSESSMENTS, FRAMES, PERCENT_BINS, STATES
+from schemas.probabilities import ASSESSMENTS, FRAMES, PERCENT_BINS, STATES, ScoringMethod
 from schemas.settings import ModelSpec
 from steps.chat_templates import render_chat_prompt
 from steps.checkpoint import Checkpoint
 from steps.errors import ServerError
 from steps.llm_client import LLMClient, RequestFailed
+from steps.retry import RetryPolicy, backoff_delay
 from steps.outcome import NoProgress, RowProgress, StepOutcome, run_resumable
 from steps.prompts import render_messages
 from steps.scoring import (
@@ -35,7 +36,6 @@ from steps.studies import ProbabilityQuestion, StudySpec
 COMPLETIONS_PATH = "/v1/completions"
 FIRST_TOKEN_TOP_K = 20  # vLLM's default --max-logprobs
 DEFAULT_MIN_OPTION_MASS = 0.05
-ScoringMethod = Literal["exact", "first-token"]
 
 
 def scoring_prompt(
@@ -136,26 +136,54 @@ SMOKE_CONTEXT = "The capital of France is"
 SMOKE_CONTINUATION = " Paris"
 
 
-async def check_prompt_logprobs(client: LLMClient, model: ModelSpec) -> None:
+SMOKE_POLICY = RetryPolicy(max_attempts=3, base_delay_s=0.5, max_delay_s=2.0)
+
+
+async def check_prompt_logprobs(client: LLMClient, model: ModelSpec, policy: RetryPolicy = SMOKE_POLICY) -> None:
     """Fail fast unless the server echoes prompt-token log-probabilities.
 
     A server that returns only generated-token logprobs would make every option look
-    equally (un)likely; this sends one known prompt and checks the echo.
+    equally (un)likely; this sends one known prompt and checks the echo. The check is a
+    request like any other: the client retries HTTP and connection failures, and a reply
+    that is malformed (no ``choices[0].logprobs``, an impossible value) is asked again up to
+    ``policy.max_attempts`` times. The error says what happened: the server did not answer,
+    it answered malformed replies, or (only when every well-formed reply lacked them) it
+    does not return prompt-token log-probabilities.
     """
     payload = {"model": model.request_model, "prompt": [SMOKE_CONTEXT + SMOKE_CONTINUATION], "max_tokens": 1,
                "temperature": 0.0, "echo": True, "logprobs": 1}
-    try:
-        body = (await client.post_json(COMPLETIONS_PATH, payload)).body
-        score, n_tokens = continuation_logprob(body["choices"][0]["logprobs"], SMOKE_CONTINUATION)
-    except (RequestFailed, Unscorable, KeyError, IndexError, TypeError) as exc:
-        reason = exc.reason if isinstance(exc, RequestFailed) else str(exc) or type(exc).__name__
+    missing, malformed = [], []
+    for attempt in range(1, policy.max_attempts + 1):
+        try:
+            body = (await client.post_json(COMPLETIONS_PATH, payload)).body
+        except RequestFailed as exc:
+            raise ServerError(f"the server for {model.name!r} did not answer the log-probability check "
+                              f"(/v1/completions with echo: true, logprobs: 1): {exc.reason}") from exc
+        try:
+            logprobs = body["choices"][0]["logprobs"]
+            if not isinstance(logprobs, dict):
+                raise TypeError("choices[0].logprobs is not an object")
+        except (KeyError, IndexError, TypeError) as exc:
+            malformed.append(f"malformed reply ({exc or type(exc).__name__})")
+        else:
+            try:
+                score, n_tokens = continuation_logprob(logprobs, SMOKE_CONTINUATION)
+            except Unscorable as exc:
+                missing.append(str(exc))
+            else:
+                if math.isfinite(score) and score < 0 and n_tokens >= 1:
+                    return
+                malformed.append(f"an impossible log-probability {score} for a known continuation")
+        delay = backoff_delay(attempt, policy)
+        if delay is not None:
+            await asyncio.sleep(delay)
+    if missing and not malformed:
         raise ServerError(
             f"the server for {model.name!r} does not return prompt-token log-probabilities with echo "
-            f"(/v1/completions with echo: true, logprobs: 1): {reason}. Exact scoring needs them; "
-            "vLLM and the embedded server support them."
-        ) from exc
-    if not (score < 0 and n_tokens >= 1):
-        raise ServerError(f"the server for {model.name!r} returned an impossible log-probability {score} for a known continuation")
+            f"(/v1/completions with echo: true, logprobs: 1; {len(missing)} well-formed replies without them: {missing[-1]}). "
+            "Exact scoring needs them; vLLM and the embedded server support them.")
+    raise ServerError(f"the server for {model.name!r} answered the log-probability check {policy.max_attempts} times without "
+                      f"a usable reply: {'; '.join(dict.fromkeys(malformed + missing))}")
 
 
 async def score_row(
@@ -217,5 +245,5 @@ async def run_probability_step(
 
     # each row already sends several requests at once: keep about `concurrency` requests in flight
     window = max(1, client.concurrency // max(1, sum(len(q.instances()) for q in spec.probability_questions)))
-    return await run_resumable(range(len(rows)), item_key=lambda i: (i, 0), is_done=lambda r: r.get("status") == "ok",
-                               work=work, window=window, checkpoint=checkpoint, progress=progress)
+    return await run_resumable(range(len(rows)), item_key=lambda i: (i, 0), is_done=lambda i, r: r.get("status") == "ok",
+                               work=work, window=window, checkpoint=checkpoint, progress=progress, base=lambda i: rows[i])

@@ -16,7 +16,7 @@ import pandas as pd
 
 from schemas.raw_responses import raw_response_columns
 from schemas.settings import ModelSpec, SamplingSettings
-from steps.checkpoint import Checkpoint
+from steps.checkpoint import AnyCheckpoint
 from steps.llm_client import LLMClient, RequestFailed
 from steps.outcome import NoProgress, RowProgress, StepOutcome, run_resumable
 from steps.prompts import messages_hash, render_messages
@@ -196,7 +196,7 @@ async def run_query_step(
     model: ModelSpec,
     client: LLMClient,
     sampling: SamplingSettings,
-    checkpoint: Checkpoint,
+    checkpoint: AnyCheckpoint,
     run_id: str,
     replications: int = 1,
     progress: RowProgress = NoProgress(),
@@ -209,9 +209,10 @@ async def run_query_step(
     outcome = await run_resumable(
         plan_jobs(inputs, spec, model, sampling, replications),
         item_key=lambda job: (job.row_index, job.replication),
-        is_done=lambda record: record.get("status") == "ok",
+        is_done=lambda job, record: record.get("status") == "ok",
         work=lambda job: query_one(job, client, model, spec, sampling, run_id),
         window=client.concurrency, checkpoint=checkpoint, progress=progress, count_tokens=True,
+        base=lambda job: _record(job, model, spec, sampling, run_id),
     )
     outcome.frame = outcome.frame.reindex(columns=raw_response_columns(spec.input_model))
     return outcome

@@ -11,15 +11,21 @@ S3 settings come from the usual environment: ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY`` (and ``AWS_SESSION_TOKEN``), ``AWS_ENDPOINT_URL_S3`` or
 ``AWS_ENDPOINT_URL`` (or an explicit endpoint), ``AWS_REGION``. Without keys in the
 environment the AWS SDK's default chain is used (profile, web identity, instance role).
-A request that fails for a transient reason is retried with exponential backoff
-(``GRACE_STORE_ATTEMPTS``, default 5); then the step fails with :class:`StorageError`
-(exit 6, safe to retry: finished rows are in the checkpoint). Rejected credentials or a
-missing bucket raise :class:`StorageAccessError` at once (exit 2). Neither message ever
-contains a credential.
+A request that fails for a transient reason is retried with exponential backoff and
+jitter (:mod:`steps.retry`; ``GRACE_STORE_ATTEMPTS``, default 5); then the step fails with
+:class:`StorageError` (exit 6, safe to retry: finished rows are in the checkpoint).
+Rejected credentials or a missing bucket raise :class:`StorageAccessError` at once (exit 2).
+A local write that fails (full disk, no permission, read-only file system) is a
+:class:`StorageError` too, and its temporary file is removed. No message ever contains a
+credential.
+
+Every method blocks (file system or network, and the retries' sleeps): async code calls
+them through ``asyncio.to_thread``, never on the event loop.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import time
@@ -29,6 +35,8 @@ from typing import Callable, Optional, TypeVar
 from urllib.parse import urlparse
 
 from steps.errors import StorageAccessError, StorageError
+from steps.redact import redact
+from steps.retry import RetryPolicy, backoff_delay
 
 T = TypeVar("T")
 
@@ -86,6 +94,10 @@ class Store:
         """Whether ``key`` is an object (a folder-like prefix is not)."""
         raise NotImplementedError
 
+    def modified(self, key: str) -> Optional[float]:
+        """When ``key`` was last written, in seconds since the epoch by the store's own clock; None if absent."""
+        raise NotImplementedError
+
     def check(self) -> None:
         """Write, read back and delete a probe object: wrong credentials or an unreachable store fail here,
         before any model time is spent."""
@@ -94,6 +106,21 @@ class Store:
         if self.read_bytes(key) != b"grace-pipeline store check\n":
             raise StorageError(f"{self.uri()}: an object written for the store check did not read back the same")
         self.delete(key)
+
+
+_LOCAL_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space",
+    errno.EDQUOT: "the disk quota is exhausted: free some space",
+    errno.EACCES: "permission denied: make the folder writable or choose another --store",
+    errno.EPERM: "permission denied: make the folder writable or choose another --store",
+    errno.EROFS: "the file system is read-only: choose another --store",
+}
+
+
+def local_storage_error(what: str, path: Path, exc: OSError) -> StorageError:
+    hint = _LOCAL_HINTS.get(exc.errno or 0, "check the folder")
+    return StorageError(f"storage failed {what} {path}: {exc.strerror or exc} (errno {exc.errno}); {hint}, then re-run the "
+                        "same command: finished rows are in the checkpoint and the run resumes.")
 
 
 class LocalStore(Store):
@@ -112,39 +139,54 @@ class LocalStore(Store):
         return self.root / safe_key(key) if key else self.root
 
     def read_bytes(self, key: str) -> Optional[bytes]:
+        path = self.local_path(key)
         try:
-            return self.local_path(key).read_bytes()
-        except FileNotFoundError:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
             return None
+        except OSError as exc:
+            raise local_storage_error("reading", path, exc) from None
 
     def write_bytes(self, key: str, data: bytes) -> None:
         path = self.local_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise local_storage_error("writing", path, exc) from None
 
     def list(self, prefix: str) -> list[str]:
         folder = self.local_path(prefix)
-        if not folder.is_dir():
-            return []
-        return sorted(p.relative_to(self.root).as_posix() for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        try:
+            if not folder.is_dir():
+                return []
+            return sorted(p.relative_to(self.root).as_posix() for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        except OSError as exc:
+            raise local_storage_error("listing", folder, exc) from None
 
     def delete(self, key: str) -> None:
-        self.local_path(key).unlink(missing_ok=True)
+        path = self.local_path(key)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise local_storage_error("deleting", path, exc) from None
 
     def exists(self, key: str) -> bool:
         return self.local_path(key).is_file()
 
-
-def _redact(message: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "***")
-    return message
+    def modified(self, key: str) -> Optional[float]:
+        try:
+            return self.local_path(key).stat().st_mtime
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise local_storage_error("checking", self.local_path(key), exc) from None
 
 
 class S3Store(Store):
@@ -156,6 +198,7 @@ class S3Store(Store):
         self.endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
         self.attempts = attempts or int(os.environ.get("GRACE_STORE_ATTEMPTS") or DEFAULT_ATTEMPTS)
         self.backoff_s = backoff_s
+        self._policy = RetryPolicy(max_attempts=self.attempts, base_delay_s=backoff_s, max_delay_s=8.0)
         self._secrets = [os.environ.get(v, "") for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
         self._fs = _fs if _fs is not None else self._make_fs()
 
@@ -191,7 +234,7 @@ class S3Store(Store):
             try:
                 return operation()
             except OSError as exc:
-                message = _redact(str(exc), self._secrets)
+                message = redact(str(exc), self._secrets)
                 where = f"{what} {self.uri(key) if key else self.uri()}"
                 endpoint = f" (endpoint {self.endpoint})" if self.endpoint else ""
                 if any(code in message for code in _PERMANENT):
@@ -202,7 +245,7 @@ class S3Store(Store):
                     raise StorageError(
                         f"storage unavailable: {where}{endpoint} failed {self.attempts} times: {message}. Finished rows are "
                         "in the checkpoint; re-run the same command when the storage answers again.") from None
-                time.sleep(min(self.backoff_s * 2 ** (attempt - 1), 8.0))
+                time.sleep(backoff_delay(attempt, self._policy) or 0.0)
         raise AssertionError("unreachable")
 
     def read_bytes(self, key: str) -> Optional[bytes]:
@@ -235,6 +278,12 @@ class S3Store(Store):
         infos = self._call("listing", prefix, lambda: self._fs.get_file_info(selector))
         return sorted(i.path[len(base) + 1:] for i in infos if i.type == fs.FileType.File)
 
+    def modified(self, key: str) -> Optional[float]:
+        from pyarrow import fs
+
+        info = self._call("checking", key, lambda: self._fs.get_file_info(self._path(key)))
+        return info.mtime.timestamp() if info.type == fs.FileType.File and info.mtime is not None else None
+
     def delete(self, key: str) -> None:
         from pyarrow import fs
 
@@ -265,9 +314,12 @@ def open_store(url: str, s3_endpoint: Optional[str] = None) -> Store:
 
 
 def read_url(url: str, s3_endpoint: Optional[str] = None) -> Optional[bytes]:
-    """The bytes of one file given as a path, ``file://`` or ``s3://`` URL; None when it does not exist."""
+    """The bytes of one file given as a path, ``file://`` or ``s3://`` URL; None when it does not exist
+    (IsADirectoryError for a folder)."""
     if url.startswith("s3://"):
         head, _, name = url.rpartition("/")
         return open_store(head, s3_endpoint).read_bytes(name)
     path = Path(urlparse(url).path if url.startswith("file://") else url)
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a folder, not a file", str(path))
     return path.read_bytes() if path.is_file() else None

@@ -1,8 +1,12 @@
 """Study definitions: loaded from ``steps/study_definitions/study{n}.yaml``.
 
-A study definition names its input schema (``schemas.inputs``), key columns, derived
-columns and prompt templates. Adding a study means adding a YAML file and an input
-model, not editing the steps.
+A study definition names its input schema (``schemas.inputs``), derived columns and
+prompt templates. The prompts, rules and options live in the YAML file, but a new study
+also needs code: an input model (``schemas.inputs``), extraction fields
+(``schemas.structured.EXTRACTION_FIELDS``, ``steps.extract.FIELD_GROUPS``), an answer
+parser (``steps.parse_answers.PARSERS``), a probability summary
+(``steps.probabilities.SUMMARIES``, ``schemas.probabilities``) and its validation checks
+(``steps.validate.distribution_columns``), which are keyed by study number today.
 """
 
 from __future__ import annotations
@@ -66,7 +70,6 @@ class StudySpec:
     number: int
     name: str
     input_model: type[BaseModel]
-    key_columns: tuple[str, ...]
     line_break_columns: tuple[str, ...]
     derived: dict[str, dict[str, Any]] = field(default_factory=dict)
     query_prompt: PromptTemplate = PromptTemplate("", "")
@@ -97,7 +100,6 @@ def _parse(number: int, raw: dict[str, Any]) -> StudySpec:
             number=int(raw["number"]),
             name=str(raw["name"]),
             input_model=model,
-            key_columns=tuple(raw["key_columns"]),
             line_break_columns=tuple(raw.get("line_break_columns", [])),
             derived=dict(raw.get("derived") or {}),
             query_prompt=PromptTemplate(system=prompt.get("system", ""), user=prompt["user"]),

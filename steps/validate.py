@@ -1,8 +1,12 @@
 """Validation of one model x study's outputs: integrity checks and rows flagged for review.
 
 Integrity checks decide whether validation passes: row counts match the input (per
-replication), no duplicate or missing row ids, every probability in [0, 1] and every
-distribution summing to 1, structured fields valid against ``schemas.structured``.
+replication), no duplicate or missing row ids, in every row every probability in [0, 1],
+every distribution summing to 1 and every option mass in (0, 1] (a mass above 1 means a
+log-probability above 0: impossible), no probability filled in for a failed row,
+structured fields valid against ``schemas.structured``, and every coded row made from
+the same answer as the raw-responses row it belongs to (Study 2's ``response_cleaned``
+agreeing with its own fields).
 Review flags never fail a run; they mark rows a researcher should look at: the query
 failed, the answer was empty, bets that do not sum to 100, low option mass, extraction
 confidence below a threshold, an Experiment 1 answer that disagrees with Experiment 2's
@@ -20,8 +24,9 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from schemas.probabilities import ASSESSMENTS, FRAMES, PERCENT_BINS, STATES
+from schemas.probabilities import ASSESSMENTS, FRAMES, PERCENT_BINS, STATES, STUDY1_MASS_COLUMNS, STUDY2_MASS_COLUMNS
 from schemas.structured import EXTRACTION_FIELDS
+from steps.parse_answers import canonical_utterance
 from steps.tables import plain_value
 
 SUM_TOLERANCE = 1e-6
@@ -88,6 +93,43 @@ def distribution_columns(study: int) -> dict[str, list[str]]:
         "frame": ["prob_was", "prob_wasnt"],
         "assessment": [f"prob_{a}" for a in ASSESSMENTS],
     }
+
+
+def _mass_problems(probs: pd.DataFrame, study: int) -> list[str]:
+    """Every ok row's option masses finite and in (0, 1]; a failed row has no probability filled in."""
+    problems = []
+    ok = probs[probs["status"] == "ok"]
+    exact = ok["scoring_method"].eq("exact") if "scoring_method" in ok else pd.Series(True, index=ok.index)
+    for column in STUDY1_MASS_COLUMNS if study == 1 else STUDY2_MASS_COLUMNS:
+        if column not in ok:
+            continue
+        mass = ok.loc[exact, column].astype(float)
+        bad = ~(np.isfinite(mass) & (mass > 0) & (mass <= 1 + SUM_TOLERANCE))
+        problems += [f"row {int(r)}: {column} is {m}, outside (0, 1]" for r, m in zip(ok.loc[exact].loc[bad, "row_index"], mass[bad])]
+    failed = probs[probs["status"] != "ok"]
+    columns = [c for group in distribution_columns(study).values() for c in group if c in failed]
+    if len(failed) and columns:
+        filled = failed[columns].astype(float).notna().any(axis=1)
+        problems += [f"row {int(r)}: failed but has probabilities filled in" for r in failed.loc[filled, "row_index"]]
+    return problems
+
+
+def _pairing_problems(raw: pd.DataFrame, structured: pd.DataFrame, study: int) -> list[str]:
+    """Rows whose coded fields were not made from the raw row's own answer (e.g. two runs interleaved)."""
+    problems = []
+    answers = {(int(r), int(k or 0)): a for r, k, a in zip(raw["row_index"], raw.get("replication", 0), raw["model_response"])}
+    for _, row in structured.iterrows():
+        key = (int(row["row_index"]), int(row.get("replication", 0) or 0))
+        if key in answers and plain_value(answers[key]) != plain_value(row.get("model_response")):
+            problems.append(f"row {key[0]} replication {key[1]}: coded from an answer that is not the raw responses' answer")
+    if study == 2 and "response_cleaned" in structured:
+        for _, row in structured.iterrows():
+            frame, word = plain_value(row.get("Was_Wasnt")), plain_value(row.get("Assessment"))
+            expected = canonical_utterance(frame, word) if frame is not None and word is not None else None
+            if plain_value(row.get("response_cleaned")) != expected:
+                problems.append(f"row {int(row['row_index'])}: response_cleaned {row.get('response_cleaned')!r} does not match "
+                                f"Was_Wasnt/Assessment ({expected!r})")
+    return problems
 
 
 def _probability_problems(probs: pd.DataFrame, study: int) -> list[str]:
@@ -185,9 +227,12 @@ def validate_outputs(
     if probs is not None:
         v.check("probabilities: row ids and count", _ids(probs, {(r, 0) for r in range(input_rows)}, "probabilities"))
         v.check("probabilities: in [0, 1] and summing to 1", _probability_problems(probs, study))
+        v.check("probabilities: option masses in (0, 1], failed rows empty", _mass_problems(probs, study))
         v.flag(probs[probs["status"] == "failed"], "probabilities_failed", lambda r: str(r["error"]))
         if "low_option_mass" in probs:
             v.flag(probs[probs["low_option_mass"].fillna(False).astype(bool)], "low_option_mass", "the answer options carried little probability")
+    if raw is not None and structured is not None:
+        v.check("structured: coded from the raw responses' own answers", _pairing_problems(raw, structured, study))
     if structured is not None and probs is not None:
         v.flag(_disagreements(structured, probs, study), "exp1_exp2_disagree",
                lambda r: f"Experiment 1 answer {r['exp1_answer']!r}, Experiment 2 most probable {r['exp2_answer']!r}")

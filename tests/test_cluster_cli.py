@@ -1,4 +1,4 @@
-"""``grace-pipeline render / submit / status / retry`` end to end through main() (Argo answers recorded,
+"""``grace-pipeline render / submit / status / retry`` end to end through main() (hand-written Argo answers,
 mocked with `responses`), and the /health wait of a step whose vLLM sidecar is still loading."""
 
 from __future__ import annotations
@@ -66,9 +66,10 @@ def test_submit_wait_follows_until_the_end(argo_env, capsys, monkeypatch):
         mocked.post(f"{HOST}/api/v1/workflows/{NS}/submit", json=SUBMITTED)
         mocked.get(WF_URL, json=STATUS_MIXED)
         mocked.get(WF_URL, json=_workflow("Failed", [PREPARE_OK, QUERY_POD_FAILED], finished="2024-05-01T11:00:00Z"))
-        assert main(["submit", "--wait"]) == 1
-    out = capsys.readouterr().out
+        assert main(["submit", "--wait"]) == 8  # the workflow failed: its own code, not 1 ("unexpected error")
+    out, err = capsys.readouterr()
     assert f"workflow {WF}: Failed" in out and "query(0:gemma)(0)" in out
+    assert f"grace-pipeline status {WF}" in err and f"grace-pipeline retry {WF}" in err
 
 
 def test_status_shows_each_node(argo_env, capsys):
@@ -89,12 +90,19 @@ def test_retry_resets_only_failed_nodes(argo_env, capsys):
     assert f"retrying the failed nodes of {WF}" in capsys.readouterr().out
 
 
-def test_argo_errors_exit_4_without_the_token(argo_env, capsys):
+@pytest.mark.parametrize("status, code", [(401, 2), (403, 2), (404, 2), (500, 4), (503, 4)])
+def test_argo_errors_exit_2_when_refused_4_when_down_never_with_the_token(argo_env, capsys, status, code):
     with responses.RequestsMock() as mocked:
-        mocked.get(WF_URL, status=401, json={"code": 16, "message": f"token {TOKEN} not valid"})
-        assert main(["status", WF]) == 4
+        mocked.get(WF_URL, status=status, json={"code": 16, "message": f"token {TOKEN} not valid"})
+        assert main(["status", WF]) == code
     err = capsys.readouterr().err
-    assert "401" in err and TOKEN not in err
+    assert str(status) in err and TOKEN not in err
+
+
+def test_unreachable_argo_server_exits_4(monkeypatch, capsys):
+    monkeypatch.setenv("ARGO_SERVER", "http://127.0.0.1:9")  # nothing listens on the discard port
+    assert main(["status", WF]) == 4
+    assert "could not connect" in capsys.readouterr().err
 
 
 def test_step_waits_for_the_sidecar_to_become_healthy():

@@ -114,6 +114,21 @@ def test_step_skips_failed_queries_and_resumes(tmp_path, study2, study2_table):
     assert again.resumed == 7
 
 
+def test_a_checkpointed_code_of_another_answer_is_never_reused(tmp_path, study2, study2_table):
+    """Two runs on one store once paired "It was terrible" with the code `wasn't` of another answer."""
+    raw = study2_table.frame.copy()
+    raw["model_response"] = ["It wasn't bad."] * 8
+    raw["status"], raw["row_index"], raw["replication"] = "ok", range(8), 0
+    with Checkpoint(tmp_path / "c.jsonl", {"t": 1}) as checkpoint:
+        asyncio.run(run_extract_step(raw, study2, None, checkpoint))
+    raw.loc[3, "model_response"] = "It was terrible."  # the raw table now holds another answer for row 3
+    with Checkpoint(tmp_path / "c.jsonl", {"t": 1}) as checkpoint:
+        again = asyncio.run(run_extract_step(raw, study2, None, checkpoint))
+    assert again.resumed == 7  # row 3 was coded anew
+    row = again.frame.set_index("row_index").loc[3]
+    assert (row.model_response, row.Was_Wasnt, row.Assessment) == ("It was terrible.", "was", "terrible")
+
+
 def test_missing_api_key_is_an_error_before_any_call(tmp_path, fake_server, capsys, monkeypatch):
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
     code = main(["run", "--endpoint", f"fake-model={fake_server.url}", "--extractor-url", "https://api.deepseek.com",
@@ -131,3 +146,24 @@ def test_api_key_never_reaches_outputs(tmp_path, fake_server, monkeypatch):
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_free_text_answers_go_through_the_llm_tier_end_to_end(tmp_path):
+    """The FAKE server answers in free text the parser cannot settle and codes it as an LLM extractor would:
+    every row is coded by the LLM tier, with its model recorded and the values it was given."""
+    import pandas as pd
+
+    from pipeline.cli import main
+    from tests.fakes.fake_openai_server import FakeOpenAIServer, fake_extraction
+
+    with FakeOpenAIServer(free_text=True) as server:
+        assert main(["run", "--endpoint", f"fake-model={server.url}", "--extractor-url", server.url, "--extractor-model", "fake-model",
+                     "--limit", "3", "--stages", "query,extract", "--output", str(tmp_path)]) == 0
+    for study in (1, 2):
+        (path,) = tmp_path.glob(f"*/structured/fake-model_study{study}_structured.parquet")
+        frame = pd.read_parquet(path)
+        assert len(frame) == 3 and frame.extraction_method.str.contains("llm").all()
+        assert (frame.extractor_model == "fake-model").all() and (frame.extraction_status == "ok").all()
+        for _, row in frame.iterrows():
+            for field, value in fake_extraction(row.model_response).items():
+                assert row[field] == value, (study, field, row.model_response)

@@ -14,7 +14,7 @@ from schemas.settings import ModelSpec
 from steps.checkpoint import Checkpoint
 from steps.errors import ServerError
 from steps.llm_client import LLMClient, RetryPolicy
-from steps.probabilities import run_probability_step, scoring_prompt
+from steps.probabilities import SMOKE_POLICY, run_probability_step, scoring_prompt
 from steps.tables import coerce_to_schema
 from tests.fakes.fake_openai_server import FakeOpenAIServer
 
@@ -84,7 +84,23 @@ def test_server_without_prompt_logprobs_is_refused_before_any_row(tmp_path, stud
     with FakeOpenAIServer(prompt_logprobs=False) as server:
         with pytest.raises(ServerError, match="does not return prompt-token log-probabilities"):
             _run(server, study1_table.frame, study1, tmp_path / "c.jsonl")
-        assert server.completion_requests == 1
+        assert server.completion_requests == SMOKE_POLICY.max_attempts  # the check only, no row
+
+
+@pytest.mark.parametrize("fault", ["no_choices", "null_logprobs", "positive_logprob"])
+def test_one_malformed_reply_to_the_logprob_check_is_retried(tmp_path, study1, study1_table, fault):
+    """A single bad reply to the start-up check does not abort the run (it used to: exit 4, wrong message)."""
+    with FakeOpenAIServer(completion_faults=[fault]) as server:
+        outcome = _run(server, study1_table.frame.head(2), study1, tmp_path / "c.jsonl")
+    assert (outcome.frame.status == "ok").all()
+
+
+def test_a_server_that_keeps_answering_malformed_replies_is_named_as_such(tmp_path, study1, study1_table):
+    with FakeOpenAIServer(completion_faults=["no_choices"] * 5) as server:
+        with pytest.raises(ServerError) as caught:
+            _run(server, study1_table.frame, study1, tmp_path / "c.jsonl")
+    assert "without a usable reply" in str(caught.value) and "malformed reply" in str(caught.value)
+    assert "does not return prompt-token" not in str(caught.value)
 
 
 def test_first_token_method_records_problems(tmp_path, study1, study1_table):
@@ -118,3 +134,30 @@ def test_scoring_prompts_for_chat_and_base_models(study1, study1_table):
     knowledge = study1.probability_questions[1]
     _, options = scoring_prompt(knowledge, study1, row, {}, load_registry()["llama-3.1-8b-instruct"])
     assert options == {"yes": ["yes", "Yes"], "no": ["no", "No"]}
+
+
+def test_study2_distribution_and_mass_equal_an_independent_computation(tmp_path, study2, study2_table):
+    """Not a sum-to-1 check (a softmax always sums to 1): the probabilities and the unnormalised option mass are
+    recomputed here from the FAKE server's own definition of its log-probabilities, without the scoring code."""
+    import math
+
+    from tests.fakes.fake_openai_server import fake_logprob, fake_tokens
+
+    with FakeOpenAIServer() as server:
+        outcome = _run(server, study2_table.frame.head(2), study2, tmp_path / "c.jsonl")
+    (question,) = study2.probability_questions
+    for index, row in enumerate(study2_table.frame.head(2).to_dict(orient="records")):
+        context, options = scoring_prompt(question, study2, row, {}, FAKE)
+        scores = {}
+        for label, continuations in options.items():
+            per_form = []
+            for continuation in continuations:
+                tokens = fake_tokens(context + continuation)
+                starts = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+                per_form.append(sum(fake_logprob("".join(tokens[:i]), tokens[i]) for i in range(len(tokens)) if starts[i] >= len(context)))
+            scores[label] = math.log(sum(math.exp(s) for s in per_form))
+        mass = sum(math.exp(s) for s in scores.values())
+        got = outcome.frame.iloc[index]
+        assert got["option_mass"] == pytest.approx(mass, rel=1e-9) and 0 < mass < 1
+        for label, score in scores.items():
+            assert got[f"prob_{label}"] == pytest.approx(math.exp(score) / mass, rel=1e-9)

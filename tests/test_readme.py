@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-INSTALL_AND_RUN = "pip install . && grace-pipeline run"
-TEST = 'pip install ".[test]" && python -m pytest'
+VENV = "python3 -m venv .venv && "
+INSTALL_AND_RUN = VENV + ".venv/bin/pip install . && .venv/bin/grace-pipeline run"
+TEST = VENV + '.venv/bin/pip install ".[test]" && .venv/bin/python -m pytest'
 
 
 def test_readme_opens_with_the_two_commands():
@@ -19,8 +20,20 @@ def test_readme_opens_with_the_two_commands():
     assert lines.index("```bash") <= 3
 
 
+def test_each_command_works_on_a_pep668_python():
+    """A stock Debian/Ubuntu Python refuses `pip install` outside a virtual environment: every pip and
+    every installed program in the two commands must come from the venv the command itself creates."""
+    for command in (INSTALL_AND_RUN, TEST):
+        steps = command.split(" && ")
+        assert steps[0] == "python3 -m venv .venv"
+        assert all(step.split()[0].startswith(".venv/bin/") for step in steps[1:]), command
+
+
 def test_ci_runs_the_readme_test_command():
-    assert TEST in (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert TEST in ci
+    assert 'if [ "$status" -eq 5 ]' in ci  # pytest's "no tests collected" is a failure
+    assert "export CI=" in ci  # the browser test fails instead of skipping in CI
 
 
 @pytest.mark.filterwarnings("ignore:The `json` method is deprecated")  # inside Hera 7.1's service

@@ -32,11 +32,42 @@ def test_clean_outputs_pass(outputs):
     for study, tables in outputs.items():
         result = _validate(study, *tables)
         assert result.passed, [c for c in result.checks if not c.passed]
-        assert len(result.checks) == 6
+        assert len(result.checks) == 8
 
 
 def _failed_checks(result):
     return {c.name: c.detail for c in result.checks if not c.passed}
+
+
+def test_a_code_paired_with_another_answer_is_caught(outputs):
+    """Two runs on one store once left codes from one run's answers next to the other run's answers."""
+    raw, structured, probs = outputs[2]
+    other = raw.copy()
+    other.loc[other.row_index == 2, "model_response"] = "It was terrible."
+    failed = _failed_checks(_validate(2, other, structured, probs))
+    assert "row 2 replication 0: coded from an answer that is not" in failed["structured: coded from the raw responses' own answers"]
+    recoded = structured.copy()
+    recoded.loc[recoded.row_index == 4, "response_cleaned"] = "It was amazing" if recoded.loc[recoded.row_index == 4, "Assessment"].item() != "amazing" else "It was bad"
+    failed = _failed_checks(_validate(2, raw, recoded, probs))
+    assert "row 4: response_cleaned" in failed["structured: coded from the raw responses' own answers"]
+
+
+@pytest.mark.parametrize("study, column", [(1, "state2_option_mass"), (1, "knowledge_option_mass"), (2, "option_mass")])
+def test_an_option_mass_above_1_is_caught(outputs, study, column):
+    """A token log-probability of +3.0 once gave an 'ok' row with option mass 21 that validation passed."""
+    raw, structured, probs = outputs[study]
+    bad = probs.copy()
+    bad.loc[bad.row_index == 1, column] = 21.0
+    failed = _failed_checks(_validate(study, raw, structured, bad))
+    assert f"row 1: {column} is 21.0, outside (0, 1]" in failed["probabilities: option masses in (0, 1], failed rows empty"]
+
+
+def test_a_failed_row_with_probabilities_is_caught(outputs):
+    raw, structured, probs = outputs[2]
+    bad = probs.copy()
+    bad.loc[bad.row_index == 3, "status"] = "failed"
+    failed = _failed_checks(_validate(2, raw, structured, bad))
+    assert "row 3: failed but has probabilities filled in" in failed["probabilities: option masses in (0, 1], failed rows empty"]
 
 
 def test_row_count_mismatch(outputs):

@@ -171,7 +171,7 @@ def test_gpu_steps_extraction_mutex_artifacts_retries_and_secrets(rendered):
             assert artifact["archive"] == {"none": {}}
         if "container" in template:
             expression = template["retryStrategy"]["expression"]
-            assert "in [4, 6, 137, 143]" in expression and template["retryStrategy"]["backoff"]["factor"] == "2"
+            assert "in [4, 6, 7, 137, 143]" in expression and template["retryStrategy"]["backoff"]["factor"] == "2"
             env = {e["name"]: e for e in template["container"]["env"]}
             assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": S3_SECRET[0], "key": S3_SECRET[2]}
             assert all("value" not in e or e["name"] == "PYTHONUNBUFFERED" for e in env.values())

@@ -6,15 +6,20 @@ socket level: reset connections, truncate bodies, hang. It answers
 * ``GET /v1/models``, ``GET /version`` and ``GET /health`` (503 for the first
   ``healthy_after_s`` seconds, like vLLM loading a model);
 * ``POST /v1/chat/completions`` with a deterministic answer derived from the
-  messages and seed (so two runs over the same rows give identical answers);
+  messages and seed (so two runs over the same rows give identical answers): in the
+  requested format, or with ``free_text`` in words the parser cannot settle; an
+  extraction request (the extraction prompt's system message) gets the JSON a FAKE
+  extractor codes from such an answer (:func:`fake_extraction`);
 * ``POST /v1/completions`` (``max_tokens: 1``) with a FAKE tokenizer (digits one per
   token, a space its own token, words with their leading space) and deterministic
   pseudo log-probabilities, echoing prompt tokens like vLLM (a BOS token ``<s>`` first,
   with no log-probability). ``prompt_logprobs=False`` imitates a server that returns
   only the generated token's logprobs.
 
-Faults come from ``fault_script`` (consumed one per chat request, in arrival order)
-and from markers in the prompt: a user message containing ``FAIL-ALWAYS`` always gets
+Faults come from ``fault_script`` (consumed one per chat request, in arrival order),
+``completion_faults`` (one per ``/v1/completions`` request: ``no_choices``, a JSON reply
+without choices; ``null_logprobs``, choices without log-probabilities; ``positive_logprob``,
+every token at an impossible +3.0) and from markers in the prompt: a user message containing ``FAIL-ALWAYS`` always gets
 HTTP 500; ``REJECT`` always gets HTTP 400. Latency per request is drawn from a
 seeded lognormal distribution (``latency_ms`` median, ``latency_sigma`` spread).
 
@@ -66,12 +71,45 @@ def fake_answer(messages: list, seed: Optional[int]) -> str:
             f"Knowledge: {'yes' if d[1] % 2 else 'no'} [{digest[:8]}]")
 
 
+UTTERANCES = [f"It {f} {a}" for f in ("was", "wasn't") for a in ("terrible", "bad", "good", "amazing")]
+NUMBER_WORDS = ("none", "one", "two", "all three")
+
+
+def fake_free_text_answer(messages: list, seed: Optional[int]) -> str:
+    """A FAKE free-text answer that names its choice without the requested labels or the utterances'
+    words, so the deterministic parser cannot settle it and the LLM extractor tier is used."""
+    digest = hashlib.sha256(json.dumps([messages, seed], sort_keys=True).encode()).hexdigest()
+    d = [int(c, 16) for c in digest[:6]]
+    if "It wasn't amazing" in json.dumps(messages):
+        return f"Thinking about how they would feel, I would go with choice number {d[0] % 8 + 1} from that list. [{digest[:8]}]"
+    bets = [d[2] * 2, d[3] * 2, d[4] * 2]
+    sure = "the speaker is certain" if d[1] % 2 else "the speaker is unsure"
+    return (f"Hard to say. My guess is {NUMBER_WORDS[d[0] % 4]} of them; my spread is {bets[0]}, {bets[1]}, {bets[2]} and "
+            f"{100 - sum(bets)}; and I think {sure}. [{digest[:8]}]")
+
+
+def fake_extraction(response: str) -> dict:
+    """What a FAKE LLM extractor codes from one of :func:`fake_free_text_answer`'s answers (nulls when it finds nothing)."""
+    choice = re.search(r"choice number (\d)", response)
+    if choice:
+        frame, word = UTTERANCES[int(choice.group(1)) - 1].split(" ", 2)[1:]
+        return {"Was_Wasnt": frame, "Assessment": word}
+    guess = re.search(r"My guess is (none|one|two|all three) of them", response)
+    spread = re.search(r"my spread is (\d+), (\d+), (\d+) and (\d+)", response)
+    sure = re.search(r"the speaker is (certain|unsure)", response)
+    fields = {"Prior_A": NUMBER_WORDS.index(guess.group(1)) if guess else None,
+              "Knowledge_A": {"certain": "yes", "unsure": "no"}[sure.group(1)] if sure else None}
+    fields |= {f"probability_{i}": int(spread.group(i + 1)) if spread else None for i in range(4)}
+    return fields
+
+
 class FakeOpenAIServer:
     """Start with ``start()`` (background thread) or ``serve_forever()``; ``url`` is its base URL."""
 
     def __init__(self, model: str = "fake-model", latency_ms: float = 0.0, latency_sigma: float = 0.0,
                  fault_script: Optional[list[str]] = None, hang_s: float = 30.0, rng_seed: int = 0,
-                 reasoning: bool = False, port: int = 0, prompt_logprobs: bool = True, healthy_after_s: float = 0.0):
+                 reasoning: bool = False, port: int = 0, prompt_logprobs: bool = True, healthy_after_s: float = 0.0,
+                 completion_faults: Optional[list[str]] = None, free_text: bool = False):
         self.model = model
         self.healthy_after_s = healthy_after_s
         self.health_requests = 0
@@ -79,6 +117,8 @@ class FakeOpenAIServer:
         self.latency_ms = latency_ms
         self.latency_sigma = latency_sigma
         self.fault_script = list(fault_script or [])
+        self.completion_faults = list(completion_faults or [])
+        self.free_text = free_text
         self.hang_s = hang_s
         self.reasoning = reasoning
         self.prompt_logprobs = prompt_logprobs
@@ -105,7 +145,15 @@ class FakeOpenAIServer:
         await writer.drain()
 
     def _chat_body(self, request: dict) -> bytes:
-        answer = fake_answer(request.get("messages", []), request.get("seed"))
+        messages = request.get("messages", [])
+        if messages and "Reply with one JSON object only" in str(messages[0].get("content")):  # an extraction request
+            response = re.search(r"<<<\n(.*)\n>>>", str(messages[-1].get("content")), re.DOTALL) if messages[-1].get("role") == "user" else None
+            response = response or re.search(r"<<<\n(.*)\n>>>", json.dumps(messages), re.DOTALL)
+            answer = json.dumps(fake_extraction(response.group(1) if response else ""))
+        elif self.free_text:
+            answer = fake_free_text_answer(messages, request.get("seed"))
+        else:
+            answer = fake_answer(messages, request.get("seed"))
         if self.reasoning:
             answer = f"<think>Let me think about {answer[:12]}.</think>\n{answer}"
         return json.dumps({
@@ -141,7 +189,16 @@ class FakeOpenAIServer:
         if any("FAIL-ALWAYS" in p for p in prompts):
             await self._respond(writer, 500, b'{"error": {"message": "fake 500"}}')
             return
+        fault = self.completion_faults.pop(0) if self.completion_faults else "ok"
+        if fault == "no_choices":
+            await self._respond(writer, 200, b'{"object": "text_completion"}')
+            return
         choices = [self._completion_choice(p, i, bool(request.get("echo")), int(request.get("logprobs") or 0)) for i, p in enumerate(prompts)]
+        for choice in choices:
+            if fault == "null_logprobs":
+                choice["logprobs"] = None
+            elif fault == "positive_logprob":
+                choice["logprobs"]["token_logprobs"] = [None if v is None else 3.0 for v in choice["logprobs"]["token_logprobs"]]
         usage = {"prompt_tokens": sum(len(fake_tokens(p)) + 1 for p in prompts), "completion_tokens": len(prompts)}
         await self._respond(writer, 200, json.dumps({"object": "text_completion", "model": request.get("model"), "choices": choices, "usage": usage}).encode())
 
