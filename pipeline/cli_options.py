@@ -16,7 +16,7 @@ from pipeline.registry import EMBEDDED_DEFAULT
 from schemas.settings import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingSettings
 from steps.errors import ConfigError
 from steps.llm_client import redact_url
-from steps.probabilities import DEFAULT_MIN_OPTION_MASS
+from steps.probabilities import DEFAULT_MIN_OPTION_MASS, SCORING_METHODS
 from steps.query import DEFAULT_MAX_FAILED_FRACTION
 from steps.studies import available_studies
 from steps.validate import DEFAULT_MIN_CONFIDENCE
@@ -44,9 +44,15 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, metavar="N", help="Use only the first N rows of each study file (0: all)")
 
 
+def add_registry_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", metavar="FILE", help="Your model registry YAML (path or s3:// URL, shaped like pipeline/models.yaml), "
+                                                         "merged over the shipped one: new names add models, a shipped name gets the fields you give")
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     add_input_options(parser)
     parser.add_argument("--models", help=f"Comma-separated registry names (default: {EMBEDDED_DEFAULT}, or the models given with --endpoint)")
+    add_registry_option(parser)
     parser.add_argument("--endpoint", action="append", type=_endpoint, default=[], metavar="MODEL=URL",
                      help="Use an existing OpenAI-compatible server (e.g. vLLM) for MODEL; repeat per model; "
                           f"several comma-separated URLs are replicas. API key, if needed, from ${ENDPOINT_API_KEY_ENV}")
@@ -65,9 +71,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replications", type=int, default=1, help="Samples per row, each with its own seed (default: %(default)s)")
     parser.add_argument("--max-failed-fraction", type=float, default=DEFAULT_MAX_FAILED_FRACTION,
                      help="A step fails (exit 3) when more than this share of its rows failed (default: %(default)s)")
-    parser.add_argument("--scoring", choices=["exact", "first-token"], default="exact",
-                     help="Experiment 2 method: 'exact' scores each option's full continuation; 'first-token' is the seed's "
-                          "method, kept for comparison (options whose first token collides are reported, not guessed)")
+    parser.add_argument("--scoring", choices=list(SCORING_METHODS), default="exact",
+                     help="Experiment 2 method: 'exact' scores each option's full continuation under the server's chat template; "
+                          "'first-token' is a repaired first-token variant, for comparison (options whose first token collides are "
+                          "reported, not guessed); 'seed-literal' reproduces the seed's method verbatim, for reproduction only "
+                          "(README). First-token methods refuse Study 2")
     parser.add_argument("--min-option-mass", type=float, default=DEFAULT_MIN_OPTION_MASS,
                      help="Flag rows whose answer options carried less total probability than this (default: %(default)s)")
     parser.add_argument("--extractor-url", help="OpenAI-compatible base URL of the LLM extractor, e.g. https://api.deepseek.com "
@@ -118,7 +126,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     endpoints = {name: urls for name, urls in given if urls and name not in bulk}
     try:
         return RunConfig(
-            studies=study_paths(args), models=tuple(models), endpoints=endpoints, stages=tuple(csv_list(args.stages, "stages")),
+            studies=study_paths(args), models=tuple(models), registry=args.registry or None, endpoints=endpoints, stages=tuple(csv_list(args.stages, "stages")),
             store=args.store, s3_endpoint=args.s3_endpoint, checkpoint_store=args.checkpoint_store or None,
             wait_for_endpoint_s=args.wait_for_endpoint, run_id=args.run_id or None, row_limit=args.limit or None, replications=args.replications,
             sampling=SamplingSettings(temperature=args.temperature, max_tokens=args.max_tokens, top_p=args.top_p, seed=args.seed),

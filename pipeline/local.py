@@ -134,7 +134,7 @@ def _fingerprint(stage: str, spec: StudySpec, table: StudyTable, model: ModelSpe
     if stage == "extract":
         return common | {"template_hash": spec.extraction_prompt.hash, "extractor_model": extractor.model if extractor else None,
                          "json_mode": extractor.json_mode if extractor else None}
-    return common | {"template_hash": spec.probability_hash, "chat_template": model.chat_template, "scoring": config.scoring}
+    return common | {"template_hash": spec.probability_hash, "reply_prefix": model.reply_prefix, "scoring": config.scoring}
 
 
 def _read_raw_responses(spec: StudySpec, model: ModelSpec, config: RunConfig, store: Store) -> pd.DataFrame:

@@ -42,12 +42,12 @@ class ModelSpec(BaseModel):
     hf_id: str = Field(description="Hugging Face repository id")
     served_name: Optional[str] = Field(None, description="Model name the server expects in requests (default: hf_id)")
     engine: Literal["vllm", "embedded"] = "vllm"
-    instruct: bool = Field(True, description="Instruction-tuned (chat template) or a base model")
+    instruct: bool = Field(True, description="Instruction-tuned or a base model (informational: both experiments use the chat template the model's server applies)")
     system_role: bool = Field(True, description="The chat template accepts a system message; if not, it is prepended to the user message")
     reasoning: bool = Field(False, description="Emits a <think> trace before the answer")
-    chat_template: Optional[Literal["gemma", "llama3", "deepseek_r1"]] = Field(
-        None, description="Chat template used to score an option as the assistant's reply (Experiment 2); none: scored as a raw completion (base models)"
-    )
+    reply_prefix: str = Field("", description="Experiment 2 only: text the scored reply starts with, after the server's generation prompt "
+                              "(DeepSeek-R1: an empty think block, so options are scored as the final answer); the part the "
+                              "generation prompt already ends with is not repeated")
     dtype: str = "bfloat16"
     tensor_parallel_size: int = Field(1, ge=1)
     gpus: int = Field(1, ge=0)
