@@ -87,46 +87,39 @@ async def measure(urls: list[str], model: ModelSpec, study: int, rows: int, meth
             "evaluated_per_row": counted["evaluated"] / rows, "minimum_per_row": counted["minimum"] / rows, "scores": scores}
 
 
-def run_server(urls: list[str], model: ModelSpec, cases: list[tuple[int, int]], concurrency: int) -> dict:
-    results = {}
+def run_server(server: str, urls: list[str], model: ModelSpec, cases: list[tuple[int, int]], concurrency: int) -> None:
+    """Measure every method on every study and print each line as soon as it is measured."""
     for study, rows in cases:
+        results = {}
         for method in METHODS:
             if method == "first-token" and study == 2:
                 continue  # refused: every Study 2 option starts with 'It'
-            results[(study, method)] = asyncio.run(measure(urls, model, study, rows, method, concurrency))
-    return results
-
-
-def report(server: str, results: dict) -> None:
-    for (study, method), r in results.items():
-        line = (f"  {server:9s} study {study} {method:11s}: {r['evaluated_per_row']:7.0f} prompt tokens/row "
-                f"(minimum {r['minimum_per_row']:5.0f}: {r['evaluated_per_row'] / r['minimum_per_row']:5.2f}x), "
-                f"{r['requests_per_row']:5.1f} requests/row, {r['options_per_s']:7.1f} options/s")
-        if method == "shared" and (study, "per-option") in results:
-            reference = results[(study, "per-option")]["scores"]
-            delta = max(abs(v - reference[k]) for k, v in r["scores"].items())
-            line += f", max |delta log-prob| vs from scratch {delta:.4f} nats over {len(r['scores'])} options"
-        print(line)
+            r = results[method] = asyncio.run(measure(urls, model, study, rows, method, concurrency))
+            line = (f"  {server:9s} study {study} {method:11s}: {r['evaluated_per_row']:7.0f} prompt tokens/row "
+                    f"(minimum {r['minimum_per_row']:5.0f}: {r['evaluated_per_row'] / r['minimum_per_row']:5.2f}x), "
+                    f"{r['requests_per_row']:5.1f} requests/row, {r['options_per_s']:7.1f} options/s")
+            if method == "per-option":
+                shared = results["shared"]["scores"]
+                delta = max(abs(v - r["scores"][k]) for k, v in shared.items())
+                line += f"; shared vs from scratch: max |delta log-prob| {delta:.4f} nats over {len(shared)} option forms"
+            print(line, flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows1", type=int, default=4, help="Study 1 rows (each is 5 questions, 48 option forms)")
-    parser.add_argument("--rows2", type=int, default=4, help="Study 2 rows (each is 1 question, 8 options)")
+    parser.add_argument("--rows1", type=int, default=2, help="Study 1 rows (each is 5 questions, 48 option forms)")
+    parser.add_argument("--rows2", type=int, default=2, help="Study 2 rows (each is 1 question, 8 options)")
     parser.add_argument("--fake-latency-ms", type=float, default=30.0)
     args = parser.parse_args()
     cases = [(1, args.rows1), (2, args.rows2)]
-    with FakeOpenAIServer(latency_ms=args.fake_latency_ms) as fake:
-        fake_results = run_server([fake.url], ModelSpec(name="fake-model", hf_id="fake-model"), cases, 8)
     embedded_model = load_registry()[EMBEDDED_DEFAULT]
     workers = default_workers()
-    with tempfile.TemporaryDirectory() as logs, EmbeddedServers(embedded_model, workers, Path(logs)) as servers:
-        embedded_results = run_server(servers.urls, embedded_model, cases, workers)
     print(f"Experiment 2 scoring (vLLM-shaped FAKE: {args.fake_latency_ms:.0f} ms per request, concurrency 8, counts every prompt "
-          f"token; embedded: {EMBEDDED_DEFAULT}, {workers} single-thread workers)")
-    report("vllm-fake", fake_results)
-    report("embedded", embedded_results)
-
+          f"token; embedded: {EMBEDDED_DEFAULT}, {workers} single-thread workers)", flush=True)
+    with FakeOpenAIServer(latency_ms=args.fake_latency_ms) as fake:
+        run_server("vllm-fake", [fake.url], ModelSpec(name="fake-model", hf_id="fake-model"), cases, 8)
+    with tempfile.TemporaryDirectory() as logs, EmbeddedServers(embedded_model, workers, Path(logs)) as servers:
+        run_server("embedded", servers.urls, embedded_model, cases, workers)
 
 if __name__ == "__main__":
     main()

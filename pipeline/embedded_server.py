@@ -26,10 +26,13 @@ take the same path as the cluster (``steps/server_prompt.py``):
   apply).
 
 Computation order (reproducible whatever the request order). A request with one prompt is
-evaluated from scratch in one batch. A request with several prompts is evaluated as their
-shared prefix (the question's context) from scratch in one batch, then each prompt's rest
-(the option) as one batch continuing exactly that prefix; token log-probabilities before
-the prefix's last token are not computed (``null``). The same request always gives the same
+evaluated from scratch in one batch (its echo has log-probabilities for the last ``ECHO_TAIL``
+positions; earlier ones are ``null``: computing the 262k-entry distribution at every position
+would double the cost). A request with several prompts is evaluated as their
+shared prefix (the question's context, and the options' common first tokens if any) from
+scratch in one batch, then each prompt's rest as one batch continuing exactly that prefix;
+token log-probabilities before the prefix's last ``SHARED_TAIL`` positions are not computed
+(``null``). The same request always gives the same
 numbers. With this quantized model on CPU llama.cpp's numbers depend on how a sequence is
 split into batches, so these scores differ slightly from a from-scratch evaluation of each
 whole prompt (measured by ``benchmarks/scoring_throughput.py``; see the README).
@@ -42,6 +45,7 @@ Run: ``python -m pipeline.embedded_server --model M.gguf --port N --alias NAME -
 from __future__ import annotations
 
 import argparse
+import codecs
 import threading
 from importlib import metadata
 from typing import Any, Optional, Sequence
@@ -50,6 +54,8 @@ import numpy as np
 
 MAX_TOP_LOGPROBS = 20
 LSE_CHUNK_ROWS = 16
+SHARED_TAIL = 16  # log-probabilities at the shared prefix's last positions (options may share their first tokens: 'It was')
+ECHO_TAIL = 64  # a lone prompt's echo has log-probabilities for its last positions only (an option is a few tokens)
 
 
 class Scorer:
@@ -105,15 +111,17 @@ class Scorer:
         """``prefix`` from scratch in one batch, then each rest as one batch after exactly that prefix.
 
         Returns ``(token_lp, next_lp)`` of each whole prompt ``prefix + rest`` (positions
-        before the prefix's last token are NaN).
+        before the prefix's last ``SHARED_TAIL`` tokens are NaN: the options of a question may
+        share their first tokens, which then belong to the prefix).
         """
         n = len(prefix)
         self._clear()
         try:
-            _, after_prefix = self._run(prefix, 0, n - 1)
+            prefix_lp, after_prefix = self._run(prefix, 0, max(0, n - 1 - SHARED_TAIL))
             out = []
             for rest in rests:
                 token_lp = np.full(n + len(rest) - 1, np.nan)
+                token_lp[: n - 1] = prefix_lp
                 if not rest:
                     out.append((token_lp, after_prefix))
                     continue
@@ -128,13 +136,9 @@ class Scorer:
 
 
 def _pieces(llm: Any, tokens: list[int]) -> list[str]:
-    """Text of each token such that ''.join(pieces) is the detokenized prompt (BOS -> '')."""
-    texts, done = [], b""
-    for i in range(len(tokens)):
-        upto = llm.detokenize(tokens[: i + 1])
-        texts.append(upto[len(done):].decode("utf-8", errors="ignore") if upto.startswith(done) else upto.decode("utf-8", errors="ignore"))
-        done = upto
-    return texts
+    """Text of each token (BOS -> ''), decoded incrementally so a character split over tokens is not lost."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    return [decoder.decode(llm._model.detokenize([t], special=False)) for t in tokens]
 
 
 def shared_prefix(token_lists: list[list[int]]) -> int:
@@ -264,7 +268,7 @@ def build_app(llm: Any, alias: str, formatter: Any):
                 lps = scorer.prefix_and_rests(token_lists[0][:n_shared], [t[n_shared:] for t in token_lists])
                 evaluated = n_shared + sum(len(t) - n_shared for t in token_lists)
             else:
-                lps = [scorer.log_probs(t, 0 if echo else len(t) - 1) for t in token_lists]
+                lps = [scorer.log_probs(t, max(0, len(t) - 1 - ECHO_TAIL) if echo else len(t) - 1) for t in token_lists]
                 evaluated = sum(len(t) for t in token_lists)
             choices = [completion_choice(llm, t, lp, i, echo, top_n) for i, (t, lp) in enumerate(zip(token_lists, lps))]
         n_prompt = sum(len(t) for t in token_lists)
