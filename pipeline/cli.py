@@ -19,7 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline import __version__
-from pipeline.cli_options import add_input_options, add_run_options, config_from_args, csv_list, human_paths, study_paths
+from pipeline.cli_options import (
+    add_input_options, add_registry_option, add_run_options, config_from_args, csv_list, human_paths, study_paths,
+)
 from pipeline.cluster_cli import add_cluster_commands, run_cluster_command
 from pipeline.config import STAGES, RunConfig
 from pipeline.local import RunResult, run_local
@@ -50,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="Check study files without calling any model")
     add_input_options(validate)
 
-    sub.add_parser("models", help="List the model registry")
+    models = sub.add_parser("models", help="List the model registry (with --registry FILE: merged with yours)")
+    add_registry_option(models)
 
     plan = sub.add_parser("plan", help="Print the DAG (nodes and dependencies) as JSON")
     plan.add_argument("--models", default=EMBEDDED_DEFAULT)
@@ -108,11 +111,12 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _cmd_models(console: Console) -> int:
-    table = Table(title="Model registry (pipeline/models.yaml)")
+def _cmd_models(args: argparse.Namespace, console: Console) -> int:
+    title = "Model registry (pipeline/models.yaml" + (f" + {args.registry})" if args.registry else ")")
+    table = Table(title=title)
     for column in ("name", "hf_id", "engine", "dtype", "tp", "gpus", "max_len", "notes"):
         table.add_column(column)
-    for m in load_registry().values():
+    for m in load_registry(args.registry).values():
         notes = ("reasoning; " if m.reasoning else "") + ("gated (HF_TOKEN); " if m.gated else "") + m.notes
         table.add_row(m.name, m.hf_id, m.engine, m.dtype, str(m.tensor_parallel_size), str(m.gpus), str(m.max_model_len), notes)
     console.print(table)
@@ -128,7 +132,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "validate":
             return _cmd_validate(args, console)
         if args.command == "models":
-            return _cmd_models(console)
+            return _cmd_models(args, console)
         cluster = run_cluster_command(args, console)
         if cluster is not None:
             return cluster

@@ -58,9 +58,15 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, metavar="N", help="Use only the first N rows of each study file (0: all)")
 
 
+def add_registry_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", metavar="FILE", help="Your model registry YAML (path or s3:// URL, shaped like pipeline/models.yaml), "
+                                                         "merged over the shipped one: new names add models, a shipped name gets the fields you give")
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     add_input_options(parser)
     parser.add_argument("--models", help=f"Comma-separated registry names (default: {EMBEDDED_DEFAULT}, or the models given with --endpoint)")
+    add_registry_option(parser)
     parser.add_argument("--endpoint", action="append", type=_endpoint, default=[], metavar="MODEL=URL",
                      help="Use an existing OpenAI-compatible server (e.g. vLLM) for MODEL; repeat per model; "
                           f"several comma-separated URLs are replicas. API key, if needed, from ${ENDPOINT_API_KEY_ENV}")
@@ -80,8 +86,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-failed-fraction", type=float, default=DEFAULT_MAX_FAILED_FRACTION,
                      help="A step fails (exit 3) when more than this share of its rows failed (default: %(default)s)")
     parser.add_argument("--scoring", choices=typing.get_args(ScoringMethod), default="exact",
-                     help="Experiment 2 method: 'exact' scores each option's full continuation; 'first-token' is the seed's "
-                          "method, kept for comparison (options whose first token collides are reported, not guessed)")
+                     help="Experiment 2 method: 'exact' scores each option's full continuation under the server's chat template; "
+                          "'first-token' is a repaired first-token variant, for comparison (options whose first token collides are "
+                          "reported, not guessed); 'seed-literal' reproduces the seed's method verbatim, for reproduction only "
+                          "(README). First-token methods refuse Study 2")
     parser.add_argument("--min-option-mass", type=float, default=DEFAULT_MIN_OPTION_MASS,
                      help="Flag rows whose answer options carried less total probability than this (default: %(default)s)")
     parser.add_argument("--extractor-url", help="OpenAI-compatible base URL of the LLM extractor, e.g. https://api.deepseek.com "
@@ -144,7 +152,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     try:
         studies = study_paths(args)
         return RunConfig(
-            studies=studies, human=human_paths(args, studies), models=tuple(models), endpoints=endpoints, stages=tuple(csv_list(args.stages, "stages")),
+            studies=studies, human=human_paths(args, studies), models=tuple(models), registry=args.registry or None, endpoints=endpoints,
+            stages=tuple(csv_list(args.stages, "stages")),
             store=args.store, s3_endpoint=args.s3_endpoint, checkpoint_store=args.checkpoint_store or None,
             wait_for_endpoint_s=args.wait_for_endpoint, run_id=args.run_id or None, row_limit=args.limit or None, replications=args.replications,
             sampling=SamplingSettings(temperature=args.temperature, max_tokens=args.max_tokens, top_p=args.top_p, seed=args.seed),

@@ -67,7 +67,7 @@ def parse_parameters(pairs: list[str]) -> dict[str, str]:
         if known[name].enum and value not in known[name].enum:
             raise ConfigError(f"parameter {name}={value!r} must be one of {list(known[name].enum)}")
         parameters[name] = value
-    if "models" in parameters:  # a typo would otherwise fail only in the workflow's plan step
+    if "models" in parameters and not parameters.get("registry"):  # a typo would otherwise fail only in the workflow's plan step
         from pipeline.registry import load_registry
 
         served = {pair.split("=", 1)[0].strip() for pair in parameters.get("endpoints", "").split(";") if "=" in pair}

@@ -45,6 +45,7 @@ class RunConfig(BaseModel):
     studies: dict[int, str] = Field(description="Study number -> input CSV path")
     human: dict[int, str] = Field(default_factory=dict, description="Study number -> human data CSV (--human1/--human2) the report compares the models with")
     models: tuple[str, ...] = Field(min_length=1)
+    registry: Optional[str] = Field(None, description="The researcher's model registry YAML (path or s3:// URL), merged over the shipped one")
     endpoints: dict[str, tuple[str, ...]] = Field(default_factory=dict, description="Model -> base URLs of an existing OpenAI-compatible server")
     stages: tuple[str, ...] = STAGES
     store: str = Field(DEFAULT_OUTPUT_DIR, description="Where runs are kept: a folder, file:///folder or s3://bucket/prefix")
@@ -61,7 +62,8 @@ class RunConfig(BaseModel):
     max_failed_fraction: float = Field(DEFAULT_MAX_FAILED_FRACTION, ge=0.0, le=1.0)
     embedded_workers: Optional[int] = Field(None, ge=1, le=64)
     encoding: str = "utf-8"
-    scoring: ScoringMethod = Field("exact", description="Experiment 2 method; 'first-token' is the seed's, for comparison")
+    scoring: ScoringMethod = Field(
+        "exact", description="Experiment 2 method; 'first-token' (repaired) and 'seed-literal' (the seed's verbatim) are for comparison")
     min_option_mass: float = Field(DEFAULT_MIN_OPTION_MASS, ge=0.0, le=1.0, description="Flag rows whose options carried less probability than this")
     extractor_url: Optional[str] = Field(None, description="OpenAI-compatible base URL of the LLM extractor (default: the embedded model)")
     extractor_model: str = DEFAULT_EXTRACTOR_MODEL

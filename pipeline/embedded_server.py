@@ -1,32 +1,43 @@
-"""The embedded model server: a thin OpenAI-compatible app over ``llama_cpp.Llama``.
+"""The embedded model server: a thin OpenAI/vLLM-compatible app over ``llama_cpp.Llama``.
 
 Why not ``llama_cpp.server``: as shipped it spends ~0.37 s per prompt position on
 echo logprobs (a Python sort of the 262k vocabulary), which makes exact option scoring
 unusable on a laptop. Here log-probabilities come from a numpy log-softmax over the
 logits llama.cpp already computed.
 
-Every scored prompt is evaluated from scratch in one batch, never continued from a
-cached prefix: with this quantized model on CPU, llama.cpp's numbers depend on how a
-sequence was split into batches (measured: up to ~0.1 nats per option between a full
-evaluation and a cached-prefix continuation), so reusing the cache would make a score
-depend on which prompt happened to come before it. From scratch, a score equals a
-direct ``Llama.eval`` of the same text, whatever the request order. To save time, when
-one request lists several prompts, log-probabilities are returned only from
-``SHARED_PREFIX_MARGIN`` tokens before the point where the prompts start to differ
-(earlier positions get ``null``): options share their context, and only the options'
-own tokens are scored.
-
-Endpoints (one request at a time per process):
+It offers the endpoints Experiment 2 uses on vLLM, so the laptop default and the tests
+take the same path as the cluster (``steps/server_prompt.py``):
 
 * ``GET /v1/models``, ``GET /version``;
 * ``POST /v1/chat/completions``: generation through the model's chat format;
-* ``POST /v1/completions`` with ``max_tokens: 1``: ``prompt`` is a string or a list of
-  strings (one choice per prompt, ``index`` = position). With ``echo: true`` and
-  ``logprobs`` set, ``choices[i].logprobs`` has ``tokens``, ``token_logprobs`` (None
-  for the first token, which has no context) and ``text_offset`` (characters into the
-  returned ``text``) for every prompt token plus the one generated (greedy) token; without
-  echo it has the generated token and its ``top_logprobs`` (up to ``logprobs`` entries).
-  Natural-log probabilities of the raw model (temperature does not apply).
+* ``POST /tokenize``: ``{"messages": [...], "add_generation_prompt": true}`` gives the ids
+  of the chat prompt exactly as ``/v1/chat/completions`` builds it (the same llama.cpp
+  chat formatter object renders both, BOS included); ``{"prompt": TEXT,
+  "add_special_tokens": bool}`` tokenizes text (special-token text such as ``<bos>`` is
+  parsed). Answer: ``{"tokens", "count", "max_model_len"}`` as vLLM's.
+* ``POST /detokenize``: ``{"tokens": [...]}`` -> ``{"prompt": TEXT}``, special tokens
+  written out, so ``/tokenize`` of that text without special tokens gives the ids back.
+* ``POST /v1/completions`` with ``max_tokens: 1``: ``prompt`` is a string, a list of
+  strings, a list of token ids or a list of such lists (one choice per prompt, ``index`` =
+  position). With ``echo: true`` and ``logprobs`` set, ``choices[i].logprobs`` has ``tokens``,
+  ``token_logprobs`` and ``text_offset`` for every prompt token plus the one generated
+  (greedy) token; without echo it has the generated token and its ``top_logprobs`` (up to
+  ``logprobs`` entries). Natural-log probabilities of the raw model (temperature does not
+  apply).
+
+Computation order (reproducible whatever the request order). A request with one prompt is
+evaluated from scratch in one batch (its echo has log-probabilities for the last ``ECHO_TAIL``
+positions; earlier ones are ``null``: computing the 262k-entry distribution at every position
+would double the cost). A request with several prompts is evaluated as their
+shared prefix (the question's context, and the options' common first tokens if any) from
+scratch in one batch, then each prompt's rest as one batch continuing exactly that prefix;
+token log-probabilities before the prefix's last ``SHARED_TAIL`` positions are not computed
+(``null``). The same request always gives the same
+numbers. With this quantized model on CPU llama.cpp's numbers depend on how a sequence is
+split into batches, so these scores differ slightly from a from-scratch evaluation of each
+whole prompt (measured by ``benchmarks/scoring_throughput.py``; see the README).
+``usage.prompt_tokens`` counts every prompt token and
+``usage.prompt_tokens_details.cached_tokens`` those not evaluated again (the shared prefix).
 
 Run: ``python -m pipeline.embedded_server --model M.gguf --port N --alias NAME --chat-format gemma``.
 """
@@ -34,43 +45,46 @@ Run: ``python -m pipeline.embedded_server --model M.gguf --port N --alias NAME -
 from __future__ import annotations
 
 import argparse
+import codecs
 import threading
 from importlib import metadata
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 MAX_TOP_LOGPROBS = 20
 LSE_CHUNK_ROWS = 16
-SHARED_PREFIX_MARGIN = 32
+SHARED_TAIL = 16  # log-probabilities at the shared prefix's last positions (options may share their first tokens: 'It was')
+ECHO_TAIL = 64  # a lone prompt's echo has log-probabilities for its last positions only (an option is a few tokens)
 
 
 class Scorer:
     """Prompt-token log-probabilities from one ``llama_cpp.Llama`` (decoding with per-row logit flags).
 
-    ``log_probs(tokens, first_row)`` evaluates ``tokens`` from scratch in one batch and
-    returns, for each position i >= max(1, first_row + 1), log P(tokens[i] | tokens[:i])
-    (NaN before that), and the log-softmax of the next-token distribution after the
-    last token. Only logit rows from ``first_row`` on are produced (the hidden states
-    are the same; measured: identical logits, ~3x faster on a 64-token prompt).
+    :meth:`log_probs` evaluates a prompt from scratch; :meth:`prefix_and_rests` evaluates a
+    shared prefix once, then each rest as a continuation of it. Both return, per prompt,
+    ``(token_lp, next_lp)``: ``token_lp[i]`` = log P(tokens[i+1] | tokens[:i+1]) (NaN where
+    not computed) and ``next_lp`` the log-softmax of the distribution after the last token.
+    Only the logit rows needed are produced (the hidden states are the same).
     """
 
     def __init__(self, llm: Any):
         self.llm = llm
 
-    def log_probs(self, tokens: list[int], first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def _clear(self) -> None:
+        self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        self.llm.n_tokens = 0  # the chat path must not reuse this KV cache
+
+    def _run(self, tokens: Sequence[int], n_past: int, first_row: int) -> tuple[np.ndarray, np.ndarray]:
+        """Decode ``tokens`` at positions ``n_past``.. in one batch; log-probs from row ``first_row`` on."""
         llm, n = self.llm, len(tokens)
-        if n > llm.n_ctx() or n > llm.n_batch:
-            raise ValueError(f"prompt has {n} tokens; this server takes at most {min(llm.n_ctx(), llm.n_batch)}")
-        first_row = min(max(0, first_row), n - 1)
-        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
-        llm.n_tokens = 0  # the chat path must not reuse this KV cache
+        if n_past + n > llm.n_ctx() or n > llm.n_batch:
+            raise ValueError(f"prompt has {n_past + n} tokens; this server takes at most {min(llm.n_ctx(), llm.n_batch)}")
         batch = llm._batch
-        batch.set_batch(batch=tokens, n_past=0, logits_all=False)
+        batch.set_batch(batch=list(tokens), n_past=n_past, logits_all=False)
         for i in range(n):
             batch.batch.logits[i] = i >= first_row
         llm._ctx.decode(batch)
-        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
         rows = n - first_row
         logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(rows * llm.n_vocab(),)).reshape(rows, -1)
         lse = np.empty(rows, dtype=np.float64)
@@ -84,15 +98,47 @@ class Scorer:
         next_lp = logits[rows - 1].astype(np.float64) - lse[rows - 1]
         return token_lp, next_lp
 
+    def log_probs(self, tokens: list[int], first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``tokens`` evaluated from scratch in one batch; log-probs from row ``first_row`` on."""
+        first_row = min(max(0, first_row), len(tokens) - 1)
+        self._clear()
+        try:
+            return self._run(tokens, 0, first_row)
+        finally:
+            self._clear()
+
+    def prefix_and_rests(self, prefix: list[int], rests: list[list[int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``prefix`` from scratch in one batch, then each rest as one batch after exactly that prefix.
+
+        Returns ``(token_lp, next_lp)`` of each whole prompt ``prefix + rest`` (positions
+        before the prefix's last ``SHARED_TAIL`` tokens are NaN: the options of a question may
+        share their first tokens, which then belong to the prefix).
+        """
+        n = len(prefix)
+        self._clear()
+        try:
+            prefix_lp, after_prefix = self._run(prefix, 0, max(0, n - 1 - SHARED_TAIL))
+            out = []
+            for rest in rests:
+                token_lp = np.full(n + len(rest) - 1, np.nan)
+                token_lp[: n - 1] = prefix_lp
+                if not rest:
+                    out.append((token_lp, after_prefix))
+                    continue
+                self.llm._ctx.kv_cache_seq_rm(-1, n, -1)
+                rest_lp, next_lp = self._run(rest, n, 0)
+                token_lp[n - 1] = after_prefix[rest[0]]
+                token_lp[n:] = rest_lp
+                out.append((token_lp, next_lp))
+            return out
+        finally:
+            self._clear()
+
 
 def _pieces(llm: Any, tokens: list[int]) -> list[str]:
-    """Text of each token such that ''.join(pieces) is the detokenized prompt (BOS -> '')."""
-    texts, done = [], b""
-    for i in range(len(tokens)):
-        upto = llm.detokenize(tokens[: i + 1])
-        texts.append(upto[len(done):].decode("utf-8", errors="ignore") if upto.startswith(done) else upto.decode("utf-8", errors="ignore"))
-        done = upto
-    return texts
+    """Text of each token (BOS -> ''), decoded incrementally so a character split over tokens is not lost."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    return [decoder.decode(llm._model.detokenize([t], special=False)) for t in tokens]
 
 
 def shared_prefix(token_lists: list[list[int]]) -> int:
@@ -107,9 +153,28 @@ def shared_prefix(token_lists: list[list[int]]) -> int:
     return n
 
 
-def completion_choice(llm: Any, scorer: Scorer, tokens: list[int], index: int, echo: bool, top_n: int, first_row: int) -> dict[str, Any]:
-    """One OpenAI completions choice for the tokenized prompt (see the module docstring)."""
-    token_lp, next_lp = scorer.log_probs(tokens, first_row if echo else len(tokens) - 1)
+def prompt_token_lists(llm: Any, prompt: Any) -> list[list[int]]:
+    """The request's ``prompt`` (string, strings, ids or lists of ids) as token-id lists; text gets BOS."""
+    if isinstance(prompt, str):
+        prompt = [prompt]
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        prompt = [prompt]
+    if not isinstance(prompt, list) or not prompt:
+        raise ValueError("prompt must be a string, a list of strings, a list of token ids or a list of such lists")
+    lists = []
+    for p in prompt:
+        if isinstance(p, str):
+            lists.append(llm.tokenize(p.encode("utf-8"), add_bos=True, special=True))
+        elif isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < llm.n_vocab() for t in p):
+            lists.append(list(p))
+        else:
+            raise ValueError("each prompt must be a non-empty string or a non-empty list of token ids within the vocabulary")
+    return lists
+
+
+def completion_choice(llm: Any, tokens: list[int], lp: tuple[np.ndarray, np.ndarray], index: int, echo: bool, top_n: int) -> dict[str, Any]:
+    """One OpenAI completions choice for the tokenized prompt and its log-probs (see the module docstring)."""
+    token_lp, next_lp = lp
     generated = int(np.argmax(next_lp))
     gen_text = llm.detokenize([generated], prev_tokens=tokens).decode("utf-8", errors="ignore")
     top = np.argpartition(-next_lp, min(top_n, len(next_lp) - 1))[:top_n] if top_n else []
@@ -134,8 +199,18 @@ def completion_choice(llm: Any, scorer: Scorer, tokens: list[int], index: int, e
     }}
 
 
-def build_app(llm: Any, alias: str):
-    """The Starlette app serving ``llm`` under the model name ``alias``."""
+def chat_formatter(name: str):
+    """llama-cpp-python's chat formatter for ``name`` (e.g. 'gemma' -> ``format_gemma``)."""
+    from llama_cpp import llama_chat_format
+
+    formatter = getattr(llama_chat_format, "format_" + name.replace("-", "_").replace(".", "_"), None)
+    if formatter is None:
+        raise ValueError(f"llama-cpp-python has no chat formatter {name!r} this server can render for /tokenize")
+    return formatter
+
+
+def build_app(llm: Any, alias: str, formatter: Any):
+    """The Starlette app serving ``llm`` under the model name ``alias``; ``formatter`` renders chat prompts."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -163,21 +238,43 @@ def build_app(llm: Any, alias: str):
                 response_format=body.get("response_format"),  # {"type": "json_object", "schema": ...} is grammar-constrained
             )
 
+    def _tokenize(body: dict[str, Any]) -> dict[str, Any]:
+        if "messages" in body:
+            if not body.get("add_generation_prompt", True) or body.get("continue_final_message"):
+                raise ValueError("this server renders chat prompts up to the reply only (add_generation_prompt true)")
+            rendered = formatter(messages=body["messages"])  # what create_chat_completion does with these messages
+            tokens = llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+        elif isinstance(body.get("prompt"), str):
+            tokens = llm.tokenize(body["prompt"].encode("utf-8"), add_bos=bool(body.get("add_special_tokens", True)), special=True)
+        else:
+            raise ValueError("send 'prompt' (text) or 'messages' (chat)")
+        return {"tokens": tokens, "count": len(tokens), "max_model_len": llm.n_ctx()}
+
+    def _detokenize(body: dict[str, Any]) -> dict[str, Any]:
+        tokens = body.get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and 0 <= t < llm.n_vocab() for t in tokens):
+            raise ValueError("tokens must be a list of token ids within the vocabulary")
+        return {"prompt": llm.detokenize(tokens, special=True).decode("utf-8", errors="replace")}
+
     def _complete(body: dict[str, Any]) -> dict[str, Any]:
-        prompts = body.get("prompt")
-        prompts = [prompts] if isinstance(prompts, str) else prompts
-        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ValueError("prompt must be a string or a non-empty list of strings")
         if int(body.get("max_tokens", 16)) != 1:
             raise ValueError("this embedded server scores prompts only: send max_tokens 1 (use /v1/chat/completions to generate)")
+        token_lists = prompt_token_lists(llm, body.get("prompt"))
+        echo = bool(body.get("echo"))
         top_n = min(int(body.get("logprobs") or 0), MAX_TOP_LOGPROBS)
-        token_lists = [llm.tokenize(p.encode("utf-8"), add_bos=True, special=True) for p in prompts]
-        first_row = max(0, shared_prefix(token_lists) - 1 - SHARED_PREFIX_MARGIN)
+        n_shared = shared_prefix(token_lists)
         with lock:
-            choices = [completion_choice(llm, scorer, t, i, bool(body.get("echo")), top_n, first_row) for i, t in enumerate(token_lists)]
+            if n_shared:
+                lps = scorer.prefix_and_rests(token_lists[0][:n_shared], [t[n_shared:] for t in token_lists])
+                evaluated = n_shared + sum(len(t) - n_shared for t in token_lists)
+            else:
+                lps = [scorer.log_probs(t, max(0, len(t) - 1 - ECHO_TAIL) if echo else len(t) - 1) for t in token_lists]
+                evaluated = sum(len(t) for t in token_lists)
+            choices = [completion_choice(llm, t, lp, i, echo, top_n) for i, (t, lp) in enumerate(zip(token_lists, lps))]
         n_prompt = sum(len(t) for t in token_lists)
         return {"object": "text_completion", "model": alias, "choices": choices,
-                "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(choices)}}
+                "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(choices), "total_tokens": n_prompt + len(choices),
+                          "prompt_tokens_details": {"cached_tokens": n_prompt - evaluated}}}
 
     def endpoint(work):
         async def handler(request: Request) -> JSONResponse:
@@ -185,6 +282,8 @@ def build_app(llm: Any, alias: str):
                 body = await request.json()
             except ValueError:
                 return error(400, "request body is not JSON")
+            if not isinstance(body, dict):
+                return error(400, "request body must be a JSON object")
             if body.get("model") not in (None, alias):
                 return error(404, f"model {body.get('model')!r} is not served here; this server serves {alias!r}")
             try:
@@ -197,6 +296,8 @@ def build_app(llm: Any, alias: str):
         Route("/v1/models", models), Route("/version", get_version),
         Route("/v1/chat/completions", endpoint(_chat), methods=["POST"]),
         Route("/v1/completions", endpoint(_complete), methods=["POST"]),
+        Route("/tokenize", endpoint(_tokenize), methods=["POST"]),
+        Route("/detokenize", endpoint(_detokenize), methods=["POST"]),
     ])
 
 
@@ -213,11 +314,13 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     import llama_cpp
     import uvicorn
+    from llama_cpp.llama_chat_format import chat_formatter_to_chat_completion_handler
 
+    formatter = chat_formatter(args.chat_format)
     llm = llama_cpp.Llama(model_path=args.model, n_ctx=args.n_ctx, n_batch=args.n_ctx, n_threads=args.threads,
                           n_threads_batch=args.threads, logits_all=False,
-                          chat_format=args.chat_format, verbose=False)
-    uvicorn.run(build_app(llm, args.alias), host=args.host, port=args.port, log_level="warning")
+                          chat_handler=chat_formatter_to_chat_completion_handler(formatter), verbose=False)
+    uvicorn.run(build_app(llm, args.alias, formatter), host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

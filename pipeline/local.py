@@ -169,7 +169,7 @@ def _fingerprint(stage: str, spec: StudySpec, table: StudyTable, model: ModelSpe
     if stage == "extract":
         extractor_model, json_mode = extractor_identity(config)
         return common | {"template_hash": spec.extraction_prompt.hash, "extractor_model": extractor_model, "json_mode": json_mode}
-    return common | {"template_hash": spec.probability_hash, "chat_template": model.chat_template, "scoring": config.scoring}
+    return common | {"template_hash": spec.probability_hash, "reply_prefix": model.reply_prefix, "scoring": config.scoring}
 
 
 def _step_checkpoint(node: Node, inputs: Inputs, models: dict[str, ModelSpec], config: RunConfig, run_id: str):

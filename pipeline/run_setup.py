@@ -13,12 +13,13 @@ from typing import Optional
 import httpx
 
 from pipeline.config import RunConfig, derive_run_id
-from pipeline.registry import model_slug, resolve_model
+from pipeline.registry import load_registry, model_slug, resolve_model
 from schemas.settings import ModelSpec
 from steps.errors import ConfigError, InputValidationError
 from steps.human import HumanTable, load_human_table
 from steps.inputs import StudyTable, load_study_table
 from steps.llm_client import redact_url
+from steps.probabilities import check_scoring_method
 from steps.studies import StudySpec, load_study
 
 Inputs = dict[int, tuple[StudySpec, StudyTable]]
@@ -57,6 +58,8 @@ def load_run_inputs(config: RunConfig) -> tuple[Inputs, HumanData]:
     problems: list[InputValidationError] = []
     for number, path in sorted(config.studies.items()):
         spec = load_study(number)
+        if "probabilities" in config.stages:
+            check_scoring_method(spec, config.scoring)  # e.g. first-token methods cannot score Study 2
         try:
             table = load_study_table(path, spec, encoding=config.encoding, s3_endpoint=config.s3_endpoint)
         except InputValidationError as exc:
@@ -96,9 +99,10 @@ def resolve_models(config: RunConfig, require_endpoints: bool = True) -> dict[st
     unknown_endpoints = [m for m in config.endpoints if m not in config.models]
     if unknown_endpoints:
         raise ConfigError(f"--endpoint given for {unknown_endpoints}, which are not among the models to run {list(config.models)}")
+    registry = load_registry(config.registry, config.s3_endpoint)
     models = {}
     for name in config.models:
-        spec = resolve_model(name, external=name in config.endpoints)
+        spec = resolve_model(name, external=name in config.endpoints, registry=registry)
         if spec.engine != "embedded" and name not in config.endpoints and require_endpoints:
             raise ConfigError(
                 f"model {name!r} is served by vLLM: start a vLLM server for {spec.hf_id} and pass --endpoint {name}=URL "

@@ -89,8 +89,11 @@ PARAMETERS = (
     WorkflowParameter("temperature", str(DEFAULT_TEMPERATURE), "Sampling temperature for Experiment 1"),
     WorkflowParameter("max-tokens", str(DEFAULT_MAX_TOKENS), "Max generated tokens per answer (reasoning models use their registry value if larger)"),
     WorkflowParameter("seed", str(DEFAULT_SEED), "Run seed; each row x replication gets its own recorded seed"),
-    WorkflowParameter("scoring", "exact", "Experiment 2 method: exact scores each option's full continuation; "
-                      "first-token is the seed's method, for comparison", typing.get_args(ScoringMethod)),
+    WorkflowParameter("registry", "", "Your model registry YAML as s3://bucket/key, merged over the shipped one (new names add "
+                      "models; a shipped name gets the fields you give). Empty: the shipped registry"),
+    WorkflowParameter("scoring", "exact", "Experiment 2 method: exact scores each option's full continuation; first-token is a "
+                      "repaired first-token variant and seed-literal the seed's method verbatim, both for comparison only",
+                      typing.get_args(ScoringMethod)),
     WorkflowParameter("concurrency", str(DEFAULT_ENDPOINT_CONCURRENCY), "Requests in flight per model server"),
     WorkflowParameter("max-failed-fraction", str(DEFAULT_MAX_FAILED_FRACTION), "A step fails when more than this share of its rows failed"),
     WorkflowParameter("extractor-url", "https://api.deepseek.com", "OpenAI-compatible base URL of the structured-extraction LLM "
@@ -115,7 +118,7 @@ def _in(name: str) -> str:
 def common_run_args() -> list[str]:
     """Options every ``grace-pipeline run`` step gets from the workflow's parameters (which studies and models: per step)."""
     args = [f"--study{n}={_wf(f'study{n}')}" for n in available_studies()]
-    for option in ("limit", "replications", "temperature", "max-tokens", "seed", "scoring", "concurrency", "max-failed-fraction",
+    for option in ("registry", "limit", "replications", "temperature", "max-tokens", "seed", "scoring", "concurrency", "max-failed-fraction",
                    "extractor-url", "extractor-model", "extractor-json-mode", "extractor-concurrency"):
         args.append(f"--{option}={_wf(option)}")
     return args + ["--store", WORKDIR]

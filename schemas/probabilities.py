@@ -18,7 +18,7 @@ PERCENT_BINS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
 STATES = (0, 1, 2, 3)
 FRAMES = ("was", "wasnt")
 ASSESSMENTS = ("terrible", "bad", "good", "amazing")
-ScoringMethod = Literal["exact", "first-token"]
+ScoringMethod = Literal["exact", "first-token", "seed-literal"]
 
 _P = dict(ge=0.0, le=1.0)
 
@@ -68,7 +68,7 @@ def _provenance_fields(masses: list[str]) -> dict:
         "run_id": (str, Field(description="Run identifier")),
         "row_index": (int, Field(ge=0, description="0-based position of the row in the input file")),
         "model_id": (str, Field(description="Model id sent to the server")),
-        "scoring_method": (ScoringMethod, Field(description="'exact' (full continuation log-probabilities) or 'first-token' (the seed's method, for comparison)")),
+        "scoring_method": (ScoringMethod, Field(description="'exact' (full continuation log-probabilities), 'first-token' (a repaired first-token variant, for comparison) or 'seed-literal' (the seed's method verbatim, for reproduction only)")),
     }
     for name in masses:
         fields[name] = (Optional[float], Field(None, ge=0.0, le=1.0, description="Total unnormalised probability the options carried (exact method): how much the model put on the answer set"))

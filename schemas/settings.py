@@ -44,9 +44,9 @@ class ModelSpec(BaseModel):
     engine: Literal["vllm", "embedded"] = "vllm"
     system_role: bool = Field(True, description="The chat template accepts a system message; if not, it is prepended to the user message")
     reasoning: bool = Field(False, description="Emits a <think> trace before the answer")
-    chat_template: Optional[Literal["gemma", "llama3", "deepseek_r1"]] = Field(
-        None, description="Chat template used to score an option as the assistant's reply (Experiment 2); none: scored as a raw completion (base models)"
-    )
+    reply_prefix: str = Field("", description="Experiment 2 only: text the scored reply starts with, after the server's generation prompt "
+                              "(DeepSeek-R1: an empty think block, so options are scored as the final answer); the part the "
+                              "generation prompt already ends with is not repeated")
     dtype: str = "bfloat16"
     tensor_parallel_size: int = Field(1, ge=1)
     gpus: int = Field(1, ge=0)

@@ -1,13 +1,24 @@
 """Experiment 2: the model's probability distribution over each question's answer options.
 
-Pure halves: :func:`scoring_prompt` (what is sent), :func:`summarize_study1` /
-:func:`summarize_study2` (distributions -> the seed's columns). :func:`run_probability_step`
-drives them through the shared client with checkpoints, like Experiment 1.
+Methods (``--scoring``):
 
-Per row and question instance, one ``/v1/completions`` request carries every option's
-prompt as a list (vLLM scores them in one round trip; the embedded server computes logits
-only from where the prompts start to differ). A row that cannot be scored completely is 'failed' with the
-reason: no probability is ever filled in for an option the engine did not score.
+* ``exact`` (default): each option's full log-probability as the model's reply under the
+  template its SERVER uses for Experiment 1 (``steps/server_prompt.py``: token ids from
+  ``/tokenize``), one ``/v1/completions`` request per question instance with every option
+  as a token-id prompt (echo + logprobs). Context ids are identical across the options by
+  construction; the embedded server evaluates the context once and each option as a
+  continuation of it.
+* ``first-token``: a repaired variant of the seed's method (longest top-20 prefix,
+  collisions reported), on the same server-rendered context.
+* ``seed-literal``: the seed's Study 1 method verbatim, for reproduction only: its own
+  prompt wording as a raw completion (no chat template), each whole option looked up as
+  one top-k key with its case/space variants, -10 for a missing one.
+
+First-token methods cannot tell options apart that start with the same word (Study 2: all
+start with 'It'): :func:`check_scoring_method` refuses such a study before any request.
+A row that cannot be scored completely, or whose server returned an impossible number
+(log-probability not finite or > 0, options carrying more than all the mass), is 'failed'
+with the reason: no probability is ever filled in for an option the engine did not score.
 """
 
 from __future__ import annotations
@@ -20,67 +31,136 @@ import pandas as pd
 
 from schemas.probabilities import ASSESSMENTS, FRAMES, PERCENT_BINS, STATES, ScoringMethod
 from schemas.settings import ModelSpec
-from steps.chat_templates import render_chat_prompt
 from steps.checkpoint import Checkpoint
-from steps.errors import ServerError
+from steps.errors import ConfigError, ServerError
 from steps.llm_client import LLMClient, RequestFailed
 from steps.retry import RetryPolicy, backoff_delay
 from steps.outcome import NoProgress, RowProgress, StepOutcome, run_resumable
 from steps.prompts import render_messages
 from steps.scoring import (
-    Distribution, Unscorable, continuation_logprob, entropy_bits, first_token_distribution, logsumexp, mean_std,
-    softmax_distribution,
+    Distribution, Unscorable, checked_logprob, entropy_bits, first_token_distribution, logsumexp, mean_std, option_logprob,
+    seed_literal_distribution, softmax_distribution,
 )
+from steps.server_prompt import QuestionIds, chat_prompt, context_ids, question_ids
 from steps.studies import ProbabilityQuestion, StudySpec
 
 COMPLETIONS_PATH = "/v1/completions"
 FIRST_TOKEN_TOP_K = 20  # vLLM's default --max-logprobs
 DEFAULT_MIN_OPTION_MASS = 0.05
+FIRST_TOKEN_METHODS = ("first-token", "seed-literal")
 
 
-def scoring_prompt(
+def scoring_messages(
     question: ProbabilityQuestion, spec: StudySpec, row: dict[str, Any], extra: dict[str, Any], model: ModelSpec
-) -> tuple[str, dict[str, list[str]]]:
-    """The context text and, per option label, the continuations to score after it.
+) -> list[dict[str, str]]:
+    """The chat messages of one question instance (system text folded in where the model has no system role)."""
+    return render_messages(question.template, spec, {**row, **extra}, system_role=model.system_role)
 
-    Chat models: the context is the chat template up to the assistant's reply and the
-    continuation is the option itself. Base models: the context ends with the
-    question's answer prefix and the continuation is ' ' + option (the space belongs to
-    the continuation, as in lm-evaluation-harness).
+
+def check_scoring_method(spec: StudySpec, method: str) -> None:
+    """ConfigError unless ``method`` can score study ``spec`` at all (checked before any model time).
+
+    First-token methods see only the first token of each option: options of different
+    labels that start with the same word can never be told apart, so every row would fail.
     """
-    messages = render_messages(question.template, spec, {**row, **extra}, system_role=model.system_role)
-    if model.chat_template:
-        context, lead = render_chat_prompt(messages, model.chat_template), ""
-    else:
-        user = messages[-1]["content"]
-        context = f"{user}\n{question.answer_prefix}" if question.answer_prefix else user
-        lead = " "
-    return context, {label: [lead + form for form in forms] for label, forms in question.options.items()}
+    if method not in FIRST_TOKEN_METHODS:
+        return
+    if method == "seed-literal" and spec.probability_summary != "study1_states":
+        raise ConfigError(f"--scoring seed-literal reproduces the seed's Study 1 extractor only; study {spec.number} has no "
+                          "seed method to reproduce. Run it with --scoring exact (or --studies 1)")
+    for question in spec.probability_questions:
+        firsts: dict[str, str] = {}
+        for label, forms in question.options.items():
+            for form in forms:
+                word = form.split()[0] if form.split() else form
+                if firsts.setdefault(word, label) != label:
+                    raise ConfigError(
+                        f"--scoring {method} cannot score study {spec.number}: its options {firsts[word]!r} and {label!r} both start "
+                        f"with {word!r}, so their first tokens are the same and no row could be scored. Use --scoring exact "
+                        f"(or leave study {spec.number} out with --studies)")
 
 
-async def _score_exact(client: LLMClient, model: ModelSpec, context: str, options: dict[str, list[str]]) -> Distribution:
-    pairs = [(label, c) for label, conts in options.items() for c in conts]
-    payload = {"model": model.request_model, "prompt": [context + c for _, c in pairs], "max_tokens": 1,
-               "temperature": 0.0, "echo": True, "logprobs": 1}
-    body = (await client.post_json(COMPLETIONS_PATH, payload)).body
+# The seed's Study 1 extractor (seed 000, src/extract_probabilities_study1.py), verbatim.
+SEED_ITEM_MAP = {
+    "exams": "exams have passing grades", "letters": "letters have checks inside", "tickets": "tickets have won",
+    "fruits": "fruits have dried out pith", "phones": "phones are defective", "seeds": "seeds will sprout",
+}
+SEED_STATE_TOP_K = 15
+SEED_KNOWLEDGE_TOP_K = 10
+SEED_TEMPERATURE = 1.0
+
+
+def seed_literal_prompt(question: str, row: dict[str, Any]) -> tuple[str, int]:
+    """The seed's prompt text and top-k for question 'state' (``row['state']`` set) or 'knowledge'."""
+    if question == "knowledge":
+        return f"{row['story_setup']}\n\n{row['speach']}\n\n{row['knowledgeQ']}\n\nAnswer with only yes or no:", SEED_KNOWLEDGE_TOP_K
+    property_desc = SEED_ITEM_MAP.get(row["story_shortname"], "items have the property")
+    return (f"{row['story_setup']}\n\n{row['speach']}\n\nQuestion: What percentage probability do you assign that exactly "
+            f"{row['state']} of the 3 {property_desc}?\n\nExpress your answer as a percentage from 0% to 100%, in increments "
+            f"of 10% (e.g., 0%, 10%, 20%, etc.).\n\nAnswer with just the percentage:"), SEED_STATE_TOP_K
+
+
+def _choices(body: dict[str, Any], expected: int) -> list[dict[str, Any]]:
     choices = sorted(body.get("choices") or [], key=lambda c: c.get("index", 0))
-    if len(choices) != len(pairs):
-        raise Unscorable(f"sent {len(pairs)} prompts, the server answered {len(choices)} choices")
-    per_label: dict[str, list[float]] = {}
-    for (label, continuation), choice in zip(pairs, choices):
-        score, _ = continuation_logprob(choice.get("logprobs") or {}, continuation)
-        per_label.setdefault(label, []).append(score)
-    return softmax_distribution({label: logsumexp(scores) for label, scores in per_label.items()})
+    if len(choices) != expected:
+        raise Unscorable(f"sent {expected} prompts, the server answered {len(choices)} choices")
+    return choices
 
 
-async def _score_first_token(client: LLMClient, model: ModelSpec, context: str, options: dict[str, list[str]]) -> Distribution:
-    payload = {"model": model.request_model, "prompt": context, "max_tokens": 1, "temperature": 0.0, "logprobs": FIRST_TOKEN_TOP_K}
-    body = (await client.post_json(COMPLETIONS_PATH, payload)).body
+def _top_logprobs(body: dict[str, Any]) -> dict[str, float]:
     try:
         top = body["choices"][0]["logprobs"]["top_logprobs"][0]
     except (KeyError, IndexError, TypeError) as exc:
         raise Unscorable("the server's answer has no top_logprobs for the first generated token") from exc
-    return first_token_distribution(top, options)
+    if not isinstance(top, dict) or not top:
+        raise Unscorable("the server's answer has no top_logprobs for the first generated token")
+    return top
+
+
+async def option_scores(client: LLMClient, model: ModelSpec, question: QuestionIds, separate_requests: bool = False) -> dict[str, list[float]]:
+    """Per label, the summed token log-probabilities of each surface form after the context (each checked).
+
+    One request carries every option (the embedded server evaluates the shared context
+    once); ``separate_requests`` sends each option alone (a from-scratch evaluation, the
+    benchmark's reference).
+    """
+    prompts = question.prompts()
+    base = {"model": model.request_model, "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 1}
+    if separate_requests:
+        bodies = await asyncio.gather(*(client.post_json(COMPLETIONS_PATH, {**base, "prompt": [ids]}) for _, ids in prompts))
+        choices = [_choices(b.body, 1)[0] for b in bodies]
+    else:
+        choices = _choices((await client.post_json(COMPLETIONS_PATH, {**base, "prompt": [ids for _, ids in prompts]})).body, len(prompts))
+    start = len(question.context)
+    per_label: dict[str, list[float]] = {}
+    for (label, ids), choice in zip(prompts, choices):
+        values = (choice.get("logprobs") or {}).get("token_logprobs")
+        if not isinstance(values, list):
+            raise Unscorable("the server's answer has no echoed token_logprobs")
+        per_label.setdefault(label, []).append(option_logprob(values, start, len(ids), f"option {label!r}"))
+    return per_label
+
+
+async def score_exact(client: LLMClient, model: ModelSpec, question: QuestionIds, separate_requests: bool = False) -> Distribution:
+    """Softmax over labels of each label's log-probability (its surface forms' probabilities added)."""
+    per_label = await option_scores(client, model, question, separate_requests)
+    return softmax_distribution({label: logsumexp(scores) for label, scores in per_label.items()})
+
+
+async def _score_exact_question(client, model, messages, options) -> Distribution:
+    return await score_exact(client, model, await question_ids(client, model, messages, options))
+
+
+async def _score_first_token(client: LLMClient, model: ModelSpec, messages, options) -> Distribution:
+    context, _ = await context_ids(client, model, messages)
+    payload = {"model": model.request_model, "prompt": context, "max_tokens": 1, "temperature": 0.0, "logprobs": FIRST_TOKEN_TOP_K}
+    return first_token_distribution(_top_logprobs((await client.post_json(COMPLETIONS_PATH, payload)).body), options)
+
+
+async def _score_seed_literal(client: LLMClient, model: ModelSpec, prompt: str, top_k: int, options) -> Distribution:
+    payload = {"model": model.request_model, "prompt": prompt, "max_tokens": 1, "temperature": SEED_TEMPERATURE, "logprobs": top_k}
+    targets = {label: forms[0] for label, forms in options.items()}  # the seed's targets: '0%'..'100%', 'yes'/'no'
+    return seed_literal_distribution(_top_logprobs((await client.post_json(COMPLETIONS_PATH, payload)).body), targets)
 
 
 def summarize_study1(d: dict[str, Distribution]) -> dict[str, Any]:
@@ -90,8 +170,10 @@ def summarize_study1(d: dict[str, Distribution]) -> dict[str, Any]:
         for p in PERCENT_BINS:
             out[f"state{k}_prob_{p}"] = d[f"state{k}"].probs[str(p)]
     for k in STATES:  # seed order: all probabilities, then the summaries
-        probs = [0.0 if math.isnan(v) else v for v in (out[f"state{k}_prob_{p}"] for p in PERCENT_BINS)]
-        out[f"state{k}_mean"], out[f"state{k}_std"] = mean_std(probs, PERCENT_BINS)
+        probs = [out[f"state{k}_prob_{p}"] for p in PERCENT_BINS]
+        # a bin the first-token method could not score (colliding or missing): mean/std would treat the rest as complete
+        complete = not any(math.isnan(v) for v in probs)
+        out[f"state{k}_mean"], out[f"state{k}_std"] = mean_std(probs, PERCENT_BINS) if complete else (math.nan, math.nan)
         out[f"state{k}_entropy"] = d[f"state{k}"].entropy_bits()
         out[f"state{k}_option_mass"] = d[f"state{k}"].mass
     out["prob_knowledge_yes"] = d["knowledge"].probs["yes"]
@@ -132,27 +214,38 @@ SUMMARIES: dict[str, Callable[[dict[str, Distribution]], dict[str, Any]]] = {
 }
 
 
-SMOKE_CONTEXT = "The capital of France is"
-SMOKE_CONTINUATION = " Paris"
+SMOKE_MESSAGES = [{"role": "user", "content": "What is the capital of France? Answer with one word."}]
 
 
 SMOKE_POLICY = RetryPolicy(max_attempts=3, base_delay_s=0.5, max_delay_s=2.0)
 
 
-async def check_prompt_logprobs(client: LLMClient, model: ModelSpec, policy: RetryPolicy = SMOKE_POLICY) -> None:
-    """Fail fast unless the server echoes prompt-token log-probabilities.
+async def check_scoring_server(client: LLMClient, model: ModelSpec, method: str, policy: RetryPolicy = SMOKE_POLICY) -> None:
+    """Fail fast unless the server renders its chat template through /tokenize and echoes
+    prompt-token log-probabilities for token-id prompts (what 'exact' and 'first-token' need).
 
-    A server that returns only generated-token logprobs would make every option look
-    equally (un)likely; this sends one known prompt and checks the echo. The check is a
-    request like any other: the client retries HTTP and connection failures, and a reply
-    that is malformed (no ``choices[0].logprobs``, an impossible value) is asked again up to
-    ``policy.max_attempts`` times. The error says what happened: the server did not answer,
-    it answered malformed replies, or (only when every well-formed reply lacked them) it
-    does not return prompt-token log-probabilities.
+    A server without a chat template (a base model on vLLM) is refused here: its chat
+    endpoint refuses Experiment 1 as well, so both experiments fail the same way. The
+    log-probability check is a request like any other: the client retries HTTP and
+    connection failures, and a malformed reply (no choices, an impossible value) is asked
+    again up to ``policy.max_attempts`` times. The error says what happened: the server did
+    not answer, it answered malformed replies, or (only when every well-formed reply lacked
+    them) it does not return prompt-token log-probabilities.
     """
-    payload = {"model": model.request_model, "prompt": [SMOKE_CONTEXT + SMOKE_CONTINUATION], "max_tokens": 1,
-               "temperature": 0.0, "echo": True, "logprobs": 1}
-    missing, malformed = [], []
+    if method == "seed-literal":
+        return  # raw text completions, the seed's own request; rows fail with the server's reason
+    try:
+        ids, _ = await chat_prompt(client, model, SMOKE_MESSAGES)
+    except (RequestFailed, Unscorable) as exc:
+        reason = exc.reason if isinstance(exc, RequestFailed) else str(exc)
+        raise ServerError(
+            f"the server for {model.name!r} cannot render its chat template through POST /tokenize and /detokenize: {reason}. "
+            "Experiment 2 scores each option as the reply under the template the server uses for Experiment 1; serve the model "
+            "with a chat template (vLLM: --chat-template FILE for a base model) on a server with /tokenize (vLLM, the embedded server)"
+        ) from exc
+    payload = {"model": model.request_model, "prompt": [ids], "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 1}
+    missing: list[str] = []
+    malformed: list[str] = []
     for attempt in range(1, policy.max_attempts + 1):
         try:
             body = (await client.post_json(COMPLETIONS_PATH, payload)).body
@@ -160,26 +253,28 @@ async def check_prompt_logprobs(client: LLMClient, model: ModelSpec, policy: Ret
             raise ServerError(f"the server for {model.name!r} did not answer the log-probability check "
                               f"(/v1/completions with echo: true, logprobs: 1): {exc.reason}") from exc
         try:
-            logprobs = body["choices"][0]["logprobs"]
-            if not isinstance(logprobs, dict):
-                raise TypeError("choices[0].logprobs is not an object")
-        except (KeyError, IndexError, TypeError) as exc:
-            malformed.append(f"malformed reply ({exc or type(exc).__name__})")
+            choice = _choices(body if isinstance(body, dict) else {}, 1)[0]
+            logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
+            if logprobs is not None and not isinstance(logprobs, dict):
+                raise Unscorable("choices[0].logprobs is not an object")
+        except Unscorable as exc:
+            malformed.append(f"malformed reply ({exc})")
         else:
-            try:
-                score, n_tokens = continuation_logprob(logprobs, SMOKE_CONTINUATION)
-            except Unscorable as exc:
-                missing.append(str(exc))
+            values = (logprobs or {}).get("token_logprobs")
+            if not isinstance(values, list) or len(values) < len(ids):
+                missing.append(f"{len(values) if isinstance(values, list) else 'no'} echoed log-probabilities for a {len(ids)}-token prompt")
             else:
-                if math.isfinite(score) and score < 0 and n_tokens >= 1:
+                try:
+                    checked_logprob(values[len(ids) - 1], "the prompt's last token")
                     return
-                malformed.append(f"an impossible log-probability {score} for a known continuation")
+                except Unscorable as exc:
+                    malformed.append(str(exc))
         delay = backoff_delay(attempt, policy)
         if delay is not None:
             await asyncio.sleep(delay)
     if missing and not malformed:
         raise ServerError(
-            f"the server for {model.name!r} does not return prompt-token log-probabilities with echo "
+            f"the server for {model.name!r} does not return prompt-token log-probabilities for a token-id prompt "
             f"(/v1/completions with echo: true, logprobs: 1; {len(missing)} well-formed replies without them: {missing[-1]}). "
             "Exact scoring needs them; vLLM and the embedded server support them.")
     raise ServerError(f"the server for {model.name!r} answered the log-probability check {policy.max_attempts} times without "
@@ -190,12 +285,16 @@ async def score_row(
     row: dict[str, Any], spec: StudySpec, model: ModelSpec, client: LLMClient, method: ScoringMethod
 ) -> dict[str, Distribution]:
     """Every question instance of ``row`` scored concurrently; raises Unscorable/RequestFailed."""
-    score = _score_exact if method == "exact" else _score_first_token
     jobs: list[tuple[str, Any]] = []
     for question in spec.probability_questions:
         for instance, extra in question.instances():
-            context, options = scoring_prompt(question, spec, row, extra, model)
-            jobs.append((instance, score(client, model, context, options)))
+            if method == "seed-literal":
+                prompt, top_k = seed_literal_prompt(question.name, {**row, **extra})
+                job = _score_seed_literal(client, model, prompt, top_k, question.options)
+            else:
+                messages = scoring_messages(question, spec, row, extra, model)
+                job = (_score_exact_question if method == "exact" else _score_first_token)(client, model, messages, question.options)
+            jobs.append((instance, job))
     results = await asyncio.gather(*(job for _, job in jobs), return_exceptions=True)
     for (instance, _), result in zip(jobs, results):
         if isinstance(result, Unscorable):
@@ -218,6 +317,8 @@ def probability_record(
         return {**record, "status": "failed", "error": error}
     masses = [d.mass for d in distributions.values()]
     problems = [f"{name}: {p}" for name, d in distributions.items() for p in d.problems]
+    problems += [f"{name}: incomplete distribution, its mean/std are not computed" for name, d in distributions.items()
+                 if any(math.isnan(p) for p in d.probs.values())]
     return {
         **record, **SUMMARIES[spec.probability_summary](distributions),
         "low_option_mass": None if method != "exact" else any(m < min_option_mass for m in masses),
@@ -231,8 +332,8 @@ async def run_probability_step(
     method: ScoringMethod = "exact", min_option_mass: float = DEFAULT_MIN_OPTION_MASS, progress: RowProgress = NoProgress(),
 ) -> StepOutcome:
     """Score every row not already 'ok' in ``checkpoint``; return the full table (seed columns first)."""
-    if method == "exact":
-        await check_prompt_logprobs(client, model)
+    check_scoring_method(spec, method)
+    await check_scoring_server(client, model, method)
     rows = inputs.to_dict(orient="records")
 
     async def work(index: int) -> dict[str, Any]:

@@ -1,21 +1,22 @@
-"""Scoring math (pure): option log-probabilities from echoed prompt logprobs, distributions.
+"""Scoring math (pure): option log-probabilities, sanity checks, distributions.
 
-Exact method. Each option is sent as ``context + continuation``; the server echoes every
-prompt token with its log-probability and character offset, plus one generated token
-(``max_tokens: 1``), whose offset is the length of the prompt text *as the server
-reconstructed it*. The continuation's tokens are those from ``that length -
-len(continuation)`` on, so any BOS text the server prepends does not shift them. The
-continuation must start on a token boundary and the tokens must spell it exactly,
-otherwise the option is unscorable (never guessed). Its score is the sum of its token
-log-probabilities (natural log).
+Exact method. The server echoes, for each prompt (context ids + option ids, see
+``steps/server_prompt.py``), every prompt token's log-probability; an option's score is the
+sum of its own tokens' log-probabilities (natural log). A log-probability that is missing,
+not finite or above 0 is impossible: the option is unscorable and the row fails with the
+reason (:func:`checked_logprob`), never an 'ok' row with a broken number.
 
-First-token method (the seed's, kept for comparison): look up each option's first token
+First-token method (a repaired variant of the seed's): look up each option's first token
 in the top-k next-token log-probabilities after the context. An option whose first token
 is shared with another option, or absent from the top-k, is reported as such and gets no
 probability; the remaining options are normalised among themselves.
 
+Seed-literal method (:func:`seed_literal_distribution`): the seed's arithmetic verbatim,
+for reproduction only (each whole option looked up as one top-k key, -10 when missing).
+
 Distributions are the softmax of the option scores; ``mass`` is the total unnormalised
-probability the options carried. Entropies are in bits (log base 2), as in the seed.
+probability the options carried (above 1 is impossible: the row fails). Entropies are in
+bits (log base 2), as in the seed.
 """
 
 from __future__ import annotations
@@ -41,32 +42,23 @@ def logsumexp(values: Sequence[float]) -> float:
     return peak + math.log(sum(math.exp(v - peak) for v in values))
 
 
-def continuation_logprob(logprobs: Mapping[str, Any], continuation: str, generated_tokens: int = 1) -> tuple[float, int]:
-    """Sum of the log-probabilities of ``continuation``'s tokens, and their number.
+MASS_TOLERANCE = 1e-6  # float rounding in a server's log-softmax; more than this above 1 is impossible
 
-    ``logprobs`` is an echoed ``choices[i].logprobs`` (``tokens``, ``token_logprobs``,
-    ``text_offset``) whose last ``generated_tokens`` entries were generated.
-    """
-    try:
-        tokens = list(logprobs["tokens"])
-        values = list(logprobs["token_logprobs"])
-        offsets = list(logprobs["text_offset"])
-    except (KeyError, TypeError) as exc:
-        raise Unscorable("the server's answer has no tokens/token_logprobs/text_offset (echo logprobs missing)") from exc
-    if not (len(tokens) == len(values) == len(offsets)) or len(tokens) <= generated_tokens:
-        raise Unscorable("echoed logprobs are inconsistent (lists of different lengths, or no prompt tokens)")
-    prompt_end = offsets[len(tokens) - generated_tokens]
-    boundary = prompt_end - len(continuation)
-    indices = [i for i in range(len(tokens) - generated_tokens) if offsets[i] >= boundary]
-    if not indices or offsets[indices[0]] != boundary:
-        raise Unscorable(f"the continuation {continuation!r} does not start on a token boundary")
-    spelled = "".join(tokens[i] for i in indices)
-    if spelled != continuation:
-        raise Unscorable(f"the echoed tokens spell {spelled!r}, not the continuation {continuation!r}")
-    picked = [values[i] for i in indices]
-    if any(v is None or not math.isfinite(v) for v in picked):
-        raise Unscorable(f"a token of {continuation!r} has no log-probability")
-    return float(sum(picked)), len(indices)
+
+def checked_logprob(value: Any, what: str) -> float:
+    """``value`` as a log-probability; Unscorable if it is missing, not finite or above 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Unscorable(f"{what} has no log-probability")
+    if not math.isfinite(value) or value > 0:
+        raise Unscorable(f"{what} has an impossible log-probability {value!r} (must be finite and <= 0)")
+    return float(value)
+
+
+def option_logprob(token_logprobs: Sequence[Any], start: int, end: int, what: str) -> float:
+    """Sum of ``token_logprobs[start:end]`` (an option's tokens in an echoed prompt), each checked."""
+    if start < 1 or end > len(token_logprobs) or start >= end:
+        raise Unscorable(f"the server echoed {len(token_logprobs)} log-probabilities; {what} needs positions {start}..{end - 1}")
+    return float(sum(checked_logprob(token_logprobs[i], f"a token of {what}") for i in range(start, end)))
 
 
 @dataclass(frozen=True)
@@ -86,6 +78,8 @@ def softmax_distribution(scores: Mapping[str, float]) -> Distribution:
     total = logsumexp(list(scores.values()))
     if total == -math.inf:
         raise Unscorable("every option has probability zero")
+    if total > math.log1p(MASS_TOLERANCE):
+        raise Unscorable(f"the options carry a total probability of {math.exp(total):.6g} > 1 (impossible log-probabilities)")
     return Distribution({k: math.exp(v - total) for k, v in scores.items()}, math.exp(total))
 
 
@@ -110,6 +104,8 @@ def first_token_distribution(top_logprobs: Mapping[str, float], continuations: M
     context (with any leading space). A form's first token is the longest top-k token
     that is a prefix of it.
     """
+    for key, value in top_logprobs.items():
+        checked_logprob(value, f"the top-k token {key!r}")
     first: dict[str, set[str]] = {}
     problems: list[str] = []
     for label, forms in continuations.items():
@@ -137,3 +133,32 @@ def first_token_distribution(top_logprobs: Mapping[str, float], continuations: M
     found = softmax_distribution(scores)
     probs = {label: found.probs.get(label, math.nan) for label in continuations}
     return Distribution(probs, math.nan, tuple(problems))
+
+
+SEED_MISSING_LOGPROB = -10.0  # the seed's value for an option not among the top-k
+
+
+def seed_variants(option: str) -> list[str]:
+    """The keys the seed tries for an option, in its order: as is, capitalized, lower case, with a leading space."""
+    return [option, option.capitalize(), option.lower(), f" {option}"]
+
+
+def seed_literal_distribution(top_logprobs: Mapping[str, float], options: Mapping[str, str]) -> Distribution:
+    """The seed's ``extract_token_probabilities``, literally (seed 000, Study 1 extractor).
+
+    ``options`` maps each label to the seed's target string ('70%', 'yes'). Each whole
+    string is looked up as ONE top-k key (first of its :func:`seed_variants` found), else
+    it gets -10; the softmax over all of them is returned. Not a probability of the
+    option's text: a multi-token option ('70%' on most vocabularies) is never a key, so
+    it always gets -10 (then every bin gets 1/11).
+    """
+    for key, value in top_logprobs.items():
+        checked_logprob(value, f"the top-k token {key!r}")
+    scores: dict[str, float] = {}
+    for label, option in options.items():
+        scores[label] = next((float(top_logprobs[k]) for k in seed_variants(option) if k in top_logprobs), SEED_MISSING_LOGPROB)
+    values = np.exp(np.array(list(scores.values()), dtype=np.float64))
+    probs = values / values.sum()
+    missing = tuple(f"{label}: {option!r} not a top-{len(top_logprobs)} key (-10)" for label, option in options.items()
+                    if not any(k in top_logprobs for k in seed_variants(option)))
+    return Distribution({label: float(p) for label, p in zip(scores, probs)}, math.nan, missing)

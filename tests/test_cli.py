@@ -174,3 +174,38 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(tmp_path):
     resumed_frame, clean_frame = (pd.read_parquet(p).drop(columns=VOLATILE) for p in (a, b))
     assert len(resumed_frame) == 90 and resumed_frame.row_index.is_unique
     pd.testing.assert_frame_equal(resumed_frame, clean_frame)
+
+
+REGISTRY = """models:
+  - name: acme-chat
+    hf_id: acme/chat-7b
+    served_name: fake-model
+    system_role: false
+  - name: gemma-2-9b-it
+    max_model_len: 2048
+"""
+
+
+def test_registry_file_adds_models_in_the_local_runner_and_the_lineup(tmp_path, fake_server, capsys):
+    registry = tmp_path / "my_models.yaml"
+    registry.write_text(REGISTRY)
+    assert main(["models", "--registry", str(registry)]) == 0
+    listing = capsys.readouterr().out
+    assert "acme-chat" in listing and "acme/chat-7b" in listing and "llama-3.1-8b-instruct" in listing  # merged, not replaced
+    code = main(["run", "--registry", str(registry), "--models", "acme-chat", "--endpoint", f"acme-chat={fake_server.url}",
+                 "--studies", "2", "--limit", "2", "--stages", "query,probabilities", "--output", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr()
+    run_dir = _outputs(tmp_path)
+    probabilities = pd.read_parquet(run_dir / "exp2" / "acme-chat_study2_probabilities.parquet")
+    assert (probabilities.status == "ok").all() and (probabilities.model_id == "fake-model").all()
+    # the registry's system_role: false reached both experiments: the system text is folded into the user turn
+    chats = [b for path, b in fake_server.scoring_requests if path == "/tokenize" and "messages" in b]
+    assert chats and all([m["role"] for m in b["messages"]] == ["user"] for b in chats)
+
+
+def test_a_bad_registry_file_names_the_file_and_entry(tmp_path, capsys):
+    registry = tmp_path / "bad.yaml"
+    registry.write_text("models:\n  - name: x\n    hf_id: a/b\n    gpus: -1\n")
+    assert main(["models", "--registry", str(registry)]) == 2
+    err = capsys.readouterr().err
+    assert str(registry) in err and "entry 1 ('x')" in err and "gpus" in err

@@ -48,7 +48,7 @@ def test_submit_prints_name_and_link_and_never_the_token(argo_env, capsys):
 
 
 @pytest.mark.parametrize("parameter, message", [("modles=x", "unknown workflow parameter 'modles'"),
-                                                ("scoring=best", "must be one of ['exact', 'first-token']"),
+                                                ("scoring=best", "must be one of ['exact', 'first-token', 'seed-literal']"),
                                                 ("limit", "unknown workflow parameter 'limit'"),
                                                 ("models=llama-3.1-8b-instrukt", "unknown model(s) ['llama-3.1-8b-instrukt']")])
 def test_submit_rejects_bad_parameters_before_calling_argo(argo_env, capsys, parameter, message):

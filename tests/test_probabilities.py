@@ -12,11 +12,14 @@ from pipeline.registry import load_registry
 from schemas.probabilities import ASSESSMENTS, FRAMES, PERCENT_BINS, PROBABILITY_ROW_MODELS, SEED_COLUMN_COUNT, STATES
 from schemas.settings import ModelSpec
 from steps.checkpoint import Checkpoint
-from steps.errors import ServerError
+from pipeline.cli import main
+from pipeline.registry import resolve_model
+from steps.errors import ConfigError, ServerError
 from steps.llm_client import LLMClient, RetryPolicy
-from steps.probabilities import SMOKE_POLICY, run_probability_step, scoring_prompt
+from steps.probabilities import SMOKE_POLICY, check_scoring_method, run_probability_step, scoring_messages, seed_literal_prompt
+from steps.server_prompt import minimum_prompt_tokens, question_ids, reply_prefix_rest
 from steps.tables import coerce_to_schema
-from tests.fakes.fake_openai_server import FakeOpenAIServer
+from tests.fakes.fake_openai_server import FakeOpenAIServer, fake_chat_template
 
 FAKE = ModelSpec(name="fake-model", hf_id="fake-model")
 FAST = RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=0.02)
@@ -103,12 +106,16 @@ def test_a_server_that_keeps_answering_malformed_replies_is_named_as_such(tmp_pa
     assert "does not return prompt-token" not in str(caught.value)
 
 
-def test_first_token_method_records_problems(tmp_path, study1, study1_table):
+def test_first_token_method_marks_incomplete_states_instead_of_summarizing_them(tmp_path, study1, study1_table):
     with FakeOpenAIServer() as server:
         outcome = _run(server, study1_table.frame.head(2), study1, tmp_path / "c.jsonl", method="first-token")
-    # the fake's top-k holds '1', '2', '5' and ' ': base-model options ' 10%' etc. all start with ' '
-    assert (outcome.frame.status == "failed").all()
-    assert outcome.frame.error.str.contains("share the first token ' '").all()
+    # the fake's top-k holds '1', '2', '5', 'Yes', 'No': '10%'/'100%' collide on '1', most bins are missing
+    frame = outcome.frame
+    assert (frame.status == "ok").all()
+    assert frame.state0_prob_10.isna().all() and frame.state0_prob_20.notna().all()
+    assert frame.state0_mean.isna().all() and frame.state0_std.isna().all()  # not computed over 2 of 11 bins as if complete
+    assert frame.first_token_problems.str.contains("10, 100 share the first token '1'").all()
+    assert frame.first_token_problems.str.contains("state0: incomplete distribution, its mean/std are not computed").all()
 
 
 def test_resume_scores_only_missing_rows(tmp_path, study2, study2_table):
@@ -121,43 +128,120 @@ def test_resume_scores_only_missing_rows(tmp_path, study2, study2_table):
     assert outcome.resumed == 3 and outcome.done == 8
 
 
-def test_scoring_prompts_for_chat_and_base_models(study1, study1_table):
+def test_scoring_messages_fold_the_system_text_where_the_model_has_no_system_role(study1, study1_table):
     row = study1_table.frame.iloc[0].to_dict()
     question = study1.probability_questions[0]
-    base_context, base_options = scoring_prompt(question, study1, row, {"state": 2}, load_registry()["gemma-3-270m"])
-    assert base_context.endswith("exactly 2? Answer with a percentage from 0% to 100% in steps of 10%, and nothing else.\nAnswer:")
-    assert base_options["70"] == [" 70%"] and "<br>" not in base_context
-    chat_context, chat_options = scoring_prompt(question, study1, row, {"state": 2}, load_registry()["gemma-2-9b-it"])
-    assert chat_context.startswith("<start_of_turn>user\nYou are a helpful assistant") and chat_context.endswith("<start_of_turn>model\n")
-    assert chat_options["70"] == ["70%"]
-    assert row["speachQ"] in chat_context
-    knowledge = study1.probability_questions[1]
-    _, options = scoring_prompt(knowledge, study1, row, {}, load_registry()["llama-3.1-8b-instruct"])
-    assert options == {"yes": ["yes", "Yes"], "no": ["no", "No"]}
+    folded = scoring_messages(question, study1, row, {"state": 2}, load_registry()["gemma-2-9b-it"])
+    assert [m["role"] for m in folded] == ["user"] and folded[0]["content"].startswith("You are a helpful assistant")
+    assert "exactly 2? Answer with a percentage" in folded[0]["content"] and "<br>" not in folded[0]["content"]
+    system = scoring_messages(question, study1, row, {"state": 2}, load_registry()["llama-3.1-8b-instruct"])
+    assert [m["role"] for m in system] == ["system", "user"]
 
 
-def test_study2_distribution_and_mass_equal_an_independent_computation(tmp_path, study2, study2_table):
-    """Not a sum-to-1 check (a softmax always sums to 1): the probabilities and the unnormalised option mass are
-    recomputed here from the FAKE server's own definition of its log-probabilities, without the scoring code."""
-    import math
+def _never_seen_template(messages):
+    """A chat format no model and no code of the project knows."""
+    return "<s>" + "".join(f"[[turn]]{m['role'].upper()}: {m['content']}\n" for m in messages) + "[[reply]]\n"
 
-    from tests.fakes.fake_openai_server import fake_logprob, fake_tokens
 
+def test_a_model_outside_the_registry_is_scored_under_its_servers_template(tmp_path, study1, study1_table):
+    model = resolve_model("acme/new-chat-7b", external=True)  # not in the registry: nothing about its template is known here
+    frame = study1_table.frame.head(1)
+    with FakeOpenAIServer(model="acme/new-chat-7b", chat_template=_never_seen_template) as server:
+        async def go():
+            async with httpx.AsyncClient(timeout=10) as http:
+                client = LLMClient(http, [server.url], 4, FAST)
+                with Checkpoint(tmp_path / "c.jsonl", {"t": 1}) as checkpoint:
+                    return await run_probability_step(frame, study1, model, client, checkpoint, "run-t")
+        outcome = asyncio.run(go())
+        assert (outcome.frame.status == "ok").all()
+        row = frame.iloc[0].to_dict()
+        messages = scoring_messages(study1.probability_questions[1], study1, row, {}, model)
+        assert ("/tokenize", {"model": "acme/new-chat-7b", "messages": messages, "add_generation_prompt": True,
+                              "add_special_tokens": False}) in server.scoring_requests  # the system message goes to the server as in Experiment 1
+        expected_context = server.token_ids(_never_seen_template(messages))
+        knowledge = [body for path, body in server.scoring_requests
+                     if path == "/v1/completions" and body.get("echo") and len(body["prompt"]) == 4]  # yes, Yes, no, No
+        assert len(knowledge) == 1
+        for prompt in knowledge[0]["prompt"]:  # every option after exactly the server-rendered context, by ids
+            assert prompt[: len(expected_context)] == expected_context
+        options = ["".join(server._pieces[t] for t in prompt[len(expected_context):]) for prompt in knowledge[0]["prompt"]]
+        assert options == ["yes", "Yes", "no", "No"]
+
+
+def test_context_ids_are_identical_across_options_and_options_are_located_by_ids(study2, study2_table):
+    row = study2_table.frame.iloc[0].to_dict()
+    question = study2.probability_questions[0]
+    model = ModelSpec(name="fake-model", hf_id="fake-model", system_role=False)
+    messages = scoring_messages(question, study2, row, {}, model)
     with FakeOpenAIServer() as server:
+        async def go():
+            async with httpx.AsyncClient(timeout=10) as http:
+                return await question_ids(LLMClient(http, [server.url], 4, FAST), model, messages, question.options)
+        q = asyncio.run(go())
+        assert list(q.context) == server.token_ids(fake_chat_template(messages))  # BOS written by the template
+        prompts = q.prompts()
+        assert len(prompts) == 8 and all(ids[: len(q.context)] == list(q.context) for _, ids in prompts)
+        assert "".join(server._pieces[t] for t in q.options["wasnt_good"][0]) == "It wasn't good"
+    assert minimum_prompt_tokens(q) < sum(len(ids) for _, ids in prompts)
+
+
+def test_a_boundary_merge_is_detected_not_guessed(tmp_path, study2, study2_table):
+    def ends_in_a_word(messages):  # the reply opens with 'Reply', which the FAKE tokenizer merges with 'It' into 'ReplyIt'
+        return fake_chat_template(messages) + "Reply"
+
+    with FakeOpenAIServer(chat_template=ends_in_a_word) as server:
         outcome = _run(server, study2_table.frame.head(2), study2, tmp_path / "c.jsonl")
-    (question,) = study2.probability_questions
-    for index, row in enumerate(study2_table.frame.head(2).to_dict(orient="records")):
-        context, options = scoring_prompt(question, study2, row, {}, FAKE)
-        scores = {}
-        for label, continuations in options.items():
-            per_form = []
-            for continuation in continuations:
-                tokens = fake_tokens(context + continuation)
-                starts = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
-                per_form.append(sum(fake_logprob("".join(tokens[:i]), tokens[i]) for i in range(len(tokens)) if starts[i] >= len(context)))
-            scores[label] = math.log(sum(math.exp(s) for s in per_form))
-        mass = sum(math.exp(s) for s in scores.values())
-        got = outcome.frame.iloc[index]
-        assert got["option_mass"] == pytest.approx(mass, rel=1e-9) and 0 < mass < 1
-        for label, score in scores.items():
-            assert got[f"prob_{label}"] == pytest.approx(math.exp(score) / mass, rel=1e-9)
+    assert (outcome.frame.status == "failed").all()
+    assert outcome.frame.error.str.contains("boundary merge").all()
+    assert outcome.frame.error.str.contains("'It was terrible'").all()
+
+
+def test_an_impossible_logprob_fails_the_row_with_the_reason(tmp_path, study1, study1_table):
+    with FakeOpenAIServer(logprob_overrides={"yes": 3.0}) as server:
+        outcome = _run(server, study1_table.frame.head(2), study1, tmp_path / "c.jsonl")
+    assert (outcome.frame.status == "failed").all()
+    assert outcome.frame.error.str.contains("knowledge: a token of option 'yes' has an impossible log-probability 3.0").all()
+
+
+def test_a_server_without_a_chat_template_is_refused_before_any_row(tmp_path, study1, study1_table):
+    with FakeOpenAIServer(chat_template=None) as server:
+        with pytest.raises(ServerError, match="cannot render its chat template.*default chat template is no longer allowed"):
+            _run(server, study1_table.frame, study1, tmp_path / "c.jsonl")
+        assert server.completion_requests == 0
+
+
+def test_reply_prefix_is_appended_once(tmp_path, study2, study2_table):
+    think = "<think>\n\n</think>\n\n"
+    assert reply_prefix_rest("...<｜Assistant｜>", think) == think
+    assert reply_prefix_rest("...<｜Assistant｜><think>\n", think) == "\n</think>\n\n"  # a template that already opens the block
+    model = ModelSpec(name="fake-model", hf_id="fake-model", reply_prefix="[[think]][[end]]\n")
+    row = study2_table.frame.iloc[0].to_dict()
+    messages = scoring_messages(study2.probability_questions[0], study2, row, {}, model)
+    with FakeOpenAIServer() as server:
+        async def go():
+            async with httpx.AsyncClient(timeout=10) as http:
+                return await question_ids(LLMClient(http, [server.url], 4, FAST), model, messages, {"a": ["It was bad"]})
+        q = asyncio.run(go())
+        assert "".join(server._pieces[t] for t in q.context).endswith("[[assistant]]\n[[think]][[end]]\n")
+
+
+@pytest.mark.parametrize("method", ["first-token", "seed-literal"])
+def test_first_token_methods_refuse_study2(method, study2):
+    with pytest.raises(ConfigError, match=f"--scoring {method} cannot score study 2|seed-literal reproduces the seed's Study 1"):
+        check_scoring_method(study2, method)
+    assert main(["run", "--scoring", method, "--output", "/nonexistent-never-written"]) == 2
+
+
+def test_seed_literal_sends_the_seeds_own_requests(tmp_path, study1, study1_table):
+    with FakeOpenAIServer() as server:
+        outcome = _run(server, study1_table.frame.head(1), study1, tmp_path / "c.jsonl", method="seed-literal")
+        bodies = [body for path, body in server.scoring_requests if path == "/v1/completions"]
+    row = study1_table.frame.iloc[0].to_dict()
+    assert (outcome.frame.status == "ok").all() and len(bodies) == 5
+    state2 = next(b for b in bodies if "exactly 2 of the 3" in b["prompt"])
+    assert state2 == {"model": "fake-model", "prompt": seed_literal_prompt("state", {**row, "state": 2})[0], "max_tokens": 1,
+                      "temperature": 1.0, "logprobs": 15}
+    assert state2["prompt"].endswith("(e.g., 0%, 10%, 20%, etc.).\n\nAnswer with just the percentage:")
+    # the fake's top-k has no '0%'..'100%' key: every bin gets -10, i.e. 1/11, as the seed computes it
+    assert outcome.frame.state2_prob_70.iloc[0] == pytest.approx(1 / 11)
+    assert outcome.frame.state2_mean.iloc[0] == pytest.approx(50.0)

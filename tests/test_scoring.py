@@ -7,62 +7,33 @@ import math
 import pytest
 
 from steps.scoring import (
-    Unscorable, continuation_logprob, entropy_bits, first_token_distribution, logsumexp, mean_std, softmax_distribution,
+    Unscorable, entropy_bits, first_token_distribution, logsumexp, mean_std, option_logprob, seed_literal_distribution,
+    softmax_distribution,
 )
 
 
-def echo(tokens, values, bos="", generated=("\n", -0.5)):
-    """An echoed logprobs object like vLLM/llama.cpp return (optional BOS text first)."""
-    pieces = ([bos] if bos is not None else []) + list(tokens) + [generated[0]]
-    lps = ([None] if bos is not None else []) + list(values) + [generated[1]]
-    offsets, position = [], 0
-    for piece in pieces:
-        offsets.append(position)
-        position += len(piece)
-    return {"tokens": pieces, "token_logprobs": lps, "text_offset": offsets}
+def test_an_option_is_the_sum_of_its_own_positions():
+    # echoed token_logprobs of context (4 tokens, BOS first) + option '70%' (3 tokens) + the generated token
+    values = [None, -9.0, -0.5, -1.0, -3.5, -2.0, -0.8, -0.4]
+    assert option_logprob(values, 4, 7, "option '70'") == pytest.approx(-3.5 - 2.0 - 0.8)
 
 
-def test_multi_token_option_with_its_own_space_token():
-    lp = echo(["Answer", ":", " ", "7", "0", "%"], [-9.0, -0.5, -1.0, -3.5, -2.0, -0.8])
-    score, n = continuation_logprob(lp, " 70%")
-    assert n == 4 and score == pytest.approx(-1.0 - 3.5 - 2.0 - 0.8)
+@pytest.mark.parametrize("bad", [3.0, 1e-9, math.inf, -math.inf, math.nan, None, "x"])
+def test_an_impossible_token_logprob_makes_the_option_unscorable(bad):
+    values = [None, -1.0, -0.5, bad, -0.2]
+    with pytest.raises(Unscorable, match="log-probability"):
+        option_logprob(values, 2, 4, "option 'yes'")
 
 
-def test_bos_text_does_not_shift_the_continuation():
-    plain = echo(["Answer", ":", " yes"], [-1.0, -0.5, -0.7], bos="")
-    with_bos_text = echo(["Answer", ":", " yes"], [-1.0, -0.5, -0.7], bos="<bos>")
-    assert continuation_logprob(plain, " yes") == continuation_logprob(with_bos_text, " yes") == (-0.7, 1)
+def test_missing_echo_positions_are_unscorable():
+    with pytest.raises(Unscorable, match="echoed 3 log-probabilities"):
+        option_logprob([None, -1.0, -0.5], 2, 5, "option 'no'")
 
 
-def test_options_sharing_a_prefix_are_scored_over_their_full_length():
-    ten = echo(["A", ":", " ", "1", "0", "%"], [-1, -1, -1, -1.2, -2.0, -0.5])
-    hundred = echo(["A", ":", " ", "1", "0", "0", "%"], [-1, -1, -1, -1.2, -2.0, -3.0, -0.6])
-    assert continuation_logprob(ten, " 10%")[0] == pytest.approx(-4.7)
-    assert continuation_logprob(hundred, " 100%")[0] == pytest.approx(-7.8)
-
-
-def test_token_straddling_the_boundary_is_unscorable():
-    lp = echo(["Answer", ": y", "es"], [-1.0, -0.5, -0.7])  # ': y' crosses into the option
-    with pytest.raises(Unscorable, match="token boundary"):
-        continuation_logprob(lp, "yes")
-
-
-def test_missing_logprob_inside_the_option_is_unscorable():
-    lp = echo(["A", ":", " no"], [-1.0, -0.5, None])
-    with pytest.raises(Unscorable, match="no log-probability"):
-        continuation_logprob(lp, " no")
-
-
-def test_tokens_that_spell_something_else_are_unscorable():
-    lp = echo(["A", ":", " nope"], [-1.0, -0.5, -2.0])
-    with pytest.raises(Unscorable):
-        continuation_logprob(lp, " no")
-
-
-@pytest.mark.parametrize("logprobs", [{}, {"tokens": ["a"], "token_logprobs": [None], "text_offset": [0]}, {"tokens": ["a", "b"], "token_logprobs": [None], "text_offset": [0, 1]}])
-def test_missing_or_inconsistent_echo_is_unscorable(logprobs):
-    with pytest.raises(Unscorable):
-        continuation_logprob(logprobs, "b")
+def test_options_carrying_more_than_all_the_mass_are_refused():
+    with pytest.raises(Unscorable, match="> 1"):
+        softmax_distribution({"a": math.log(0.7), "b": math.log(0.6)})
+    assert softmax_distribution({"a": 0.0}).mass == pytest.approx(1.0)  # exactly 1 (or within rounding) is fine
 
 
 def test_softmax_distribution_and_mass():
@@ -100,23 +71,27 @@ def test_first_token_method_fails_when_nothing_is_distinguishable():
         first_token_distribution({" ": -0.1}, {"a": [" 10%"], "b": [" 20%"]})
 
 
-# The shape vLLM's /v1/completions returns for echo + logprobs (Llama-3 tokenizer): the BOS
-# token's text is part of the token list and offsets, but not of the returned prompt text.
-VLLM_ECHO = {
-    "id": "cmpl-1", "object": "text_completion", "model": "meta-llama/Llama-3.1-8B-Instruct",
-    "choices": [{
-        "index": 0, "text": "Answer: 70%\n", "finish_reason": "length", "stop_reason": None,
-        "logprobs": {
-            "text_offset": [0, 17, 23, 24, 25, 27, 28],
-            "token_logprobs": [None, -8.1, -0.4, -1.1, -2.6, -0.2, -0.9],
-            "tokens": ["<|begin_of_text|>", "Answer", ":", " ", "70", "%", "\n"],
-            "top_logprobs": [None, {"Answer": -8.1}, {":": -0.4}, {" ": -1.1}, {"70": -2.6}, {"%": -0.2}, {"\n": -0.9}],
-        },
-    }],
-    "usage": {"prompt_tokens": 6, "total_tokens": 7, "completion_tokens": 1},
-}
+def test_first_token_method_refuses_an_impossible_top_k_value():
+    with pytest.raises(Unscorable, match="impossible"):
+        first_token_distribution({"1": 3.0, "2": -2.0}, {"10": ["10%"], "20": ["20%"]})
 
 
-def test_recorded_vllm_echo_shape():
-    score, n = continuation_logprob(VLLM_ECHO["choices"][0]["logprobs"], " 70%")
-    assert n == 3 and score == pytest.approx(-1.1 - 2.6 - 0.2)
+def test_seed_literal_reproduces_the_seeds_arithmetic():
+    """seed 000, extract_token_probabilities: first variant found (as is, capitalized, lower, ' '+), else -10; softmax."""
+    top = {"0%": -2.0, " 50%": -1.0, "Yes": -0.3, "1": -0.1}
+    options = {"0": "0%", "10": "10%", "50": "50%", "100": "100%"}
+    d = seed_literal_distribution(top, options)
+    scores = [-2.0, -10.0, -1.0, -10.0]  # '10%' and '100%' are no key ('1' is not '10%'): -10
+    z = sum(math.exp(v) for v in scores)
+    assert [d.probs[k] for k in options] == pytest.approx([math.exp(v) / z for v in scores], abs=1e-15)
+    knowledge = seed_literal_distribution(top, {"yes": "yes", "no": "no"})  # 'Yes' (capitalized) found, 'no' missing
+    assert knowledge.probs["yes"] == pytest.approx(math.exp(-0.3) / (math.exp(-0.3) + math.exp(-10.0)), abs=1e-15)
+    assert math.isnan(d.mass) and any("'10%' not a top-4 key" in p for p in d.problems)
+
+
+def test_seed_literal_on_a_vocabulary_without_percent_tokens_is_uniform():
+    """No token holds a digit and '%' (Llama-3, Gemma): every bin gets -10, so 1/11 each."""
+    top = {str(i): -float(i) - 1 for i in range(10)} | {" ": -0.5}
+    d = seed_literal_distribution(top, {str(p): f"{p}%" for p in range(0, 101, 10)})
+    assert list(d.probs.values()) == pytest.approx([1 / 11] * 11)
+    assert entropy_bits(list(d.probs.values())) == pytest.approx(math.log2(11))

@@ -186,7 +186,8 @@ def test_parameters_show_in_the_ui_with_descriptions_and_enums(rendered):
     shown = {p["name"]: p for p in rendered["spec"]["arguments"]["parameters"]}
     assert set(shown) == {p.name for p in PARAMETERS}
     assert all(p.get("description") for p in shown.values())
-    assert shown["scoring"]["enum"] == ["exact", "first-token"] and shown["scoring"]["value"] == "exact"
+    assert shown["scoring"]["enum"] == ["exact", "first-token", "seed-literal"] and shown["scoring"]["value"] == "exact"
+    assert shown["registry"]["value"] == ""  # empty: the shipped registry
     assert shown["studies"]["enum"][0] == shown["studies"]["value"] == "1,2"
     for name in ("models", "studies", "limit", "replications", "scoring", "extractor-url", "extractor-model", "concurrency"):
         assert name in shown
@@ -217,9 +218,13 @@ def test_every_step_runs_as_the_workflow_invokes_it(rendered, s3, repository, tm
     configmaps = {"grace-pipeline-store": {"GRACE_CHECKPOINT_STORE": f"s3://grace/{KEY_PREFIX}", "AWS_ENDPOINT_URL": s3.endpoint,
                                            "AWS_REGION": "us-east-1"}}
     repository.write_bytes("inputs/speaker_production.csv", write_human2(tmp_path / "h2.csv").read_bytes())
+    # a researcher's registry in the bucket: 'acme-chat' exists only there, served under another name (without
+    # --registry in every step it would be requested as 'acme-chat' and the server would refuse it)
+    repository.write_bytes("inputs/my-models.yaml", b"models:\n  - {name: acme-chat, hf_id: acme/chat-7b, served_name: fake-model}\n")
     with FakeOpenAIServer(model="meta-llama/Llama-3.1-8B-Instruct", healthy_after_s=1.0) as sidecar, FakeOpenAIServer() as shared:
         argo = FakeArgo(rendered, {
-            "models": "llama-3.1-8b-instruct,fake-model", "endpoints": f"fake-model={shared.url}", "limit": "3",
+            "models": "llama-3.1-8b-instruct,acme-chat", "endpoints": f"acme-chat={shared.url}", "limit": "3",
+            "registry": "s3://grace/inputs/my-models.yaml",
             "extractor-url": shared.url, "extractor-model": "fake-model", "run-id": "cluster-test",
             "human2": "s3://grace/inputs/speaker_production.csv",
         }, repository, secrets, configmaps, tmp_path, {f"http://localhost:{VLLM_PORT}": sidecar.url})
@@ -233,7 +238,7 @@ def test_every_step_runs_as_the_workflow_invokes_it(rendered, s3, repository, tm
     run = repository.child(KEY_PREFIX, "cluster-test")
     for study in (1, 2):
         analysis = read_table(run, f"analysis/study{study}_analysis")
-        assert set(analysis.model_name) == {"llama-3.1-8b-instruct", "fake-model"} and len(analysis) == 6
+        assert set(analysis.model_name) == {"llama-3.1-8b-instruct", "acme-chat"} and len(analysis) == 6
         assert (analysis.query_status == "ok").all()
     assert run.exists("report.html") and run.exists("manifest.json")
     human = json.loads(run.read_bytes("manifest.json"))["human_data"]["2"]  # validated by the plan step, hash recorded

@@ -10,11 +10,20 @@ socket level: reset connections, truncate bodies, hang. It answers
   requested format, or with ``free_text`` in words the parser cannot settle; an
   extraction request (the extraction prompt's system message) gets the JSON a FAKE
   extractor codes from such an answer (:func:`fake_extraction`);
+* ``POST /tokenize`` / ``POST /detokenize`` shaped like vLLM's: chat ``messages`` are rendered
+  with ``chat_template`` (by default :func:`fake_chat_template`, a format no real model
+  uses, so a test proves nothing depends on a template the project knows; ``None``: the
+  server has no chat template and refuses, like vLLM for a base model);
 * ``POST /v1/completions`` (``max_tokens: 1``) with a FAKE tokenizer (digits one per
-  token, a space its own token, words with their leading space) and deterministic
-  pseudo log-probabilities, echoing prompt tokens like vLLM (a BOS token ``<s>`` first,
-  with no log-probability). ``prompt_logprobs=False`` imitates a server that returns
-  only the generated token's logprobs.
+  token, a space its own token, words with their leading space, ``[[role]]`` markers and
+  ``<s>`` special) whose ids are handed out on first sight, and deterministic pseudo
+  log-probabilities; ``prompt`` is text (BOS ``<s>`` prepended), token ids, or a list of
+  either. Echo returns every prompt token like vLLM (the first with no log-probability).
+  VLLM-SHAPED COST: ``usage.prompt_tokens`` counts every prompt token of every prompt
+  (vLLM skips its prefix cache for prompt-logprob requests, so each is a full prefill);
+  ``prompt_tokens_total`` sums them over the server's life. ``prompt_logprobs=False``
+  imitates a server that returns only the generated token's logprobs;
+  ``logprob_overrides`` ({token text: value}) makes the server echo an impossible value.
 
 Faults come from ``fault_script`` (consumed one per chat request, in arrival order),
 ``completion_faults`` (one per ``/v1/completions`` request: ``no_choices``, a JSON reply
@@ -40,7 +49,14 @@ import threading
 import time
 from typing import Optional
 
-_FAKE_TOKEN = re.compile(r" ?[A-Za-z']+|\d|\s|[^\sA-Za-z\d]")
+_FAKE_TOKEN = re.compile(r"<s>|\[\[/?[a-z]+\]\]| ?[A-Za-z']+|\d|\s|[^\sA-Za-z\d]")
+BOS = "<s>"
+
+
+def fake_chat_template(messages: list) -> str:
+    """The FAKE server's chat template: a format no real model uses (BOS, ``[[role]]`` turns, then ``[[assistant]]``)."""
+    turns = "".join(f"[[{m['role']}]]\n{m['content']}\n[[end]]\n" for m in messages)
+    return f"{BOS}{turns}[[assistant]]\n"
 
 
 def fake_tokens(text: str) -> list[str]:
@@ -49,9 +65,10 @@ def fake_tokens(text: str) -> list[str]:
 
 
 def fake_logprob(prefix: str, token: str) -> float:
-    """Deterministic pseudo log-probability of ``token`` after ``prefix``, in [-6, -0.1]."""
+    """Deterministic pseudo log-probability of ``token`` after ``prefix``, in [-8, -2.5] (so that no
+    answer set of up to 12 options carries more than all the mass: the scorer refuses that)."""
     digest = hashlib.sha256((prefix + "\x00" + token).encode()).digest()
-    return -0.1 - (int.from_bytes(digest[:2], "big") / 65535) * 5.9
+    return -2.5 - (int.from_bytes(digest[:2], "big") / 65535) * 5.5
 
 
 FAULTS = ("ok", "500", "503", "429", "400", "timeout", "reset", "truncated", "malformed", "no_choices")
@@ -109,8 +126,16 @@ class FakeOpenAIServer:
     def __init__(self, model: str = "fake-model", latency_ms: float = 0.0, latency_sigma: float = 0.0,
                  fault_script: Optional[list[str]] = None, hang_s: float = 30.0, rng_seed: int = 0,
                  reasoning: bool = False, port: int = 0, prompt_logprobs: bool = True, healthy_after_s: float = 0.0,
-                 completion_faults: Optional[list[str]] = None, free_text: bool = False):
+                 completion_faults: Optional[list[str]] = None, free_text: bool = False,
+                 chat_template=fake_chat_template, logprob_overrides: Optional[dict] = None):
         self.model = model
+        self.chat_template = chat_template
+        self.logprob_overrides = dict(logprob_overrides or {})
+        self.prompt_tokens_total = 0
+        self.tokenize_requests = 0
+        self.scoring_requests: list[tuple[str, dict]] = []  # (path, body) of every /tokenize and /v1/completions request
+        self._ids: dict[str, int] = {BOS: 1}
+        self._pieces: dict[int, str] = {1: BOS}
         self.healthy_after_s = healthy_after_s
         self.health_requests = 0
         self._started_at = time.monotonic()
@@ -162,45 +187,94 @@ class FakeOpenAIServer:
             "usage": {"prompt_tokens": 100, "completion_tokens": len(answer.split()), "total_tokens": 100 + len(answer.split())},
         }).encode()
 
-    def _completion_choice(self, prompt: str, index: int, echo: bool, top_n: int) -> dict:
-        tokens = fake_tokens(prompt)
+    def token_ids(self, text: str) -> list[int]:
+        """The FAKE tokenizer's ids for ``text`` (no BOS added; ``<s>`` in the text is the BOS token)."""
+        ids = []
+        for piece in fake_tokens(text):
+            if piece not in self._ids:
+                self._ids[piece] = len(self._ids) + 1
+                self._pieces[self._ids[piece]] = piece
+            ids.append(self._ids[piece])
+        return ids
+
+    def _prompt_pieces(self, prompt) -> list[str]:
+        if isinstance(prompt, str):
+            return [BOS] + fake_tokens(prompt)
+        if isinstance(prompt, list) and prompt and all(isinstance(t, int) and t in self._pieces for t in prompt):
+            return [self._pieces[t] for t in prompt]
+        raise ValueError("each prompt must be text or a non-empty list of known token ids")
+
+    def _completion_choice(self, pieces: list[str], index: int, echo: bool, top_n: int) -> dict:
+        text = "".join(pieces)
+        scored = text[len(BOS):] if pieces[0] == BOS else text  # pseudo log-probabilities depend on the text after BOS
         generated = "."
-        top = {t: fake_logprob(prompt, t) for t in [" ", "\n", "1", "2", "5", " yes", " no", " It", "It", "Yes", "No"][: max(1, top_n)]}
+        top = {t: fake_logprob(scored, t) for t in [" ", "\n", "1", "2", "5", " yes", " no", " It", "It", "Yes", "No"][: max(1, top_n)]}
         if not (echo and self.prompt_logprobs):
             return {"index": index, "text": generated, "finish_reason": "length",
-                    "logprobs": {"tokens": [generated], "token_logprobs": [fake_logprob(prompt, generated)], "text_offset": [len(prompt)], "top_logprobs": [top]}}
-        pieces = ["<s>"] + tokens
+                    "logprobs": {"tokens": [generated], "token_logprobs": [fake_logprob(scored, generated)], "text_offset": [len(text)], "top_logprobs": [top]}}
         offsets, position = [], 0
         for piece in pieces:
             offsets.append(position)
             position += len(piece)
-        values = [None] + [fake_logprob("".join(tokens[:i]), t) for i, t in enumerate(tokens)]
-        return {"index": index, "text": "<s>" + prompt + generated, "finish_reason": "length", "logprobs": {
-            "tokens": pieces + [generated], "token_logprobs": values + [fake_logprob(prompt, generated)],
+        values: list = [None]
+        for i in range(1, len(pieces)):
+            before = "".join(pieces[:i])
+            values.append(self.logprob_overrides.get(pieces[i], fake_logprob(before[len(BOS):] if pieces[0] == BOS else before, pieces[i])))
+        return {"index": index, "text": text + generated, "finish_reason": "length", "logprobs": {
+            "tokens": pieces + [generated], "token_logprobs": values + [fake_logprob(scored, generated)],
             "text_offset": offsets + [position], "top_logprobs": [None] * len(pieces) + [top]}}
 
     async def _handle_completion(self, writer: asyncio.StreamWriter, raw: bytes) -> None:
         self.completion_requests += 1
         request = json.loads(raw or b"{}")
+        self.scoring_requests.append(("/v1/completions", request))
         prompts = request.get("prompt")
-        prompts = [prompts] if isinstance(prompts, str) else prompts
+        if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and all(isinstance(t, int) for t in prompts)):
+            prompts = [prompts]
         if self.latency_ms:
             await asyncio.sleep(self.latency_ms / 1000.0)
-        if any("FAIL-ALWAYS" in p for p in prompts):
+        try:
+            pieces = [self._prompt_pieces(p) for p in prompts or [None]]
+        except ValueError as exc:
+            await self._respond(writer, 400, json.dumps({"error": {"message": str(exc)}}).encode())
+            return
+        if any("FAIL-ALWAYS" in "".join(p) for p in pieces):
             await self._respond(writer, 500, b'{"error": {"message": "fake 500"}}')
             return
         fault = self.completion_faults.pop(0) if self.completion_faults else "ok"
         if fault == "no_choices":
             await self._respond(writer, 200, b'{"object": "text_completion"}')
             return
-        choices = [self._completion_choice(p, i, bool(request.get("echo")), int(request.get("logprobs") or 0)) for i, p in enumerate(prompts)]
+        choices = [self._completion_choice(p, i, bool(request.get("echo")), int(request.get("logprobs") or 0)) for i, p in enumerate(pieces)]
         for choice in choices:
             if fault == "null_logprobs":
                 choice["logprobs"] = None
             elif fault == "positive_logprob":
                 choice["logprobs"]["token_logprobs"] = [None if v is None else 3.0 for v in choice["logprobs"]["token_logprobs"]]
-        usage = {"prompt_tokens": sum(len(fake_tokens(p)) + 1 for p in prompts), "completion_tokens": len(prompts)}
+        n_prompt = sum(len(p) for p in pieces)
+        self.prompt_tokens_total += n_prompt
+        usage = {"prompt_tokens": n_prompt, "completion_tokens": len(pieces), "prompt_tokens_details": {"cached_tokens": 0}}
         await self._respond(writer, 200, json.dumps({"object": "text_completion", "model": request.get("model"), "choices": choices, "usage": usage}).encode())
+
+    async def _handle_tokenize(self, writer: asyncio.StreamWriter, raw: bytes) -> None:
+        self.tokenize_requests += 1
+        request = json.loads(raw or b"{}")
+        self.scoring_requests.append(("/tokenize", request))
+        if "messages" in request:
+            if self.chat_template is None:
+                await self._respond(writer, 400, json.dumps({"error": {"message": "As of transformers v4.44, default chat template is no "
+                                    "longer allowed, so you must provide a chat template if the tokenizer does not define one."}}).encode())
+                return
+            text, bos = self.chat_template(request["messages"]), bool(request.get("add_special_tokens", False))
+        else:
+            text, bos = request.get("prompt", ""), bool(request.get("add_special_tokens", True))
+        ids = ([1] if bos else []) + self.token_ids(text)
+        await self._respond(writer, 200, json.dumps({"tokens": ids, "count": len(ids), "max_model_len": 4096}).encode())
+
+    async def _handle_detokenize(self, writer: asyncio.StreamWriter, raw: bytes) -> None:
+        request = json.loads(raw or b"{}")
+        text = "".join(self._pieces.get(t, "") for t in request.get("tokens", []))
+        await self._respond(writer, 200, json.dumps({"prompt": text}).encode())
 
     async def _handle_chat(self, writer: asyncio.StreamWriter, raw: bytes) -> bool:
         """Answer one chat request; return False when the connection must be dropped."""
@@ -265,6 +339,10 @@ class FakeOpenAIServer:
                         self._in_flight -= 1
                 elif method == "POST" and path == "/v1/completions":
                     await self._handle_completion(writer, body)
+                elif method == "POST" and path == "/tokenize":
+                    await self._handle_tokenize(writer, body)
+                elif method == "POST" and path == "/detokenize":
+                    await self._handle_detokenize(writer, body)
                 else:
                     await self._respond(writer, 404, b'{"error": {"message": "not found"}}')
                 if not keep:
