@@ -1,9 +1,15 @@
 """The DAG, described once: which nodes run, and after what.
 
 Both runners read this: the local runner (``pipeline.local``) executes it on one
-machine; the Argo workflow (a later stage of the project) is generated from it. A
-node is one stage for one model x study (or a whole-run stage, model/study None).
-Node names are valid Argo task names (``^[a-zA-Z0-9][-a-zA-Z0-9]*$``).
+machine; the Argo workflow (``pipeline.workflow``) is generated from it. A node is one
+stage for one model x study (or a whole-run stage, model/study None). Node names are
+valid Argo task names (``^[a-zA-Z0-9][-a-zA-Z0-9]*$``).
+
+The served stages (Experiment 1 ``query`` and Experiment 2 ``probabilities``) of one model
+run against ONE start of that model's server, for every study (:func:`served_groups`): the
+local runner starts one server per model for the whole run, the cluster runs them in one pod
+with one vLLM sidecar. Experiment 2 does not read Experiment 1, so it waits for nothing;
+extraction waits only for its own model x study's queries.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from pipeline.registry import model_slug
 from steps.errors import ConfigError
 
 # stage -> stages it waits for, per model x study.
-STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {"query": (), "extract": ("query",), "probabilities": ("query",)}
+STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {"query": (), "probabilities": (), "extract": ("query",)}
 # whole-study stages -> stages they wait for, for every model of that study.
 STUDY_STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "validate": ("query", "extract", "probabilities"),
@@ -84,6 +90,15 @@ def check_dag(nodes: list[Node]) -> None:
         if missing:
             raise ConfigError(f"node {node.name!r} depends on {missing}, which do not run before it")
         seen.add(node.name)
+
+
+def served_groups(nodes: list[Node]) -> dict[str, list[Node]]:
+    """Model -> its served nodes (every study and served stage), which share one server start."""
+    groups: dict[str, list[Node]] = {}
+    for node in nodes:
+        if node.stage in SERVED_STAGES and node.model is not None:
+            groups.setdefault(node.model, []).append(node)
+    return groups
 
 
 def plan_as_dicts(nodes: list[Node]) -> list[dict]:
