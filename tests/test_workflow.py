@@ -441,3 +441,18 @@ def test_a_killed_gpu_step_is_retried_and_resumes_from_its_s3_checkpoint(rendere
     run = repository.child(KEY_PREFIX, "kill-retry")
     table = read_table(run, "exp1/llama-3.1-8b-instruct_study1_raw_responses")
     assert len(table) == 60 and table.row_index.is_unique and (table.status == "ok").all()
+
+
+@pytest.mark.embedded
+def test_first_cluster_run_on_cpu_with_the_embedded_model(rendered, cluster, repository, tmp_path):
+    """The README's first contact: -p models=gemma-3-270m -p extractor-url= : no GPU, no weight cache, no hub, no API key."""
+    secrets, configmaps, hub = cluster
+    secrets = {k: v for k, v in secrets.items() if k[0] == S3_SECRET[0]}  # only the S3 Secret exists yet
+    argo = FakeArgo(rendered, {"models": "gemma-3-270m", "extractor-url": "", "limit": "1", "studies": "2", "max-tokens": "32",
+                               "run-id": "first-contact"},
+                    repository, secrets, configmaps, tmp_path)
+    assert argo.run() == "Succeeded", _failures(argo)
+    assert argo.vllm_starts == [] and not hub.requests
+    assert {"endpoint(0:gemma-3-270m).serve", "endpoint(0:gemma-3-270m).extract", "report"} <= set(argo.nodes)
+    run = repository.child(KEY_PREFIX, "first-contact")
+    assert run.exists("report.html") and len(read_table(run, "analysis/study2_analysis")) == 1
