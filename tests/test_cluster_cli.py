@@ -155,3 +155,15 @@ def test_progress_goes_to_argos_progress_file(tmp_path, monkeypatch):
         for node, ok in (("query-a", True), ("query-a", False), ("probabilities-a", True), ("probabilities-a", True)):
             reporter.advance(node, ok)
     assert progress_file.read_text().strip() == "5/5"
+
+
+def test_readmes_cost_table_is_what_dry_run_prints(argo_env, capsys):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (command, table) = re.findall(r"\$ (grace-pipeline submit --dry-run [^\n]+)\n(.*?)```", readme, re.DOTALL)[0]
+    assert main(command.split()[1:]) == 0
+    printed = capsys.readouterr().out
+    for line in table.strip().splitlines():
+        assert line in printed, f"README.md's cost table is stale: {line!r}"
