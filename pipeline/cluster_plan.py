@@ -46,9 +46,9 @@ FAILED_COLUMN = {"query": "status", "probabilities": "status", "extract": "extra
 
 
 def stage_complete(store: Store, stem: str, stage: str, expected_rows: int) -> bool:
-    """Whether ``stem`` holds every expected row and none of them failed."""
+    """Whether ``stem`` holds exactly the expected rows and none of them failed (another limit: not complete)."""
     table = read_table(store, stem)
-    if table is None or len(table) < expected_rows:
+    if table is None or len(table) != expected_rows:
         return False
     column = FAILED_COLUMN[stage]
     return column not in table or not (table[column] == "failed").any()

@@ -105,7 +105,7 @@ PARAMETERS = (
     *(WorkflowParameter(f"study{n}", "", f"Study {n} CSV as s3://bucket/key (empty: the example stimuli in the image)")
       for n in available_studies()),
     WorkflowParameter("endpoints", "", "Models served by an existing OpenAI-compatible endpoint instead of a vLLM sidecar: "
-                      "MODEL=URL;MODEL=URL (empty: a sidecar per step). API key from the grace-endpoint Secret"),
+                      "MODEL=URL;MODEL=URL (empty: one vLLM start per model on the cluster's GPUs). API key from the grace-endpoint Secret"),
     WorkflowParameter("limit", "0", "Use only the first N rows of each study file (0: all rows)"),
     WorkflowParameter("replications", "1", "Samples per row, each with its own recorded seed"),
     WorkflowParameter("temperature", str(DEFAULT_TEMPERATURE), "Sampling temperature for Experiment 1"),

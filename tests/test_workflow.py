@@ -262,7 +262,7 @@ def _failures(argo) -> str:
 THREE = "llama-3.1-8b-instruct,gemma-2-27b-it,gemma-2-2b-it"  # 1 GPU, tensor-parallel 2, another GPU class
 
 
-def test_three_models_each_loaded_once_then_a_resubmit_loads_nothing(rendered, cluster, repository, tmp_path):
+def test_three_models_each_loaded_once_then_a_resubmit_loads_nothing_and_a_failed_validation_fails_the_workflow(rendered, cluster, repository, tmp_path):
     secrets, configmaps, hub = cluster
     with FakeOpenAIServer() as shared:
         parameters = {"models": f"{THREE},fake-model", "endpoints": f"fake-model={shared.url}", "limit": "3",
@@ -310,11 +310,13 @@ def test_three_models_each_loaded_once_then_a_resubmit_loads_nothing(rendered, c
         buffer = __import__("io").BytesIO()
         table.to_parquet(buffer, index=False)
         run.write_bytes(key, buffer.getvalue())
-        for key in ("report.html", "analysis/study2_analysis.parquet"):
-            run.delete(key)
+        for key in ("report.html", "analysis/study2_analysis.parquet", "structured/gemma-2-27b-it_study1_structured.parquet"):
+            run.delete(key)  # ... and one model's extraction is missing: only that extraction runs again
         again = FakeArgo(rendered, parameters, repository, secrets, configmaps, tmp_path / "again")
         assert again.run() == "Failed"
-    assert again.vllm_starts == [] and [p.task for p in again.pods if p.task in ("serve", "extract")] == []
+    assert again.vllm_starts == [] and [p.node for p in again.pods if p.task in ("serve", "extract", "extract-only")] == [
+        "extract-only(0:gemma-2-27b-it)"]
+    assert run.exists("structured/gemma-2-27b-it_study1_structured.parquet")
     assert again.nodes["validate(1:2)"] == "Failed" and again.nodes["validate(0:1)"] == "Succeeded"
     assert again.nodes["merge(1:2)"] == again.nodes["report"] == "Succeeded"
     assert "gemma-2-2b-it" in next(p.output for p in again.pods if p.node == "validate(1:2)")
