@@ -380,7 +380,9 @@ def test_a_dead_sidecar_fails_the_step_in_seconds_and_the_retry_resumes(rendered
     argo._run_task(_model_task(rendered, "plan"), {})
     template = next(t for t in rendered["spec"]["templates"] if t["name"] == "serve-gpu1-22g")
     first = argo.run_pod("serve", template, {"run-id": "dead-sidecar", "model": "llama-3.1-8b-instruct"})
+    noticed_after_s = time.monotonic() - deaths[0]
     assert first.exit_code == 4 and argo._retried(template, first.exit_code)
+    assert noticed_after_s < 60  # the bound: a dead sidecar is noticed within a minute, not after an hour's wait
     assert "vLLM server of llama-3.1-8b-instruct exited with code 137" in first.output
     second = argo.run_pod("serve", template, {"run-id": "dead-sidecar", "model": "llama-3.1-8b-instruct"})
     assert second.exit_code == 0, second.output[-3000:]
