@@ -8,7 +8,7 @@ valid Argo task names (``^[a-zA-Z0-9][-a-zA-Z0-9]*$``).
 The served stages (Experiment 1 ``query`` and Experiment 2 ``probabilities``) of one model
 run against ONE start of that model's server, for every study (:func:`served_groups`): the
 local runner starts one server per model for the whole run, the cluster runs them in one pod
-with one vLLM sidecar. Experiment 2 does not read Experiment 1, so it waits for nothing;
+with one vLLM sidecar. Experiment 2 runs before Experiment 1 (see STAGE_DEPENDENCIES), and
 extraction waits only for its own model x study's queries.
 """
 
@@ -22,16 +22,20 @@ from pipeline.registry import model_slug
 from steps.errors import ConfigError
 
 # stage -> stages it waits for, per model x study.
-STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {"query": (), "probabilities": (), "extract": ("query",)}
+# Experiment 2 does not read Experiment 1, but both use the model's one server: Experiment 2 goes first, so that the
+# two never interleave on it (llama.cpp reuses cached prompt prefixes: a fixed order keeps scores reproducible and
+# scoring fast) and extraction, the one stage serialized across models, can start the moment the queries end.
+STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {"probabilities": (), "query": ("probabilities",), "extract": ("query",)}
 # whole-study stages -> stages they wait for, for every model of that study.
 STUDY_STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "validate": ("query", "extract", "probabilities"),
     "merge": ("validate", "query", "extract", "probabilities"),
 }
 NON_BLOCKING_STAGES = ("validate",)  # a failure here does not stop dependents: broken data can still be merged and inspected
+ORDER_ONLY = frozenset({("query", "probabilities")})  # (stage, dependency) that only orders work: a failed Experiment 2 does not stop Experiment 1
 SERVED_STAGES = ("query", "probabilities")  # stages that send requests to the model under study (extract uses the extractor)
 RUN_STAGES = ("report",)  # one node for the whole run, after everything else
-ALL_STAGES: tuple[str, ...] = (*STAGE_DEPENDENCIES, *STUDY_STAGE_DEPENDENCIES, *RUN_STAGES)
+ALL_STAGES: tuple[str, ...] = ("query", "extract", "probabilities", *STUDY_STAGE_DEPENDENCIES, *RUN_STAGES)  # as users list them
 _ARGO_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
 
 
@@ -90,6 +94,11 @@ def check_dag(nodes: list[Node]) -> None:
         if missing:
             raise ConfigError(f"node {node.name!r} depends on {missing}, which do not run before it")
         seen.add(node.name)
+
+
+def blocks(dependency_stage: str, stage: str) -> bool:
+    """Whether a failed ``dependency_stage`` node stops a ``stage`` node that depends on it."""
+    return dependency_stage not in NON_BLOCKING_STAGES and (stage, dependency_stage) not in ORDER_ONLY
 
 
 def served_groups(nodes: list[Node]) -> dict[str, list[Node]]:

@@ -2,7 +2,8 @@
 
 Stages and dependencies come from :mod:`pipeline.plan`. The served stages (Experiment 1 and
 Experiment 2, every study) of one model run in ONE pod against ONE vLLM start
-(``grace-pipeline serve``); that model's extraction follows at once, under a namespace-wide
+(``grace-pipeline serve``; Experiment 2 first, then Experiment 1, as plan.py orders them), so
+that model's extraction starts when its queries end, under a namespace-wide
 mutex (one extraction job at a time: a shared API rate limit). So each model is a small DAG,
 ``serve -> extract``, fanned out from ``main`` over plain model names, one task per GPU class
 (:mod:`pipeline.placement`: GPU count, GPU memory and /dev/shm are fixed per template, as
