@@ -22,9 +22,9 @@ from pipeline.registry import model_slug
 from steps.errors import ConfigError
 
 # stage -> stages it waits for, per model x study.
-# Experiment 2 does not read Experiment 1, but both use the model's one server: Experiment 2 goes first, so that the
-# two never interleave on it (llama.cpp reuses cached prompt prefixes: a fixed order keeps scores reproducible and
-# scoring fast) and extraction, the one stage serialized across models, can start the moment the queries end.
+# Experiment 2 does not read Experiment 1, but both use the model's one server: Experiment 2 goes first, so that a
+# model's serve step (pipeline.serve) ends when its queries end and extraction, the one stage serialized across models,
+# starts at once; the order only sequences the work (ORDER_ONLY: a failed Experiment 2 does not stop Experiment 1).
 STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {"probabilities": (), "query": ("probabilities",), "extract": ("query",)}
 # whole-study stages -> stages they wait for, for every model of that study.
 STUDY_STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
