@@ -44,7 +44,7 @@ from pipeline import __version__
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, DEFAULT_EXTRACTOR_CONCURRENCY, DEFAULT_EXTRACTOR_MODEL
 from pipeline.layout import STAGE_FOLDERS
 from pipeline.placement import GpuClass, gpu_classes
-from pipeline.plan import NON_BLOCKING_STAGES, RUN_STAGES, SERVED_STAGES, STAGE_DEPENDENCIES, STUDY_STAGE_DEPENDENCIES
+from pipeline.plan import NON_BLOCKING_STAGES, RUN_STAGES, SERVED_STAGES, STUDY_STAGE_DEPENDENCIES
 from pipeline.registry import load_registry
 from schemas.settings import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE
 from steps.errors import ServerError, StorageError
