@@ -51,7 +51,7 @@ class ArgoError(GraceError):
 class NodeState:
     """One node of a workflow, as ``status`` shows it."""
 
-    name: str  # displayName
+    name: str  # path below the workflow (see _readable_name)
     template: str  # templateName, or ""
     type: str  # Pod, DAG, Retry, Steps, ...
     phase: str  # Pending/Running/Succeeded/Failed/Error/Skipped/Omitted
@@ -372,14 +372,24 @@ def _phase_of(workflow: dict) -> str:
     return (workflow.get("status") or {}).get("phase") or ""
 
 
+def _readable_name(node: dict, workflow_name: str, node_id: str) -> str:
+    """The node's path below the workflow, e.g. ``gpu1-22g(0:llama-3.1-8b-instruct).serve(0)``: a pod inside a model's
+    DAG then says which model it serves (its displayName alone would be ``serve(0)``)."""
+    name = node.get("name") or ""
+    if workflow_name and name.startswith(workflow_name + "."):
+        return name[len(workflow_name) + 1:]
+    return node.get("displayName") or name or node_id
+
+
 def _nodes_of(workflow: dict) -> list[NodeState]:
     raw = (workflow.get("status") or {}).get("nodes") or {}
+    workflow_name = (workflow.get("metadata") or {}).get("name") or ""
     nodes = []
     for node_id, node in raw.items():
         exit_code = (node.get("outputs") or {}).get("exitCode")
         nodes.append(
             NodeState(
-                name=node.get("displayName") or node.get("name") or node_id,
+                name=_readable_name(node, workflow_name, node_id),
                 template=node.get("templateName") or "",
                 type=node.get("type") or "",
                 phase=node.get("phase") or "",

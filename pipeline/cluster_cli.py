@@ -1,5 +1,6 @@
-"""The cluster commands of ``grace-pipeline``: ``cluster-plan`` (the workflow's first step), ``render``
-(the WorkflowTemplate YAML), and ``submit`` / ``status`` / ``retry`` against an Argo server.
+"""The cluster commands of ``grace-pipeline``: ``cluster-plan`` (the workflow's first step), ``serve`` (a model's
+served stages against its one server), ``render`` (the WorkflowTemplate YAML), and ``submit`` (with its cost
+model; ``--dry-run`` prints it without submitting) / ``status`` / ``retry`` against an Argo server.
 
 The Argo server, token and namespace come from flags or the argo CLI's environment
 (``ARGO_SERVER``, ``ARGO_TOKEN``, ``ARGO_NAMESPACE``); the token is never printed.
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.cli_options import add_run_options, config_from_args
-from steps.errors import ConfigError, WorkflowFailedError
+from steps.errors import ConfigError, GraceError, WorkflowFailedError
 
 CHART_TEMPLATE_COPY = Path("files") / "workflowtemplate.yaml"
 
@@ -26,6 +27,11 @@ def add_cluster_commands(sub) -> None:
     plan = sub.add_parser("cluster-plan", help="(The workflow's first step) validate inputs, fix the run id, write the fan-out items")
     add_run_options(plan)
     plan.add_argument("--out", required=True, metavar="DIR", help="Folder for the plan files the workflow reads")
+
+    serve = sub.add_parser("serve", help="(A workflow step) Experiment 1 and 2 of one model, every study, against ONE server start")
+    add_run_options(serve)
+    serve.add_argument("--vllm-dir", metavar="DIR", help="Serve through the pod's vLLM sidecar: write its arguments here and watch it")
+    serve.add_argument("--vllm-port", type=int, default=8000, help="The sidecar's port (default: %(default)s)")
 
     render = sub.add_parser("render", help="Write the Argo WorkflowTemplate YAML (and the Helm chart's copy)")
     render.add_argument("--output", "-o", default="-", metavar="FILE", help="Where to write it (default: standard output)")
@@ -44,6 +50,9 @@ def add_cluster_commands(sub) -> None:
                         help="A workflow parameter (repeat), e.g. -p models=gemma-2-9b-it,llama-3.1-8b-instruct -p limit=10")
     submit.add_argument("--template", default=None, help="WorkflowTemplate name (default: grace-pipeline)")
     submit.add_argument("--wait", action="store_true", help="Follow the workflow until it finishes (exit 8 if it ended Failed or Error)")
+    submit.add_argument("--dry-run", action="store_true", help="Check the parameters and print the cost model; submit nothing")
+    submit.add_argument("--study-rows", metavar="N=ROWS,...", help="Rows per study for the cost model, e.g. 1=300,2=2424 "
+                        "(default: read the study files: the bundled examples, or -p studyN=s3://... with your S3 credentials)")
 
     for name, help_text in (("status", "Show a workflow's phase and per-node state"),
                             ("retry", "Re-run the failed nodes of a workflow (succeeded nodes and their artifacts are kept)")):
@@ -75,6 +84,56 @@ def parse_parameters(pairs: list[str]) -> dict[str, str]:
         if unknown:
             raise ConfigError(f"unknown model(s) {unknown}: use registry names (`grace-pipeline models`) or list them in -p endpoints=MODEL=URL")
     return parameters
+
+
+def _study_rows(parameters: dict[str, str], override: Optional[str]) -> dict[int, int]:
+    """Rows per study of the submitted run (after ``limit``), for the cost model."""
+    from pipeline.config import RunConfig, example_study_path
+    from pipeline.registry import EMBEDDED_DEFAULT
+    from pipeline.run_setup import load_inputs
+    from pipeline.workflow import PARAMETERS
+
+    defaults = {p.name: p.default for p in PARAMETERS}
+    get = lambda name: parameters.get(name, defaults[name])  # noqa: E731
+    studies = [int(n) for n in get("studies").split(",") if n.strip()]
+    limit = int(get("limit") or 0)
+    if override:
+        try:
+            given = {int(k): int(v) for k, v in (pair.split("=", 1) for pair in override.split(","))}
+        except ValueError as exc:
+            raise ConfigError(f"--study-rows must look like 1=300,2=2424, got {override!r}") from exc
+        return {n: min(given[n], limit) if limit else given[n] for n in studies if n in given}
+    config = RunConfig(studies={n: get(f"study{n}") or example_study_path(n) for n in studies}, models=(EMBEDDED_DEFAULT,),
+                       row_limit=limit or None)
+    try:
+        return {n: len(table.frame) for n, (_, table) in load_inputs(config).items()}
+    except GraceError as exc:
+        raise ConfigError(f"cannot read the study files for the cost model ({exc}); give their sizes: --study-rows 1=300,2=2424") from exc
+
+
+def cost_report(parameters: dict[str, str], study_rows: Optional[str]) -> str:
+    """The cost model of a submission: this workflow (one load per model, weights cached) and the per-step layout it replaced."""
+    from pipeline.cost import estimate, format_costs
+    from pipeline.registry import load_registry
+    from pipeline.workflow import PARAMETERS
+
+    defaults = {p.name: p.default for p in PARAMETERS}
+    served = {pair.split("=", 1)[0].strip() for pair in parameters.get("endpoints", "").split(";") if "=" in pair}
+    names = [n.strip() for n in parameters.get("models", defaults["models"]).split(",") if n.strip()]
+    registry = load_registry()
+    models = [registry[n] for n in names if n in registry and n not in served and registry[n].engine == "vllm" and registry[n].gpus]
+    rows = _study_rows(parameters, study_rows)
+    replications = int(parameters.get("replications", defaults["replications"]) or 1)
+    now = [estimate(m, rows, replications) for m in models]
+    before = sum(estimate(m, rows, replications, layout="per-step").gpu_minutes for m in models)
+    on_cpu = [n for n in names if n not in {m.name for m in models}]
+    lines = [format_costs(now, f"Cost model ({', '.join(f'study {n}: {r} rows' for n, r in rows.items())}; "
+                               "assumptions in pipeline/models.yaml; first run of a model on this cluster: weights downloaded once):"),
+             f"  a warm weight cache saves the downloads: {sum(estimate(m, rows, replications, cache_warm=True).gpu_minutes for m in models):.0f} GPU-min; "
+             f"one vLLM start per stage x study without a cache would cost {before:.0f} GPU-min"]
+    if on_cpu:
+        lines.append(f"  no GPU: {', '.join(on_cpu)} (existing endpoint or the embedded CPU model)")
+    return "\n".join(lines)
 
 
 def _client(args: argparse.Namespace):
@@ -109,9 +168,24 @@ def run_cluster_command(args: argparse.Namespace, console: Console) -> Optional[
         from pipeline.cluster_plan import cluster_plan
 
         plan = cluster_plan(config_from_args(args), Path(args.out))
-        console.print(f"run {plan['run-id']}: {len(plan['sidecar-items.json'])} vLLM-sidecar and "
-                      f"{len(plan['endpoint-items.json'])} endpoint items, studies {plan['study-items.json']}")
+        routed = {k.removesuffix(".json"): v for k, v in plan.items() if isinstance(v, list) and v and k != "study-items.json"}
+        console.print(f"run {plan['run-id']}: studies {plan['study-items.json']}; models to run: {routed or 'none (all complete)'}")
         return 0
+    if args.command == "serve":
+        import asyncio
+        import sys
+        import time
+
+        from pipeline.cli import print_summary
+        from pipeline.progress import ProgressReporter
+        from pipeline.serve import serve
+
+        started = time.perf_counter()
+        result = asyncio.run(serve(config_from_args(args), ProgressReporter(Console(stderr=True)), started,
+                                   Path(args.vllm_dir) if args.vllm_dir else None, args.vllm_port))
+        print_summary(console, result)
+        sys.stdout.flush()
+        return max((e.exit_code for e in result.errors), default=0)
     if args.command == "render":
         from pipeline.workflow import render_yaml
 
@@ -130,6 +204,16 @@ def run_cluster_command(args: argparse.Namespace, console: Console) -> Optional[
         from pipeline.workflow import TEMPLATE_NAME
 
         parameters = parse_parameters(args.parameter)
+        try:
+            print(cost_report(parameters, args.study_rows))
+        except ConfigError as exc:
+            if args.dry_run:
+                raise
+            print(f"cost model unavailable: {exc}")  # the workflow's plan step prints it from the real files
+        if args.dry_run:
+            print(json.dumps(parameters) if parameters else "  (template defaults)")
+            print("dry run: nothing submitted")
+            return 0
         client = _client(args)
         name = client.submit(args.template or TEMPLATE_NAME, parameters, generate_name="grace-pipeline-")
         print(f"submitted {name}")

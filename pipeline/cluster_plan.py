@@ -1,62 +1,105 @@
-"""The cluster workflow's first step: validate the inputs, fix the run id, and list the fan-out items.
+"""The cluster workflow's first step: validate the inputs, fix the run id, route each model, print the cost.
 
 It runs in the steps image (``grace-pipeline cluster-plan``) before any GPU is requested,
-so a bad study file fails the workflow in seconds (exit 2, not retried). It writes, into
-``out``, the files the WorkflowTemplate reads as output parameters:
+so a bad study file or a gated model the HF token cannot download fails the workflow in
+seconds (exit 2, not retried). Items are plain model names, so Argo's node names read
+``gpu1-22g(0:llama-3.1-8b-instruct)``. It writes, into ``out``, the files the
+WorkflowTemplate reads as output parameters:
 
 - ``run-id``: the given run id, or the one derived from inputs, prompts and sampling
-  (the same as a local run's, so re-submitting the same inputs resumes from the checkpoints);
-- ``sidecar-items.json``: model x study items whose model is served by a vLLM sidecar;
-- ``endpoint-items.json``: items served by an existing endpoint (or the embedded CPU model);
-- ``model-items.json``: both (the extraction stage runs for every model x study);
-- ``study-items.json``: one item per study; ``models``: the comma-separated model list.
+  (the same as a local run's, so re-submitting the same inputs resumes);
+- ``<gpu class>.json`` for every class of :func:`pipeline.placement.gpu_classes`: the models
+  whose served stages still have work, served by a vLLM sidecar of that class;
+- ``endpoint.json``: models served by an existing endpoint (or the embedded CPU model);
+- ``extract-only.json``: models whose served tables are complete but not their extraction
+  (no model server is started for them);
+- ``study-items.json``: the studies; ``models``: the comma-separated model list.
 
-The run's manifest goes to the durable (checkpoint) store.
+A (model, study) item whose tables are complete in the run's store (every row, none
+failed) costs nothing on a re-submit: a model with nothing left is in no list. The run's
+manifest goes to the durable (checkpoint) store; the cost model goes to the log.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
+
+import httpx
 
 from pipeline.config import RunConfig, checkpoint_store
+from pipeline.cost import estimate, format_costs
+from pipeline.hub_access import check_hub_access
 from pipeline.layout import stage_keys
-from pipeline.run_setup import load_run_inputs, resolve_models, run_id_for
 from pipeline.manifest import write_manifest
-from pipeline.registry import model_slug
+from pipeline.placement import gpu_class, gpu_classes
+from pipeline.plan import SERVED_STAGES
+from pipeline.registry import load_registry
+from pipeline.run_setup import load_run_inputs, resolve_models, run_id_for
 from schemas.settings import ModelSpec
-from steps.studies import StudySpec
+from steps.store import Store
+from steps.tables import read_table
+
+HF_SECRET_NAME = "grace-hf-token"  # pipeline.workflow.HF_SECRET (not imported: the plan step needs no Hera)
+FAILED_COLUMN = {"query": "status", "probabilities": "status", "extract": "extraction_status"}
 
 
-def _item(model: ModelSpec, spec: StudySpec, endpoint: str, config: RunConfig) -> dict[str, str]:
-    """One fan-out item; every value a string, as Argo substitutes it into arguments. Stems are the artifacts' keys."""
-    stems = {f"{stage}_stem": stage_keys(stage, spec, model, config.scoring).stem for stage in ("query", "extract", "probabilities")}
-    return {
-        "model": model.name, "slug": model_slug(model.name), "study": str(spec.number), "hf_id": model.hf_id,
-        "served_name": model.request_model, "dtype": model.dtype, "tp": str(model.tensor_parallel_size),
-        "gpus": str(model.gpus), "max_len": str(model.max_model_len), "shm": model.shm_size,
-        "node_selector": json.dumps(model.node_selector), "endpoint": endpoint,
-        "raw_stem": stems["query_stem"], "structured_stem": stems["extract_stem"], "probabilities_stem": stems["probabilities_stem"],
-    }
+def stage_complete(store: Store, stem: str, stage: str, expected_rows: int) -> bool:
+    """Whether ``stem`` holds exactly the expected rows and none of them failed (another limit: not complete)."""
+    table = read_table(store, stem)
+    if table is None or len(table) != expected_rows:
+        return False
+    column = FAILED_COLUMN[stage]
+    return column not in table or not (table[column] == "failed").any()
 
 
-def cluster_plan(config: RunConfig, out: Path) -> dict[str, object]:
+def remaining_stages(store: Store, model: ModelSpec, inputs: dict, config: RunConfig) -> dict[int, set[str]]:
+    """Study -> the stages of ``model`` whose tables are not complete in ``store`` (the run's folder)."""
+    left: dict[int, set[str]] = {}
+    for number, (spec, table) in inputs.items():
+        rows = len(table.frame)
+        expected = {"query": rows * config.replications, "extract": rows * config.replications, "probabilities": rows}
+        stages = {stage for stage in expected
+                  if not stage_complete(store, stage_keys(stage, spec, model, config.scoring).stem, stage, expected[stage])}
+        if stages:
+            left[number] = stages
+    return left
+
+
+def cluster_plan(config: RunConfig, out: Path, http: Optional[httpx.Client] = None) -> dict[str, object]:
     """Write the plan files into ``out`` (see the module docstring) and return their contents."""
     inputs, human = load_run_inputs(config)
     models = resolve_models(config, require_endpoints=False)
     run_id = run_id_for(config, inputs)
     durable = checkpoint_store(config, run_id)
     durable.check()
-    sidecar, endpoint = [], []
+    classes = {c.name: [] for c in gpu_classes(load_registry().values())}
+    endpoint, extract_only, skipped = [], [], []
     for name, model in models.items():
-        url = ",".join(config.endpoints.get(name, ()))
-        for study in sorted(inputs):
-            (sidecar if model.engine == "vllm" and not url else endpoint).append(_item(model, inputs[study][0], url, config))
-    plan = {"run-id": run_id, "sidecar-items.json": sidecar, "endpoint-items.json": endpoint, "model-items.json": sidecar + endpoint,
-            "study-items.json": [{"study": str(n)} for n in sorted(inputs)], "models": ",".join(models)}
+        left = remaining_stages(durable, model, inputs, config)
+        if not left:
+            skipped.append(name)
+        elif not any(set(SERVED_STAGES) & stages for stages in left.values()):
+            extract_only.append(name)
+        elif model.engine == "vllm" and model.gpus > 0 and not config.endpoints.get(name):
+            classes[gpu_class(model).name].append(name)
+        else:
+            endpoint.append(name)
+    sidecar_models = [models[n] for names in classes.values() for n in names]
+    with (http or httpx.Client()) as client:
+        for warning in check_hub_access(sidecar_models, HF_SECRET_NAME, client):
+            print(f"warning: {warning}", flush=True)
+    plan = {"run-id": run_id, **{f"{name}.json": names for name, names in classes.items()}, "endpoint.json": endpoint,
+            "extract-only.json": extract_only, "study-items.json": [str(n) for n in sorted(inputs)], "models": ",".join(models)}
     out.mkdir(parents=True, exist_ok=True)
     for name, value in plan.items():
         (out / name).write_text(value if isinstance(value, str) else json.dumps(value))
-    write_manifest(durable, "manifest.json", config, run_id, inputs, models,
-                   {"cluster": {"sidecar_items": len(sidecar), "endpoint_items": len(endpoint)}}, human)
+    rows = {n: len(table.frame) for n, (_, table) in inputs.items()}
+    print(format_costs([estimate(m, rows, config.replications) for m in sidecar_models],
+                       f"Cost model of run {run_id} (pipeline/models.yaml; a cold weight cache downloads each model once):"), flush=True)
+    if skipped:
+        print(f"complete, nothing to do: {', '.join(skipped)}", flush=True)
+    write_manifest(durable, "manifest.json", config, run_id, inputs, models, {"cluster": {
+        "gpu_classes": {k: v for k, v in classes.items() if v}, "endpoint": endpoint, "extract_only": extract_only, "complete": skipped}}, human)
     return plan

@@ -7,6 +7,7 @@ folder to the same keys in the artifact repository.
 
 from __future__ import annotations
 
+import hashlib
 from typing import NamedTuple
 
 from pipeline.plan import Node
@@ -67,4 +68,7 @@ def manifest_key(shared_checkpoint_store: bool, nodes: list[Node]) -> str:
     """'manifest.json' for a run; one file per node set when cluster steps share a checkpoint store in parallel."""
     if not shared_checkpoint_store:
         return "manifest.json"
-    return f"manifests/{'+'.join(n.name for n in nodes)[:150] or 'empty'}.json"
+    joined = "_".join(n.name for n in nodes) or "empty"  # node names are Argo names: letters, digits, '-'
+    if len(joined) > 120:  # one file per node set, still: a digest of the whole set
+        joined = joined[:100] + "-" + hashlib.sha256(joined.encode()).hexdigest()[:10]
+    return f"manifests/{joined}.json"

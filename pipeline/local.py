@@ -36,7 +36,7 @@ from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, ENDPOINT_API_KEY_ENV, 
 from pipeline.embedded import EmbeddedServers, default_workers
 from pipeline.layout import manifest_key, stage_keys
 from pipeline.manifest import write_manifest
-from pipeline.plan import NON_BLOCKING_STAGES, SERVED_STAGES, Node, build_plan
+from pipeline.plan import SERVED_STAGES, Node, blocks, build_plan
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
 from pipeline.run_setup import HumanData, Inputs, extractor_api_key, load_run_inputs, resolve_models, run_id_for
@@ -261,7 +261,7 @@ async def _execute(nodes: list[Node], run_node) -> list[NodeResult]:
 
     async def one(node: Node) -> None:
         deps = [await ended[d] for d in node.depends]
-        blocked = [d.node.name for d in deps if d.error is not None and d.node.stage not in NON_BLOCKING_STAGES]
+        blocked = [d.node.name for d in deps if d.error is not None and blocks(d.node.stage, node.stage)]
         started = time.perf_counter()
         if blocked:
             result = NodeResult(node, error=NodeSkipped(f"{node.name} skipped: {', '.join(blocked)} failed"))

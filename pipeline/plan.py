@@ -1,9 +1,15 @@
 """The DAG, described once: which nodes run, and after what.
 
 Both runners read this: the local runner (``pipeline.local``) executes it on one
-machine; the Argo WorkflowTemplate (``pipeline.workflow``) is generated from it. A
-node is one stage for one model x study (or a whole-run stage, model/study None).
-Node names are valid Argo task names (``^[a-zA-Z0-9][-a-zA-Z0-9]*$``).
+machine; the Argo workflow (``pipeline.workflow``) is generated from it. A node is one
+stage for one model x study (or a whole-run stage, model/study None). Node names are
+valid Argo task names (``^[a-zA-Z0-9][-a-zA-Z0-9]*$``).
+
+The served stages (Experiment 1 ``query`` and Experiment 2 ``probabilities``) of one model
+run against ONE start of that model's server, for every study (:func:`served_groups`): the
+local runner starts one server per model for the whole run, the cluster runs them in one pod
+with one vLLM sidecar. Experiment 2 runs before Experiment 1 (see STAGE_DEPENDENCIES), and
+extraction waits only for its own model x study's queries.
 """
 
 from __future__ import annotations
@@ -16,16 +22,20 @@ from pipeline.registry import model_slug
 from steps.errors import ConfigError
 
 # stage -> stages it waits for, per model x study.
-STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {"query": (), "extract": ("query",), "probabilities": ("query",)}
+# Experiment 2 does not read Experiment 1, but both use the model's one server: Experiment 2 goes first, so that a
+# model's serve step (pipeline.serve) ends when its queries end and extraction, the one stage serialized across models,
+# starts at once; the order only sequences the work (ORDER_ONLY: a failed Experiment 2 does not stop Experiment 1).
+STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {"probabilities": (), "query": ("probabilities",), "extract": ("query",)}
 # whole-study stages -> stages they wait for, for every model of that study.
 STUDY_STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "validate": ("query", "extract", "probabilities"),
     "merge": ("validate", "query", "extract", "probabilities"),
 }
 NON_BLOCKING_STAGES = ("validate",)  # a failure here does not stop dependents: broken data can still be merged and inspected
+ORDER_ONLY = frozenset({("query", "probabilities")})  # (stage, dependency) that only orders work: a failed Experiment 2 does not stop Experiment 1
 SERVED_STAGES = ("query", "probabilities")  # stages that send requests to the model under study (extract uses the extractor)
 RUN_STAGES = ("report",)  # one node for the whole run, after everything else
-ALL_STAGES: tuple[str, ...] = (*STAGE_DEPENDENCIES, *STUDY_STAGE_DEPENDENCIES, *RUN_STAGES)
+ALL_STAGES: tuple[str, ...] = ("query", "extract", "probabilities", *STUDY_STAGE_DEPENDENCIES, *RUN_STAGES)  # as users list them
 _ARGO_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
 
 
@@ -84,6 +94,20 @@ def check_dag(nodes: list[Node]) -> None:
         if missing:
             raise ConfigError(f"node {node.name!r} depends on {missing}, which do not run before it")
         seen.add(node.name)
+
+
+def blocks(dependency_stage: str, stage: str) -> bool:
+    """Whether a failed ``dependency_stage`` node stops a ``stage`` node that depends on it."""
+    return dependency_stage not in NON_BLOCKING_STAGES and (stage, dependency_stage) not in ORDER_ONLY
+
+
+def served_groups(nodes: list[Node]) -> dict[str, list[Node]]:
+    """Model -> its served nodes (every study and served stage), which share one server start."""
+    groups: dict[str, list[Node]] = {}
+    for node in nodes:
+        if node.stage in SERVED_STAGES and node.model is not None:
+            groups.setdefault(node.model, []).append(node)
+    return groups
 
 
 def plan_as_dicts(nodes: list[Node]) -> list[dict]:

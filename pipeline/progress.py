@@ -1,14 +1,19 @@
-"""Progress on long work: live bars on a terminal, periodic log lines elsewhere (Argo logs, CI)."""
+"""Progress on long work: live bars on a terminal, periodic log lines elsewhere (Argo logs, CI), and in an Argo
+pod the rows done / total of the step in ``$ARGO_PROGRESS_FILE`` ("N/M"), which Argo shows on the node and the workflow."""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 LOG_EVERY_S = 30.0
+ARGO_PROGRESS_ENV = "ARGO_PROGRESS_FILE"
+ARGO_PROGRESS_EVERY_S = 1.0  # Argo's executor reads the file every 3 s by default
 
 
 class ProgressReporter:
@@ -20,6 +25,23 @@ class ProgressReporter:
         self._bars: Optional[Progress] = None
         self._tasks: dict[str, int] = {}
         self._state: dict[str, dict] = {}
+        argo = os.environ.get(ARGO_PROGRESS_ENV)
+        self._argo_file = Path(argo) if argo else None
+        self._argo_written = 0.0
+
+    def _report_to_argo(self, force: bool = False) -> None:
+        """Write the step's rows done / total (every node of this process) for Argo, at most once a second."""
+        if self._argo_file is None or (not force and time.monotonic() - self._argo_written < ARGO_PROGRESS_EVERY_S):
+            return
+        done = sum(s["done"] for s in self._state.values())
+        total = sum(s["total"] for s in self._state.values())
+        partial = self._argo_file.with_name(self._argo_file.name + ".partial")
+        try:
+            partial.write_text(f"{done}/{total}\n")
+            partial.replace(self._argo_file)
+        except OSError:
+            self._argo_file = None  # progress is a courtesy: never fail a step over it
+        self._argo_written = time.monotonic()
 
     def __enter__(self) -> "ProgressReporter":
         if self.live:
@@ -37,6 +59,7 @@ class ProgressReporter:
 
     def start(self, node: str, total: int, already_done: int) -> None:
         self._state[node] = dict(total=total, done=already_done, failed=0, started=time.monotonic(), fresh=0, logged=0.0)
+        self._report_to_argo(force=True)
         if self._bars is not None:
             self._tasks[node] = self._bars.add_task(node, total=total, completed=already_done, failed=0, rate="")
         elif already_done:
@@ -47,6 +70,7 @@ class ProgressReporter:
         state["done"] += 1
         state["fresh"] += 1
         state["failed"] += 0 if ok else 1
+        self._report_to_argo(force=state["done"] == state["total"])
         elapsed = max(1e-9, time.monotonic() - state["started"])
         rate = state["fresh"] / elapsed
         if self._bars is not None:

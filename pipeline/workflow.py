@@ -1,12 +1,20 @@
 """The Argo WorkflowTemplate of the SAME DAG the local runner executes, built with Hera.
 
-Stage order and dependencies come from :mod:`pipeline.plan`: every stage of
-``STAGE_DEPENDENCIES`` becomes a task fanned out over model x study items (``withParam``
-from the ``plan`` task), every study stage a task fanned out over studies, every run stage
-one task. A stage that needs a model server is split by who serves the model: ``query``
-runs items whose model gets a vLLM sidecar on a GPU node, ``query-on-endpoint`` items that
-use an existing endpoint (or the embedded CPU model). ``extract`` holds a namespace-wide
-mutex: one extraction job at a time in the cluster (a shared API rate limit).
+Stages and dependencies come from :mod:`pipeline.plan`. The served stages (Experiment 1 and
+Experiment 2, every study) of one model run in ONE pod against ONE vLLM start
+(``grace-pipeline serve``; Experiment 2 first, then Experiment 1, as plan.py orders them), so
+that model's extraction starts when its queries end, under a namespace-wide
+mutex (one extraction job at a time: a shared API rate limit). So each model is a small DAG,
+``serve -> extract``, fanned out from ``main`` over plain model names, one task per GPU class
+(:mod:`pipeline.placement`: GPU count, GPU memory and /dev/shm are fixed per template, as
+Kubernetes quantities must be), one for models on an existing endpoint or the embedded CPU
+model, and ``extract-only`` for models whose served tables are already complete. Then
+validate, merge (per study) and report. The ``plan`` step routes models and skips finished
+ones, so a re-submit loads nothing that is done.
+
+The DAG's ``target`` is ``report validate``: a failed validation (exit 5) does not block
+merge and report, and still ends the workflow Failed (Argo judges a DAG by its target
+tasks), so ``grace-pipeline retry`` can re-run it.
 
 Every step is a Container template calling ``grace-pipeline`` in the steps image, with
 the same arguments a local run takes. Step outputs are key-only S3 artifacts in the
@@ -15,8 +23,11 @@ this YAML), not archived, at ``grace-runs/<run id>/<stage folder>/<file>`` - the
 a local run's store. Checkpoints go straight to the durable store
 (``$GRACE_CHECKPOINT_STORE`` from the ``grace-pipeline-store`` ConfigMap), so a retried pod
 resumes. Exit codes 4 (model server) and 6 (storage), a killed pod (137/143) and Argo
-errors are retried with exponential backoff; bad input (2), too many failed rows (3) and
-broken outputs (5) are not. Secrets come only from Kubernetes Secret references.
+errors are retried, waiting 1, 2, 4 minutes (no ``maxDuration``: in Argo it is a deadline
+across all attempts counted from the first start, which would forbid retrying a long step);
+bad input (2), too many failed rows (3) and broken outputs (5) are not. Secrets come only
+from Kubernetes Secret references. Main containers' logs are archived to the artifact
+repository (``archiveLogs``); the vLLM sidecar's log is an output artifact of its step.
 """
 
 from __future__ import annotations
@@ -33,7 +44,9 @@ from hera.workflows.retry_strategy import RetryStrategy
 from pipeline import __version__
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, DEFAULT_EXTRACTOR_CONCURRENCY, DEFAULT_EXTRACTOR_MODEL
 from pipeline.layout import COMPARISON_STEM, REPORT_KEY, STAGE_FOLDERS
-from pipeline.plan import NON_BLOCKING_STAGES, RUN_STAGES, SERVED_STAGES, STAGE_DEPENDENCIES, STUDY_STAGE_DEPENDENCIES
+from pipeline.placement import GpuClass, gpu_classes
+from pipeline.plan import NON_BLOCKING_STAGES, RUN_STAGES, SERVED_STAGES, STUDY_STAGE_DEPENDENCIES
+from pipeline.registry import load_registry
 from schemas.probabilities import ScoringMethod
 from schemas.settings import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE
 from steps.errors import RunLockedError, ServerError, StorageError
@@ -47,18 +60,34 @@ STEPS_IMAGE = f"ghcr.io/grace-pipeline/steps:{__version__}"
 VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"  # pinned; see images/README.md before changing it
 KEY_PREFIX = "grace-runs"  # artifact keys: grace-runs/<run id>/..., as a local --store s3://<bucket>/grace-runs
 WORKDIR = "/grace/runs"  # the step's local store; artifacts are placed at the same relative paths
+VLLM_DIR = "/grace/vllm"  # the serve step writes the sidecar's arguments here; the sidecar its log and exit code
 PLAN_DIR = "/tmp/grace-plan"
 SERVICE_ACCOUNT = "grace-pipeline-workflow"
 ARTIFACT_REPOSITORY = ("grace-artifact-repository", "grace-s3")  # ConfigMap, key
 STORE_CONFIGMAP = "grace-pipeline-store"
+MODEL_CACHE_PVC = "grace-model-cache"  # ReadWriteMany PVC (the chart's modelCache): Hugging Face cache and vLLM compile cache
+MODEL_CACHE_MOUNT = "/models"
 S3_SECRET = ("grace-s3-credentials", "accessKey", "secretKey")
 HF_SECRET = ("grace-hf-token", "token")
 EXTRACTOR_SECRET = ("grace-extractor", "api-key")
 ENDPOINT_SECRET = ("grace-endpoint", "api-key")
 EXTRACTION_MUTEX = "grace-pipeline-extraction"
 VLLM_PORT = 8000
-HEALTH_TIMEOUT_S = 3600
 TRANSIENT_EXIT_CODES = (ServerError.exit_code, StorageError.exit_code, RunLockedError.exit_code, 137, 143)
+MODEL_TASKS_ON_ENDPOINT = ("endpoint", "extract-only")  # main-DAG model tasks besides one per GPU class
+# The vLLM sidecar: waits for the serve step to write its arguments, tees its log next to them, records its exit code.
+VLLM_WRAPPER = f"""set -u
+d={VLLM_DIR}
+until [ -s "$d/args" ]; do sleep 1; done
+eval "set -- $(cat "$d/args")"
+python3 -m vllm.entrypoints.openai.api_server "$@" > >(tee -a "$d/vllm.log") 2>&1 &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null' TERM INT
+wait $pid
+code=$?
+echo $code > "$d/exit-code"
+exit $code
+"""
 
 
 @dataclass(frozen=True)
@@ -83,7 +112,7 @@ PARAMETERS = (
     *(WorkflowParameter(f"human{n}", "", f"Human data for study {n} as s3://bucket/key, compared with the models in the report "
                         f"and the comparison table (empty: none)") for n in HUMAN_FORMATS),
     WorkflowParameter("endpoints", "", "Models served by an existing OpenAI-compatible endpoint instead of a vLLM sidecar: "
-                      "MODEL=URL;MODEL=URL (empty: a sidecar per step). API key from the grace-endpoint Secret"),
+                      "MODEL=URL;MODEL=URL (empty: one vLLM start per model on the cluster's GPUs). API key from the grace-endpoint Secret"),
     WorkflowParameter("limit", "0", "Use only the first N rows of each study file (0: all rows)"),
     WorkflowParameter("replications", "1", "Samples per row, each with its own recorded seed"),
     WorkflowParameter("temperature", str(DEFAULT_TEMPERATURE), "Sampling temperature for Experiment 1"),
@@ -127,35 +156,43 @@ def common_run_args() -> list[str]:
 STEPS_UID = 10001  # the steps image's user (images/steps.Dockerfile)
 STEPS_SECURITY = m.SecurityContext(run_as_non_root=True, run_as_user=STEPS_UID, allow_privilege_escalation=False,
                                    capabilities=m.Capabilities(drop=["ALL"]))
+STEP_REQUESTS = {"plan": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "1Gi"},
+                 "serve-on-endpoint": {"cpu": "2", "memory": "4Gi", "ephemeral-storage": "4Gi"}}  # may run the embedded CPU model
+DEFAULT_STEP_REQUESTS = {"cpu": "1", "memory": "2Gi", "ephemeral-storage": "4Gi"}
+WORK_SIZE_LIMIT = "4Gi"  # the work emptyDir: tables, the vLLM log; ephemeral-storage requests cover it
 
 
 def _step_env(stage: str) -> list:
-    """S3 credentials for every step; the extractor's key only for extract, the endpoints' key only where models are served."""
+    """S3 credentials for every step; the extractor's key only for extract, the endpoints' key where models are served,
+    the HF token only in plan (the gated-model check) and the vLLM sidecars."""
     access, secret = S3_SECRET[1:]
     env = [SecretEnv(name="AWS_ACCESS_KEY_ID", secret_name=S3_SECRET[0], secret_key=access),
            SecretEnv(name="AWS_SECRET_ACCESS_KEY", secret_name=S3_SECRET[0], secret_key=secret)]
     if stage == "extract":
         env.append(SecretEnv(name="DEEPSEEK_API_KEY", secret_name=EXTRACTOR_SECRET[0], secret_key=EXTRACTOR_SECRET[1], optional=True))
-    if stage in SERVED_STAGES:
+    if stage == "serve":
         env.append(SecretEnv(name="GRACE_ENDPOINT_API_KEY", secret_name=ENDPOINT_SECRET[0], secret_key=ENDPOINT_SECRET[1], optional=True))
+    if stage == "plan":
+        env.append(SecretEnv(name="HF_TOKEN", secret_name=HF_SECRET[0], secret_key=HF_SECRET[1], optional=True))
     return env + [Env(name="PYTHONUNBUFFERED", value="1")]
 
 
-def _steps_container(name: str, stage: str, args: list[str], work_volume: bool = True, **options) -> Container:
-    """A template running ``grace-pipeline ARGS`` in the steps image as its non-root user, retried when transient."""
-    requests = {"cpu": "500m", "memory": "1Gi"} if stage == "plan" else {"cpu": "1", "memory": "2Gi"}
-    return Container(name=name, image=_wf("steps-image"), command=["grace-pipeline"], args=args, env=_step_env(stage),
+def _steps_container(name: str, stage: str, args: list[str], work_volume: bool = True, command: str = "run", **options) -> Container:
+    """A template running ``grace-pipeline COMMAND ARGS`` in the steps image as its non-root user, retried when transient."""
+    return Container(name=name, image=_wf("steps-image"), command=["grace-pipeline"], args=[command, *args], env=_step_env(stage),
                      env_from=[ConfigMapEnvFrom(name=STORE_CONFIGMAP)], security_context=STEPS_SECURITY, retry_strategy=_retry(),
-                     resources=m.ResourceRequirements(requests=requests),
+                     resources=m.ResourceRequirements(requests=STEP_REQUESTS.get(name, DEFAULT_STEP_REQUESTS)),
                      volume_mounts=[m.VolumeMount(name="work", mount_path="/grace")] if work_volume else None, **options)
 
 
 def _retry() -> RetryStrategy:
+    """3 retries after 1, 2 and 4 minutes. No maxDuration: Argo counts it from the FIRST attempt's start across all attempts
+    (and kills a late attempt at that deadline), so any bound would forbid retrying a step that ran longer than it."""
     codes = ", ".join(str(c) for c in TRANSIENT_EXIT_CODES)
     return RetryStrategy(
         limit="3", retry_policy="Always",
         expression=f"lastRetry.status == 'Error' or (lastRetry.status == 'Failed' and asInt(lastRetry.exitCode) in [{codes}])",
-        backoff=m.Backoff(duration="1m", factor="2", max_duration="1h"),
+        backoff=m.Backoff(duration="1m", factor="2"),
     )
 
 
@@ -165,62 +202,59 @@ def _artifact(name: str, relative: str, optional: bool = False) -> S3Artifact:
                       archive=NoneArchiveStrategy(), optional=optional or None)
 
 
-def _table_artifacts(prefix: str, stem_param: str) -> list[S3Artifact]:
-    return [_artifact(f"{prefix}-{ext}", f"{_in(stem_param)}.{ext}") for ext in ("parquet", "csv")]
+def _folder_artifacts(stages, optional: bool = True) -> list[S3Artifact]:
+    """Whole stage folders of the run (as inputs: every model's tables; as outputs: this step's)."""
+    return [_artifact(STAGE_FOLDERS[s], STAGE_FOLDERS[s], optional=optional) for s in stages if s in STAGE_FOLDERS]
 
 
-ITEM_FIELDS = ("model", "slug", "study", "hf_id", "served_name", "dtype", "tp", "gpus", "max_len", "shm", "node_selector", "endpoint",
-               "raw_stem", "structured_stem", "probabilities_stem")
+def _model_args(stages) -> list[str]:
+    return ["--stages", ",".join(stages), "--models", _in("model"), "--studies", _wf("studies"), "--run-id", _in("run-id"),
+            f"--endpoints={_wf('endpoints')}", *common_run_args()]
 
 
-def _item_inputs() -> list[Parameter]:
-    return [Parameter(name="run-id"), *(Parameter(name=f.replace("_", "-")) for f in ITEM_FIELDS)]
+def _vllm_sidecar(gpu: GpuClass) -> UserContainer:
+    """The vLLM server of a GPU class: fixed GPU count and memory; model, dtype, parallelism from the serve step's args file."""
+    gpus = str(gpu.gpus)
+    return UserContainer(
+        name="vllm", image=VLLM_IMAGE, command=["bash", "-c", VLLM_WRAPPER],
+        env=[SecretEnv(name="HF_TOKEN", secret_name=HF_SECRET[0], secret_key=HF_SECRET[1], optional=True),
+             Env(name="HF_HOME", value=f"{MODEL_CACHE_MOUNT}/huggingface"),  # weights: downloaded once per cluster
+             Env(name="VLLM_CACHE_ROOT", value=f"{MODEL_CACHE_MOUNT}/vllm"),  # torch.compile cache
+             Env(name="TRITON_CACHE_DIR", value=f"{MODEL_CACHE_MOUNT}/triton")],
+        resources=m.ResourceRequirements(
+            requests={"cpu": str(4 * gpu.gpus), "memory": f"{24 * gpu.gpus}Gi", "ephemeral-storage": "10Gi", "nvidia.com/gpu": gpus},
+            limits={"nvidia.com/gpu": gpus}),
+        volume_mounts=[m.VolumeMount(name="dshm", mount_path="/dev/shm"), m.VolumeMount(name="work", mount_path="/grace"),
+                       m.VolumeMount(name="model-cache", mount_path=MODEL_CACHE_MOUNT)],
+    )
 
 
-def _vllm_sidecar() -> dict:
-    """Template options for a vLLM sidecar holding the GPUs, arguments from the item (i.e. the model registry)."""
-    return {
-        "sidecars": [UserContainer(
-            name="vllm", image=VLLM_IMAGE, command=["python3", "-m", "vllm.entrypoints.openai.api_server"],
-            args=["--model", _in("hf-id"), "--served-model-name", _in("served-name"), "--dtype", _in("dtype"),
-                  "--tensor-parallel-size", _in("tp"), "--max-model-len", _in("max-len"), "--port", str(VLLM_PORT),
-                  "--max-logprobs", "20"],
-            env=[SecretEnv(name="HF_TOKEN", secret_name=HF_SECRET[0], secret_key=HF_SECRET[1], optional=True)],
-            resources=m.ResourceRequirements(requests={"cpu": "4", "memory": "32Gi"}, limits={"nvidia.com/gpu": _in("gpus")}),
-            volume_mounts=[m.VolumeMount(name="dshm", mount_path="/dev/shm"),
-                           m.VolumeMount(name="hf-cache", mount_path="/root/.cache/huggingface")],
-        )],
-        "tolerations": [m.Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
-        "pod_spec_patch": ('{"nodeSelector": ' + _in("node-selector") + ', "volumes": [{"name": "dshm", "emptyDir": '
-                           '{"medium": "Memory", "sizeLimit": "' + _in("shm") + '"}}]}'),
-    }
+def _serve_step(gpu: GpuClass | None) -> Container:
+    """Every served stage of one model (every study) against one server: a vLLM sidecar of ``gpu``, or (None) the model's
+    endpoint / the embedded CPU model. Writes the model's Experiment 1 and 2 tables (and the vLLM log)."""
+    inputs = [Parameter(name="run-id"), Parameter(name="model")]
+    outputs = _folder_artifacts(SERVED_STAGES, optional=False)
+    args = _model_args(SERVED_STAGES)
+    if gpu is None:
+        return _steps_container("serve-on-endpoint", "serve", args, command="serve", inputs=inputs, outputs=outputs)
+    outputs.append(S3Artifact(name="vllm-log", path=f"{VLLM_DIR}/vllm.log", key=f"{KEY_PREFIX}/{_in('run-id')}/logs/{_in('model')}/vllm.log",
+                              archive=NoneArchiveStrategy(), optional=True))
+    return _steps_container(
+        f"serve-{gpu.name}", "serve", [*args, "--vllm-dir", VLLM_DIR, "--vllm-port", str(VLLM_PORT)], command="serve",
+        inputs=inputs, outputs=outputs, sidecars=[_vllm_sidecar(gpu)],
+        node_selector=dict(gpu.node_selector) or None, affinity=m.Affinity(**gpu.affinity()) if gpu.affinity() else None,
+        tolerations=[m.Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
+        volumes=[m.Volume(name="dshm", empty_dir=m.EmptyDirVolumeSource(medium="Memory", size_limit=gpu.shm_size)),
+                 m.Volume(name="model-cache", persistent_volume_claim=m.PersistentVolumeClaimVolumeSource(claim_name=MODEL_CACHE_PVC))],
+    )
 
 
-def _model_step(stage: str, sidecar: bool) -> Container:
-    """``stage`` for one model x study: with a vLLM sidecar on a GPU node, or against an existing endpoint
-    (extract: neither, it talks to the extractor)."""
-    endpoint = f"http://localhost:{VLLM_PORT}" if sidecar else _in("endpoint")
-    args = ["run", "--stages", stage, "--models", _in("model"), "--studies", _in("study"), "--run-id", _in("run-id"),
-            *(["--endpoint", f"{_in('model')}={endpoint}"] if stage in SERVED_STAGES else [f"--endpoints={_wf('endpoints')}"]),
-            *common_run_args()]
-    inputs: list = _item_inputs()
-    if stage == "extract":
-        inputs += _table_artifacts("raw", "raw-stem")
-    outputs = _table_artifacts({"query": "raw", "extract": "structured", "probabilities": "probabilities"}[stage],
-                               {"query": "raw-stem", "extract": "structured-stem", "probabilities": "probabilities-stem"}[stage])
-    options: dict = {}
-    if sidecar and stage in SERVED_STAGES:
-        args += ["--wait-for-endpoint", str(HEALTH_TIMEOUT_S)]
-        options = _vllm_sidecar()
-    if stage == "extract":
-        options["synchronization"] = m.Synchronization(mutexes=[m.Mutex(name=EXTRACTION_MUTEX)])
-    name = stage if sidecar or stage == "extract" else f"{stage}-on-endpoint"
-    return _steps_container(name, stage, args, inputs=inputs, outputs=outputs, **options)
-
-
-def _folder_artifacts(stages) -> list[S3Artifact]:
-    """Whole stage folders of the run (every model's tables), optional: a stage may have produced nothing."""
-    return [_artifact(STAGE_FOLDERS[s], STAGE_FOLDERS[s], optional=True) for s in stages if s in STAGE_FOLDERS]
+def _extract_step() -> Container:
+    """Structured extraction of one model (every study), one job at a time in the namespace (mutex)."""
+    return _steps_container("extract", "extract", _model_args(("extract",)),
+                            inputs=[Parameter(name="run-id"), Parameter(name="model"), *_folder_artifacts(("query",), optional=False)],
+                            outputs=_folder_artifacts(("extract",), optional=False),
+                            synchronization=m.Synchronization(mutexes=[m.Mutex(name=EXTRACTION_MUTEX)]))
 
 
 def human_args() -> list[str]:
@@ -237,37 +271,38 @@ def _study_step(stage: str) -> Container:
         outputs = [_artifact(STAGE_FOLDERS[stage], STAGE_FOLDERS[stage])]
     else:
         outputs = [_artifact("report", REPORT_KEY), _artifact("comparison", COMPARISON_STEM.split("/")[0])]
-    args = ["run", "--stages", stage, "--models", _in("models"), f"--endpoints={_wf('endpoints')}", "--studies", studies,
+    args = ["--stages", stage, "--models", _in("models"), f"--endpoints={_wf('endpoints')}", "--studies", studies,
             "--run-id", _in("run-id"), *common_run_args(), *([] if per_study else human_args())]
     inputs = [Parameter(name="run-id"), Parameter(name="models"), *([Parameter(name="study")] if per_study else []),
               *_folder_artifacts(inputs_from)]
     return _steps_container(stage, stage, args, inputs=inputs, outputs=outputs)
 
 
-def _plan_step() -> Container:
-    outputs = [Parameter(name=name.removesuffix(".json"), value_from=m.ValueFrom(path=f"{PLAN_DIR}/{name}"))
-               for name in ("run-id", "sidecar-items.json", "endpoint-items.json", "model-items.json", "study-items.json", "models")]
-    args = ["cluster-plan", "--models", _wf("models"), f"--endpoints={_wf('endpoints')}", "--studies", _wf("studies"),
+def plan_outputs(classes: list[GpuClass]) -> list[str]:
+    """The plan step's output parameters (files in PLAN_DIR, '.json' dropped): see pipeline.cluster_plan."""
+    return ["run-id", *(f"{c.name}.json" for c in classes), "endpoint.json", "extract-only.json", "study-items.json", "models"]
+
+
+def _plan_step(classes: list[GpuClass]) -> Container:
+    outputs = [Parameter(name=name.removesuffix(".json"), value_from=m.ValueFrom(path=f"{PLAN_DIR}/{name}")) for name in plan_outputs(classes)]
+    args = ["--models", _wf("models"), f"--endpoints={_wf('endpoints')}", "--studies", _wf("studies"),
             f"--run-id={_wf('run-id')}", *common_run_args(), *human_args(), "--out", PLAN_DIR]
-    return _steps_container("plan", "plan", args, work_volume=False, outputs=outputs)
+    return _steps_container("plan", "plan", args, work_volume=False, command="cluster-plan", outputs=outputs)
 
 
-def _task_names(stage: str) -> list[str]:
-    return [stage, f"{stage}-on-endpoint"] if stage in SERVED_STAGES else [stage]
-
-
-def _depends(stages) -> str:
-    """Argo ``depends``: every task of ``stages`` finished; a failed non-blocking stage (validation) does not block."""
-    terms = ["plan"]
-    for stage in stages:
-        for task in _task_names(stage):
-            terms.append(f"({task}.Succeeded || {task}.Failed)" if stage in NON_BLOCKING_STAGES else task)
-    return " && ".join(dict.fromkeys(terms))
+def _model_dag(name: str, serve: Container, extract: Container) -> DAG:
+    """One model: serve (Experiment 1 + 2, one server start), then its extraction as soon as its queries are done."""
+    with DAG(name=name, inputs=[Parameter(name="run-id"), Parameter(name="model")], fail_fast=False) as dag:
+        arguments = {"run-id": _in("run-id"), "model": _in("model")}
+        Task(name="serve", template=serve, arguments=arguments)
+        Task(name="extract", template=extract, arguments=arguments, depends="serve")
+    return dag
 
 
 def build_workflow_template(namespace: str | None = None) -> WorkflowTemplate:
     """The WorkflowTemplate (see the module docstring)."""
     plan_out = "{{tasks.plan.outputs.parameters.%s}}"
+    classes = gpu_classes(load_registry().values())
     with WorkflowTemplate(
         name=TEMPLATE_NAME, namespace=namespace, entrypoint="main",
         labels={"app.kubernetes.io/name": "grace-pipeline", "app.kubernetes.io/version": __version__},
@@ -276,35 +311,35 @@ def build_workflow_template(namespace: str | None = None) -> WorkflowTemplate:
         arguments=[Parameter(name=p.name, value=p.default, description=p.description, enum=list(p.enum) or None) for p in PARAMETERS],
         service_account_name=SERVICE_ACCOUNT,
         artifact_repository_ref=m.ArtifactRepositoryRef(config_map=ARTIFACT_REPOSITORY[0], key=ARTIFACT_REPOSITORY[1]),
-        volumes=[m.Volume(name="work", empty_dir=m.EmptyDirVolumeSource()),
-                 m.Volume(name="dshm", empty_dir=m.EmptyDirVolumeSource(medium="Memory")),
-                 m.Volume(name="hf-cache", empty_dir=m.EmptyDirVolumeSource())],
+        archive_logs=True,  # main containers' logs survive podGC (the vLLM log is an artifact of its step)
+        volumes=[m.Volume(name="work", empty_dir=m.EmptyDirVolumeSource(size_limit=WORK_SIZE_LIMIT))],
         pod_gc=m.PodGC(strategy="OnPodSuccess"),
         ttl_strategy=m.TTLStrategy(seconds_after_completion=14 * 24 * 3600),
         security_context=m.PodSecurityContext(fs_group=STEPS_UID),  # the emptyDirs are writable by the steps' user
     ) as template:
-        plan = _plan_step()
-        model_steps = {(stage, sidecar): _model_step(stage, sidecar) for stage in STAGE_DEPENDENCIES
-                       for sidecar in ((True, False) if stage in SERVED_STAGES else (True,))}
+        plan = _plan_step(classes)
+        extract = _extract_step()
+        model_dags = {c.name: _model_dag(f"model-{c.name}", _serve_step(c), extract) for c in classes}
+        model_dags["endpoint"] = _model_dag("model-on-endpoint", _serve_step(None), extract)
         study_steps = {stage: _study_step(stage) for stage in (*STUDY_STAGE_DEPENDENCIES, *RUN_STAGES)}
-        with DAG(name="main", fail_fast=False):
+        model_tasks = [*model_dags, "extract-only"]
+        with DAG(name="main", fail_fast=False, target=" ".join((*RUN_STAGES, *NON_BLOCKING_STAGES))):
             Task(name="plan", template=plan)
-            for (stage, sidecar), container in model_steps.items():
-                if stage not in SERVED_STAGES:
-                    items = "model-items"  # the extractor serves every model x study
-                else:
-                    items = "sidecar-items" if sidecar else "endpoint-items"
-                arguments = {"run-id": plan_out % "run-id", **{f.replace("_", "-"): f"{{{{item.{f}}}}}" for f in ITEM_FIELDS}}
-                Task(name=container.name, template=container, arguments=arguments, with_param=plan_out % items,
-                     depends=_depends(STAGE_DEPENDENCIES[stage]))
+            for name, dag in model_dags.items():
+                Task(name=name, template=dag, arguments={"run-id": plan_out % "run-id", "model": "{{item}}"},
+                     with_param=plan_out % name, depends="plan")
+            Task(name="extract-only", template=extract, arguments={"run-id": plan_out % "run-id", "model": "{{item}}"},
+                 with_param=plan_out % "extract-only", depends="plan")
             for stage, container in study_steps.items():
                 arguments = {"run-id": plan_out % "run-id", "models": plan_out % "models"}
+                after = STUDY_STAGE_DEPENDENCIES.get(stage, STUDY_STAGE_DEPENDENCIES)
+                study_tasks = [f"({s}.Succeeded || {s}.Failed)" if s in NON_BLOCKING_STAGES else s for s in after if s in study_steps]
+                depends = " && ".join(["plan", *model_tasks, *study_tasks])
                 if stage in STUDY_STAGE_DEPENDENCIES:
-                    Task(name=stage, template=container, arguments={**arguments, "study": "{{item.study}}"},
-                         with_param=plan_out % "study-items", depends=_depends(STUDY_STAGE_DEPENDENCIES[stage]))
+                    Task(name=stage, template=container, arguments={**arguments, "study": "{{item}}"},
+                         with_param=plan_out % "study-items", depends=depends)
                 else:
-                    Task(name=stage, template=container, arguments=arguments,
-                         depends=_depends((*STAGE_DEPENDENCIES, *STUDY_STAGE_DEPENDENCIES)))
+                    Task(name=stage, template=container, arguments=arguments, depends=depends)
     return template
 
 

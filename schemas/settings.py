@@ -54,6 +54,15 @@ class ModelSpec(BaseModel):
     node_selector: dict[str, str] = Field(default_factory=dict, description="Kubernetes node labels the model's GPU pods need (e.g. a GPU product)")
     shm_size: str = Field("8Gi", pattern=r"^[0-9]+(Mi|Gi)$", description="Shared memory (/dev/shm) for the vLLM container; tensor parallelism needs more")
     gated: bool = Field(False, description="Downloading the weights needs HF_TOKEN")
+    min_gpu_memory_mib: int = Field(0, ge=0, description="Each GPU of the model's pod must report more than this (node label "
+                                    "nvidia.com/gpu.memory, MiB, from NVIDIA GPU feature discovery); 0: no constraint")
+    weights_gb: float = Field(0.0, ge=0.0, description="Size of the weights the server loads (GB; cost model, memory sizing)")
+    load_minutes: float = Field(2.0, gt=0.0, description="Server start with the weights already in the cache: reading them and "
+                                "warm-up (minutes; cost model, and the start-up wait: startup_timeout_minutes)")
+    answers_per_minute: float = Field(150.0, gt=0.0, description="Experiment 1 answers per minute on its GPUs (cost model)")
+    scored_rows_per_minute: float = Field(120.0, gt=0.0, description="Experiment 2 rows per minute on its GPUs (cost model)")
+    startup_timeout_minutes: Optional[float] = Field(None, gt=0.0, description="How long a step waits for its vLLM server to become "
+                                                     "healthy (default: 3 x load_minutes + the download at the cost model's hub rate + 5)")
     max_tokens: Optional[int] = Field(None, ge=1, description="Overrides the run's max_tokens (reasoning models need room to think)")
     embedded: Optional[EmbeddedSettings] = None
     notes: str = ""

@@ -115,7 +115,7 @@ def test_argo_expressions_survive_helm(manifests, expected_template):
 
 def test_workflowtemplate_can_be_left_out(chart):
     docs = documents(render(chart, merged(VALID, {"workflowTemplate": {"install": False}})))
-    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "ConfigMap", "Role", "RoleBinding", "ServiceAccount"]
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "ConfigMap", "PersistentVolumeClaim", "Role", "RoleBinding", "ServiceAccount"]
 
 
 def test_workflowtemplate_refers_to_what_the_chart_installs(docs):
@@ -133,6 +133,23 @@ def test_workflowtemplate_refers_to_what_the_chart_installs(docs):
     assert secret_refs == {(S3_SECRET[0], S3_SECRET[1]), (S3_SECRET[0], S3_SECRET[2]), HF_SECRET, EXTRACTOR_SECRET, ENDPOINT_SECRET}
 
 
+def test_model_cache_is_the_pvc_the_gpu_steps_mount(docs, chart):
+    from pipeline.workflow import MODEL_CACHE_PVC
+
+    pvc = one(docs, "PersistentVolumeClaim", MODEL_CACHE_PVC)
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"] and pvc["spec"]["resources"]["requests"]["storage"] == "500Gi"
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"  # downloaded weights survive an uninstall
+    assert "storageClassName" not in pvc["spec"]
+    spec = one(docs, "WorkflowTemplate", TEMPLATE_NAME)["spec"]
+    claims = {v["persistentVolumeClaim"]["claimName"] for t in spec["templates"] for v in t.get("volumes", []) if "persistentVolumeClaim" in v}
+    assert claims == {pvc["metadata"]["name"]}
+    own = documents(render(chart, merged(VALID, {"modelCache": {"create": False}})))
+    assert not [d for d in own if d["kind"] == "PersistentVolumeClaim"]
+    nfs = one(documents(render(chart, merged(VALID, {"modelCache": {"storageClassName": "nfs-client", "size": "1Ti"}}))),
+              "PersistentVolumeClaim", MODEL_CACHE_PVC)
+    assert nfs["spec"]["storageClassName"] == "nfs-client" and nfs["spec"]["resources"]["requests"]["storage"] == "1Ti"
+
+
 # --- the chart's own objects -------------------------------------------------------------------------
 
 def test_chart_metadata(chart):
@@ -144,7 +161,8 @@ def test_chart_metadata(chart):
 
 def test_artifact_repository(docs):
     repository = one(docs, "ConfigMap", ARTIFACT_REPOSITORY[0])
-    assert repository["metadata"]["annotations"]["workflows.argoproj.io/default-artifact-repository"] == ARTIFACT_REPOSITORY[1]
+    # Argo reads a namespace default only from a ConfigMap named artifact-repositories: claim nothing of the sort here
+    assert "annotations" not in repository["metadata"] and ARTIFACT_REPOSITORY[0] != "artifact-repositories"
     assert list(repository["data"]) == [ARTIFACT_REPOSITORY[1]]
     assert yaml.safe_load(repository["data"][ARTIFACT_REPOSITORY[1]]) == {"s3": {
         "bucket": "grace-artifacts", "endpoint": "minio.minio.svc:9000", "insecure": True, "region": "us-east-1",
@@ -224,6 +242,8 @@ INVALID = [
     pytest.param({"s3": {"bukket": "grace-artifacts"}}, "additional properties 'bukket'", id="s3-typo"),
     pytest.param({"replicas": 2}, "additional properties 'replicas'", id="unknown-top-level-key"),
     pytest.param({"workflowTemplate": {"install": "false"}}, "/workflowTemplate/install", id="install-string"),
+    pytest.param({"modelCache": {"size": "lots"}}, "/modelCache/size", id="cache-size-not-a-quantity"),
+    pytest.param({"modelCache": {"create": "yes"}}, "/modelCache/create", id="cache-create-string"),
     pytest.param({"secrets": {"s3": {"name": "my-s3"}}}, "/secrets/s3/name", id="s3-secret-renamed"),
     pytest.param({"secrets": {"extractor": {"name": "deepseek"}}}, "/secrets/extractor/name", id="extractor-secret-renamed"),
     pytest.param({"secrets": {"s3": {"accessKey": "CANARY-ACCESS-KEY"}}}, "additional properties 'accessKey'", id="secret-value-smuggled"),
@@ -270,7 +290,7 @@ def test_manifests_pass_strict_kubernetes_validation(docs, version):
             continue  # a CRD: kubernetes-validate ships no schema for it
         kubernetes_validate.validate(doc, version, strict=True)
         validated.append(doc["kind"])
-    assert sorted(validated) == ["ConfigMap", "ConfigMap", "Role", "RoleBinding", "ServiceAccount"]
+    assert sorted(validated) == ["ConfigMap", "ConfigMap", "PersistentVolumeClaim", "Role", "RoleBinding", "ServiceAccount"]
 
 
 def test_strict_validation_would_catch_a_wrong_field(docs):

@@ -116,3 +116,62 @@ def test_step_waits_for_the_sidecar_to_become_healthy():
     with FakeOpenAIServer(healthy_after_s=60) as stuck:
         with pytest.raises(ServerError, match="not healthy after 1 s"):
             asyncio.run(wait(stuck, 1))
+
+
+def test_status_names_nested_nodes_by_their_model(argo_env, capsys):
+    """A pod inside a model's DAG shows as gpu1-22g(0:llama-3.1-8b-instruct).serve(0), not a bare 'serve(0)'."""
+    from tests.test_argo_api import _node
+
+    serve = _node(f"{WF}-7", "serve(0)", "Pod", "Failed", template="serve-gpu1-22g", exit_code="4",
+                  message="the vLLM server of llama-3.1-8b-instruct exited with code 137")
+    serve["name"] = f"{WF}.gpu1-22g(0:llama-3.1-8b-instruct).serve(0)"
+    with responses.RequestsMock() as mocked:
+        mocked.get(WF_URL, json=_workflow("Failed", [PREPARE_OK, serve], finished="2024-05-01T11:00:00Z"))
+        assert main(["status", WF]) == 0
+    out = capsys.readouterr().out
+    assert "gpu1-22g(0:llama-3.1-8b-instruct).serve(0)" in out and "exited with code 137" in out
+
+
+def test_submit_prints_the_cost_model_and_dry_run_submits_nothing(argo_env, capsys):
+    with responses.RequestsMock() as mocked:  # no request may be sent
+        code = main(["submit", "--dry-run", "-p", "models=llama-3.1-70b-instruct,gemma-2-9b-it,gemma-3-270m",
+                     "--study-rows", "1=300,2=2424"])
+        assert not mocked.calls
+    out = capsys.readouterr().out
+    assert code == 0 and "dry run: nothing submitted" in out
+    assert "study 1: 300 rows, study 2: 2424 rows" in out
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.strip().startswith(("llama", "gemma-2"))}
+    assert lines["llama-3.1-70b-instruct"][1:4] == ["4", "1", "141.0GB"]  # GPUs, loads, downloaded once
+    assert "no GPU: gemma-3-270m" in out and "GPU-hours" in out
+    with responses.RequestsMock() as mocked:  # without --study-rows the files are read: the bundled examples, limit 2
+        assert main(["submit", "--dry-run", "-p", "models=gemma-2-9b-it", "-p", "limit=2"]) == 0
+    assert "study 1: 2 rows, study 2: 2 rows" in capsys.readouterr().out
+
+
+def test_progress_goes_to_argos_progress_file(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from pipeline.progress import ProgressReporter
+
+    progress_file = tmp_path / "progress"
+    monkeypatch.setenv("ARGO_PROGRESS_FILE", str(progress_file))
+    reporter = ProgressReporter(Console(file=open(tmp_path / "log", "w")), live=False)
+    with reporter:
+        reporter.start("query-a", 3, already_done=1)
+        assert progress_file.read_text().strip() == "1/3"
+        reporter.start("probabilities-a", 2, already_done=0)
+        for node, ok in (("query-a", True), ("query-a", False), ("probabilities-a", True), ("probabilities-a", True)):
+            reporter.advance(node, ok)
+    assert progress_file.read_text().strip() == "5/5"
+
+
+def test_readmes_cost_table_is_what_dry_run_prints(argo_env, capsys):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (command, table) = re.findall(r"\$ (grace-pipeline submit --dry-run [^\n]+)\n(.*?)```", readme, re.DOTALL)[0]
+    assert main(command.split()[1:]) == 0
+    printed = capsys.readouterr().out
+    for line in table.strip().splitlines():
+        assert line in printed, f"README.md's cost table is stale: {line!r}"

@@ -40,3 +40,21 @@ def test_build_script_is_valid_bash():
     import subprocess
 
     assert subprocess.run(["bash", "-n", str(REPO / "images" / "build.sh")]).returncode == 0
+
+
+def test_runtime_libraries_are_installed_and_checked_by_the_build():
+    """llama.cpp needs libgomp.so.1 at run time (python:*-slim lacks it); the image's own build imports the native
+    module and runs the CLI after the last install, as the non-root user, so a missing library fails the build."""
+    dockerfile = (REPO / "images" / "steps.Dockerfile").read_text()
+    final = dockerfile.rsplit("\nFROM ", 1)[1]
+    assert re.search(r"apt-get install -y --no-install-recommends [^\n]*\blibgomp1\b", final)
+    (check,) = re.findall(r"^RUN (python -c .*)$", final, re.MULTILINE)
+    assert "import llama_cpp" in check and "grace-pipeline --version" in check
+    assert final.index(check) > final.index("pip install") and final.index(check) > final.index("USER 10001")
+
+
+def test_the_llama_cpp_layer_pins_the_packages_version():
+    dockerfile = (REPO / "images" / "steps.Dockerfile").read_text()
+    pinned = [d for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"] if d.startswith("llama-cpp-python")]
+    assert f'pip wheel --no-cache-dir --wheel-dir /wheels "{pinned[0]}"' in dockerfile
+    assert dockerfile.index(pinned[0]) < dockerfile.index("COPY pipeline pipeline")  # compiled before the code is copied

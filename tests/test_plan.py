@@ -34,3 +34,14 @@ def test_check_dag_rejects(nodes, match):
 
 def test_node_names_are_argo_safe():
     assert node_name("query", "Qwen/Qwen2.5-7B_Instruct", 2) == "query-qwen--qwen2-5-7b-instruct-study2"
+
+
+def test_experiment_2_runs_first_on_the_models_one_server_and_its_failure_does_not_stop_experiment_1():
+    from pipeline.plan import blocks, served_groups
+
+    nodes = {n.name: n for n in build_plan(["m"], [1, 2], ["query", "extract", "probabilities", "validate"])}
+    assert nodes["query-m-study1"].depends == ("probabilities-m-study1",)
+    assert nodes["extract-m-study1"].depends == ("query-m-study1",)
+    assert not blocks("probabilities", "query") and blocks("query", "extract") and not blocks("validate", "merge")
+    assert [n.name for n in served_groups(list(nodes.values()))["m"]] == [
+        "probabilities-m-study1", "probabilities-m-study2", "query-m-study1", "query-m-study2"]

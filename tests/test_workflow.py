@@ -1,6 +1,6 @@
 """The Argo WorkflowTemplate: Hera round trip, strict schema, the project's own DAG checks, and every
 step's container command run as the workflow invokes it (FAKE Argo executor, REAL S3 bucket, FAKE
-model servers)."""
+vLLM sidecars, FAKE Hugging Face hub). Argo's own CRD schemas: tests/test_argo_crds.py."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ import yaml
 from hera.workflows import WorkflowTemplate
 from hera.workflows import models as m
 
-from pipeline.cluster_plan import _item
-from pipeline.plan import RUN_STAGES, STAGE_DEPENDENCIES, STUDY_STAGE_DEPENDENCIES
+from pipeline.placement import gpu_class, gpu_classes
+from pipeline.plan import SERVED_STAGES, STAGE_DEPENDENCIES
+from pipeline.registry import load_registry
 from pipeline.workflow import (
-    EXTRACTION_MUTEX, ITEM_FIELDS, KEY_PREFIX, PARAMETERS, S3_SECRET, TEMPLATE_NAME, VLLM_PORT, render_yaml,
+    EXTRACTION_MUTEX, HF_SECRET, KEY_PREFIX, MODEL_CACHE_PVC, PARAMETERS, S3_SECRET, TEMPLATE_NAME, render_yaml,
 )
 from steps.store import open_store
 from steps.tables import read_table
@@ -79,7 +80,7 @@ def check_template(workflow: dict) -> list[str]:
                 [a["name"] for a in template.get("inputs", {}).get("artifacts", []) + template.get("outputs", {}).get("artifacts", [])]:
             if not PARAM_NAME.match(name):
                 problems.append(f"{template['name']}: parameter/artifact name {name!r}")
-        for expression in _expressions({k: v for k, v in template.items() if k != "dag"}):
+        for expression in _expressions(template):
             if expression.startswith("inputs.parameters.") and expression.removeprefix("inputs.parameters.") not in inputs:
                 problems.append(f"{template['name']} uses undeclared input {expression}")
             if expression.startswith("workflow.parameters.") and expression.removeprefix("workflow.parameters.") not in parameters:
@@ -123,10 +124,14 @@ def check_template(workflow: dict) -> list[str]:
     return problems
 
 
+def _main(workflow: dict) -> dict:
+    return next(t for t in workflow["spec"]["templates"] if t["name"] == "main")
+
+
 def test_own_checks_pass_and_catch_broken_templates(rendered):
     assert check_template(rendered) == []
     broken = json.loads(json.dumps(rendered))
-    dag = next(t for t in broken["spec"]["templates"] if "dag" in t)["dag"]["tasks"]
+    dag = _main(broken)["dag"]["tasks"]
     dag[1]["depends"] = "plan && nowhere"
     dag[0]["depends"] = dag[-1]["name"]  # plan after report: a cycle
     dag[2]["template"] = "missing"
@@ -138,46 +143,80 @@ def test_own_checks_pass_and_catch_broken_templates(rendered):
 
 
 def test_dag_mirrors_the_local_plan(rendered):
+    """One model = serve (every served stage of plan.py, one server) -> the stages that depend on them; then the study stages."""
     templates = {t["name"]: t for t in rendered["spec"]["templates"]}
     tasks = {t["name"]: t for t in templates["main"]["dag"]["tasks"]}
-    stage_tasks = lambda stage: [n for n in tasks if n == stage or n == f"{stage}-on-endpoint"]  # noqa: E731
-    for stage, after in {**STAGE_DEPENDENCIES, **STUDY_STAGE_DEPENDENCIES}.items():
-        for name in stage_tasks(stage):
-            assert set(_depends_targets(tasks[name]["depends"])) == {"plan", *(t for s in after for t in stage_tasks(s))}
+    model_tasks = [n for n, t in tasks.items() if "dag" in templates[t["template"]]] + ["extract-only"]
+    assert set(model_tasks) == {*(c.name for c in gpu_classes(load_registry().values())), "endpoint", "extract-only"}
+    for name in model_tasks[:-1]:
+        model_dag = {t["name"]: t for t in templates[tasks[name]["template"]]["dag"]["tasks"]}
+        serve_args = templates[model_dag["serve"]["template"]]["container"]["args"]
+        assert serve_args[0] == "serve" and serve_args[serve_args.index("--stages") + 1] == ",".join(SERVED_STAGES)
+        for stage, after in STAGE_DEPENDENCIES.items():
+            if stage not in SERVED_STAGES:  # extraction waits only for its model's serve step
+                assert set(after) <= set(SERVED_STAGES) and model_dag[stage]["depends"] == "serve"
+        assert tasks[name]["withParam"] == f"{{{{tasks.plan.outputs.parameters.{name}}}}}"
+    assert set(_depends_targets(tasks["validate"]["depends"])) == {"plan", *model_tasks}
     assert "(validate.Succeeded || validate.Failed)" in tasks["merge"]["depends"]  # a failed validation does not block merge
-    for stage in RUN_STAGES:
-        assert stage in tasks and "withParam" not in tasks[stage]
+    assert _main(rendered)["dag"]["target"] == "report validate"  # ... but fails the workflow (Argo judges the targets)
     assert templates["main"]["dag"]["failFast"] is False
     assert rendered["metadata"]["name"] == TEMPLATE_NAME
 
 
-def test_gpu_steps_extraction_mutex_artifacts_retries_and_secrets(rendered):
+def test_gpu_steps_have_fixed_resources_placement_and_the_weight_cache(rendered):
     templates = {t["name"]: t for t in rendered["spec"]["templates"]}
-    for name in ("query", "probabilities"):
-        (vllm,) = templates[name]["sidecars"]
-        assert vllm["resources"]["limits"] == {"nvidia.com/gpu": "{{inputs.parameters.gpus}}"}
+    for gpu in gpu_classes(load_registry().values()):
+        serve = templates[f"serve-{gpu.name}"]
+        (vllm,) = serve["sidecars"]
+        assert vllm["resources"]["limits"] == {"nvidia.com/gpu": str(gpu.gpus)}  # a literal quantity, per template
+        assert vllm["resources"]["requests"]["nvidia.com/gpu"] == str(gpu.gpus) and "ephemeral-storage" in vllm["resources"]["requests"]
         assert vllm["image"].startswith("vllm/vllm-openai:v") and "latest" not in vllm["image"]
-        assert {"--tensor-parallel-size", "--dtype", "--max-model-len", "--max-logprobs"} <= set(vllm["args"])
-        assert "nvidia.com/gpu" not in json.dumps(templates[name]["container"])  # the sidecar holds the GPU
-        assert "--wait-for-endpoint" in templates[name]["container"]["args"]
-        assert f"http://localhost:{VLLM_PORT}" in " ".join(templates[name]["container"]["args"])
-        assert templates[name]["tolerations"][0]["key"] == "nvidia.com/gpu" and "nodeSelector" in templates[name]["podSpecPatch"]
-        assert "sidecars" not in templates[f"{name}-on-endpoint"]
+        env = {e["name"]: e for e in vllm["env"]}
+        assert env["HF_HOME"]["value"].startswith("/models/") and env["VLLM_CACHE_ROOT"]["value"].startswith("/models/")
+        assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": HF_SECRET[0], "key": HF_SECRET[1], "optional": True}
+        volumes = {v["name"]: v for v in serve["volumes"]}
+        assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": MODEL_CACHE_PVC}
+        assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": gpu.shm_size}
+        term = serve["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+        assert term["matchExpressions"] == [{"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": [str(gpu.min_gpu_memory_mib)]}]
+        assert serve["tolerations"][0]["key"] == "nvidia.com/gpu" and "podSpecPatch" not in serve
+        assert "nvidia.com/gpu" not in json.dumps(serve["container"])  # the sidecar holds the GPUs
+        args = serve["container"]["args"]
+        assert args[args.index("--vllm-dir") + 1] == "/grace/vllm"
+        assert {o["name"] for o in serve["outputs"]["artifacts"]} == {"exp1", "exp2", "vllm-log"}
+    assert "sidecars" not in templates["serve-on-endpoint"] and "volumes" not in templates["serve-on-endpoint"]
+    assert "persistentVolumeClaim" not in json.dumps(rendered["spec"]["volumes"])  # a CPU-only run needs no weight cache
+
+
+def test_big_models_never_land_on_small_gpus():
+    registry = load_registry()
+    for name, at_least in (("gemma-2-27b-it", 40_000), ("llama-3.1-70b-instruct", 78_000)):
+        gpu = gpu_class(registry[name])
+        assert gpu.min_gpu_memory_mib >= at_least and gpu.gpus == registry[name].gpus
+
+
+def test_extraction_mutex_artifacts_retries_logs_and_secrets(rendered):
+    templates = {t["name"]: t for t in rendered["spec"]["templates"]}
     assert templates["extract"]["synchronization"] == {"mutexes": [{"name": EXTRACTION_MUTEX}]}
     assert rendered["spec"]["artifactRepositoryRef"] == {"configMap": "grace-artifact-repository", "key": "grace-s3"}
+    assert rendered["spec"]["archiveLogs"] is True
+    assert rendered["spec"]["volumes"] == [{"name": "work", "emptyDir": {"sizeLimit": "4Gi"}}]
     for template in templates.values():
         for artifact in template.get("inputs", {}).get("artifacts", []) + template.get("outputs", {}).get("artifacts", []):
             assert set(artifact["s3"]) == {"key"} and artifact["s3"]["key"].startswith(f"{KEY_PREFIX}/{{{{inputs.parameters.run-id}}}}/")
             assert artifact["archive"] == {"none": {}}
         if "container" in template:
-            expression = template["retryStrategy"]["expression"]
-            assert "in [4, 6, 7, 137, 143]" in expression and template["retryStrategy"]["backoff"]["factor"] == "2"
+            retry = template["retryStrategy"]
+            assert "in [4, 6, 7, 137, 143]" in retry["expression"] and retry["backoff"] == {"duration": "1m", "factor": "2"}
+            assert "maxDuration" not in json.dumps(retry)  # a deadline across all attempts: it would forbid retrying long steps
+            assert "ephemeral-storage" in template["container"]["resources"]["requests"]
             env = {e["name"]: e for e in template["container"]["env"]}
             assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": S3_SECRET[0], "key": S3_SECRET[2]}
             assert all("value" not in e or e["name"] == "PYTHONUNBUFFERED" for e in env.values())
             assert template["container"]["securityContext"]["runAsNonRoot"] is True
             assert ("DEEPSEEK_API_KEY" in env) == (template["name"] == "extract")  # each secret only where it is used
-            assert ("GRACE_ENDPOINT_API_KEY" in env) == template["name"].startswith(("query", "probabilities"))
+            assert ("GRACE_ENDPOINT_API_KEY" in env) == template["name"].startswith("serve")
+            assert ("HF_TOKEN" in env) == (template["name"] == "plan")
     text = render_yaml()
     assert "secretKey:" not in text.replace("key: secretKey", "") and "endpoint:" not in text and "bucket:" not in text
 
@@ -193,18 +232,10 @@ def test_parameters_show_in_the_ui_with_descriptions_and_enums(rendered):
         assert name in shown
 
 
-def test_items_carry_every_field_the_templates_read():
-    from pipeline.config import RunConfig
-    from pipeline.registry import load_registry
-    from steps.studies import load_study
-
-    item = _item(load_registry()["gemma-2-27b-it"], load_study(1), "", RunConfig(studies={1: "x"}, models=("gemma-2-27b-it",)))
-    assert set(item) == set(ITEM_FIELDS) and all(isinstance(v, str) for v in item.values())
-    assert item["tp"] == "2" and item["gpus"] == "2" and item["shm"] == "16Gi" and json.loads(item["node_selector"]) == {}
-    assert item["raw_stem"] == "exp1/gemma-2-27b-it_study1_raw_responses"
-
-
 # ---- every step's container command, run as the workflow invokes it ---------------------
+
+HF_TOKEN = "hf-test-token"
+
 
 @pytest.fixture
 def repository(s3_env):
@@ -212,65 +243,125 @@ def repository(s3_env):
     return open_store("s3://grace")
 
 
-def test_every_step_runs_as_the_workflow_invokes_it(rendered, s3, repository, tmp_path):
-    secrets = {(S3_SECRET[0], S3_SECRET[1]): ACCESS_KEY, (S3_SECRET[0], S3_SECRET[2]): SECRET_KEY,
-               ("grace-extractor", "api-key"): "test-extractor-key"}
-    configmaps = {"grace-pipeline-store": {"GRACE_CHECKPOINT_STORE": f"s3://grace/{KEY_PREFIX}", "AWS_ENDPOINT_URL": s3.endpoint,
-                                           "AWS_REGION": "us-east-1"}}
+@pytest.fixture
+def cluster(s3):
+    """Secrets and ConfigMaps as the chart and the README's kubectl commands create them (a FAKE hub for the HF check)."""
+    from tests.fakes.fake_hub import FakeHub
+
+    gated = {m.hf_id for m in load_registry().values() if m.gated}
+    with FakeHub(HF_TOKEN, granted=gated) as hub:
+        secrets = {(S3_SECRET[0], S3_SECRET[1]): ACCESS_KEY, (S3_SECRET[0], S3_SECRET[2]): SECRET_KEY,
+                   ("grace-extractor", "api-key"): "test-extractor-key", HF_SECRET: HF_TOKEN}
+        configmaps = {"grace-pipeline-store": {"GRACE_CHECKPOINT_STORE": f"s3://grace/{KEY_PREFIX}", "AWS_ENDPOINT_URL": s3.endpoint,
+                                               "AWS_REGION": "us-east-1", "HF_ENDPOINT": hub.url}}
+        yield secrets, configmaps, hub
+
+
+def _failures(argo) -> str:
+    return "\n\n".join(f"{p.node}: {p.exit_code}\n{p.output[-3000:]}" for p in argo.pods if p.exit_code)
+
+
+THREE = "llama-3.1-8b-instruct,gemma-2-27b-it,gemma-2-2b-it"  # 1 GPU, tensor-parallel 2, another GPU class
+
+
+def test_three_models_each_loaded_once_then_a_resubmit_loads_nothing_and_a_failed_validation_fails_the_workflow(rendered, cluster, repository, tmp_path):
+    secrets, configmaps, hub = cluster
     repository.write_bytes("inputs/speaker_production.csv", write_human2(tmp_path / "h2.csv").read_bytes())
     # a researcher's registry in the bucket: 'acme-chat' exists only there, served under another name (without
     # --registry in every step it would be requested as 'acme-chat' and the server would refuse it)
     repository.write_bytes("inputs/my-models.yaml", b"models:\n  - {name: acme-chat, hf_id: acme/chat-7b, served_name: fake-model}\n")
-    with FakeOpenAIServer(model="meta-llama/Llama-3.1-8B-Instruct", healthy_after_s=1.0) as sidecar, FakeOpenAIServer() as shared:
-        argo = FakeArgo(rendered, {
-            "models": "llama-3.1-8b-instruct,acme-chat", "endpoints": f"acme-chat={shared.url}", "limit": "3",
-            "registry": "s3://grace/inputs/my-models.yaml",
-            "extractor-url": shared.url, "extractor-model": "fake-model", "run-id": "cluster-test",
-            "human2": "s3://grace/inputs/speaker_production.csv",
-        }, repository, secrets, configmaps, tmp_path, {f"http://localhost:{VLLM_PORT}": sidecar.url})
-        phase = argo.run()
-        assert phase == "Succeeded", "\n\n".join(f"{p.task}: {p.exit_code}\n{p.output[-3000:]}" for p in argo.pods if p.exit_code)
-        assert sidecar.health_requests >= 2  # the step waited for the "model to load"
-    ran = [p.task for p in argo.pods]
-    for task, count in {"plan": 1, "query": 2, "query-on-endpoint": 2, "extract": 4, "probabilities": 2,
-                        "probabilities-on-endpoint": 2, "validate": 2, "merge": 2, "report": 1}.items():
-        assert ran.count(task) == count, (task, ran)
-    run = repository.child(KEY_PREFIX, "cluster-test")
-    for study in (1, 2):
-        analysis = read_table(run, f"analysis/study{study}_analysis")
-        assert set(analysis.model_name) == {"llama-3.1-8b-instruct", "acme-chat"} and len(analysis) == 6
-        assert (analysis.query_status == "ok").all()
-    assert run.exists("report.html") and run.exists("manifest.json")
-    human = json.loads(run.read_bytes("manifest.json"))["human_data"]["2"]  # validated by the plan step, hash recorded
-    assert human["path"] == "s3://grace/inputs/speaker_production.csv" and human["trials"] == 600 and len(human["sha256"]) == 64
-    comparison = read_table(run, "comparison/human_model_comparison")  # written by the report step, uploaded by Argo
-    people = comparison[(comparison.source == "human") & (comparison.goal == "informational") & (comparison.state == 0)]
-    assert people.set_index("option").value["It was terrible"] == pytest.approx(0.58)
-    assert "600 trials from 50 participants" in run.read_bytes("report.html").decode()
-    checkpoints = run.list("checkpoints")
-    assert any(k.startswith("checkpoints/exp1/llama-3.1-8b-instruct_study1/part-") for k in checkpoints)
-    assert any(k.startswith("manifests/query-llama-3-1-8b-instruct-study1") for k in run.list("manifests"))
-    for pod in argo.pods:
-        assert SECRET_KEY not in pod.output and "test-extractor-key" not in pod.output
+    with FakeOpenAIServer() as shared:
+        parameters = {"models": f"{THREE},acme-chat", "endpoints": f"acme-chat={shared.url}", "limit": "3",
+                      "registry": "s3://grace/inputs/my-models.yaml", "human2": "s3://grace/inputs/speaker_production.csv",
+                      "extractor-url": shared.url, "extractor-model": "fake-model", "run-id": "cluster-test"}
+        argo = FakeArgo(rendered, parameters, repository, secrets, configmaps, tmp_path / "first")
+        assert argo.run() == "Succeeded", _failures(argo)
+        starts = [served for served, _ in argo.vllm_starts]
+        registry = load_registry()
+        for name in THREE.split(","):
+            assert starts.count(registry[name].request_model) == 1, (name, starts)  # ONE vLLM start per model, both studies
+        (tp2,) = [args for served, args in argo.vllm_starts if served == registry["gemma-2-27b-it"].request_model]
+        assert tp2[tp2.index("--tensor-parallel-size") + 1] == "2" and tp2[tp2.index("--model") + 1] == "google/gemma-2-27b-it"
+        assert sorted(hub.requests) == sorted(f"/api/models/{registry[n].hf_id}/auth-check" for n in THREE.split(","))
+
+        nodes = set(argo.nodes)
+        assert {"gpu1-22g(0:llama-3.1-8b-instruct).serve", "gpu2-40g(0:gemma-2-27b-it).extract", "gpu1-15g(0:gemma-2-2b-it).serve",
+                "endpoint(0:acme-chat).serve", "validate(0:1)", "merge(1:2)", "report"} <= nodes
+        assert max(len(n) for n in nodes) < 60  # readable, not the JSON of an item
+        ran = [p.task for p in argo.pods]
+        assert ran.count("serve") == 4 and ran.count("extract") == 4 and ran.count("plan") == 1
+        for pod in argo.pods:
+            if pod.task == "serve":  # Argo's self-reported progress: every row of both studies, both served stages
+                done, total = pod.progress.split("/")
+                assert int(done) == int(total) == 2 * (3 + 3)
+        run = repository.child(KEY_PREFIX, "cluster-test")
+        for study in (1, 2):
+            analysis = read_table(run, f"analysis/study{study}_analysis")
+            assert set(analysis.model_name) == {*THREE.split(","), "acme-chat"} and len(analysis) == 12
+            assert (analysis.query_status == "ok").all()
+        assert run.exists("report.html") and run.exists("manifest.json")
+        human = json.loads(run.read_bytes("manifest.json"))["human_data"]["2"]  # validated by the plan step, hash recorded
+        assert human["path"] == "s3://grace/inputs/speaker_production.csv" and human["trials"] == 600 and len(human["sha256"]) == 64
+        comparison = read_table(run, "comparison/human_model_comparison")  # written by the report step, uploaded by Argo
+        people = comparison[(comparison.source == "human") & (comparison.goal == "informational") & (comparison.state == 0)]
+        assert people.set_index("option").value["It was terrible"] == pytest.approx(0.58)
+        assert "600 trials from 50 participants" in run.read_bytes("report.html").decode()
+        assert b"FAKE vLLM serving" in run.read_bytes("logs/gemma-2-27b-it/vllm.log")  # the sidecar's log is kept
+        assert any(k.startswith("checkpoints/exp1/llama-3.1-8b-instruct_study1/part-") for k in run.list("checkpoints"))
+        for pod in argo.pods:
+            assert SECRET_KEY not in pod.output and "test-extractor-key" not in pod.output and HF_TOKEN not in pod.output
+        plan_log = next(p.output for p in argo.pods if p.task == "plan")
+        assert "Cost model" in plan_log and "gemma-2-27b-it" in plan_log
+
+        # Re-submit the same run with one probability broken in the store: every (model, study) is complete, so
+        # nothing is served or extracted again; validation catches the broken value and the workflow ends Failed,
+        # after merge and report were written.
+        key = "exp2/gemma-2-2b-it_study2_probabilities.parquet"
+        table = read_table(run, key.removesuffix(".parquet"))
+        table.loc[0, "prob_was"] = 0.9
+        table.loc[0, "prob_wasnt"] = 0.9
+        buffer = __import__("io").BytesIO()
+        table.to_parquet(buffer, index=False)
+        run.write_bytes(key, buffer.getvalue())
+        for key in ("report.html", "analysis/study2_analysis.parquet", "structured/gemma-2-27b-it_study1_structured.parquet"):
+            run.delete(key)  # ... and one model's extraction is missing: only that extraction runs again
+        again = FakeArgo(rendered, parameters, repository, secrets, configmaps, tmp_path / "again")
+        assert again.run() == "Failed"
+    assert again.vllm_starts == [] and [p.node for p in again.pods if p.task in ("serve", "extract", "extract-only")] == [
+        "extract-only(0:gemma-2-27b-it)"]
+    assert run.exists("structured/gemma-2-27b-it_study1_structured.parquet")
+    assert again.nodes["validate(1:2)"] == "Failed" and again.nodes["validate(0:1)"] == "Succeeded"
+    assert again.nodes["merge(1:2)"] == again.nodes["report"] == "Succeeded"
+    assert "gemma-2-2b-it" in next(p.output for p in again.pods if p.node == "validate(1:2)")
+    assert "complete, nothing to do" in next(p.output for p in again.pods if p.task == "plan")
+    assert run.exists("report.html") and run.exists("analysis/study2_analysis.parquet")
 
 
-def test_bad_human_file_fails_the_plan_step(rendered, s3, repository, tmp_path):
+def test_a_gated_model_without_access_stops_the_run_before_any_gpu(rendered, cluster, repository, tmp_path):
+    secrets, configmaps, hub = cluster
+    hub.granted.discard("meta-llama/Llama-3.1-8B-Instruct")
+    argo = FakeArgo(rendered, {"models": "llama-3.1-8b-instruct,gemma-2-2b-it", "limit": "2"}, repository, secrets, configmaps, tmp_path)
+    assert argo.run() == "Failed"
+    (plan,) = argo.pods  # no GPU pod was started
+    assert plan.exit_code == 2 and "llama-3.1-8b-instruct" in plan.output and HF_SECRET[0] in plan.output
+    assert "gemma-2-2b-it" not in plan.output.split("cannot be downloaded")[1] and HF_TOKEN not in plan.output
+
+
+def test_bad_human_file_fails_the_plan_step(rendered, cluster, repository, tmp_path):
+    secrets, configmaps, _ = cluster
     repository.write_bytes("inputs/bad_human.csv", b'"subid","trial","item","goal","true_state","positivity","utterance"\n'
                                                    b'"a",1,"poem","social","heart7","neg","good"\n')
-    secrets = {(S3_SECRET[0], S3_SECRET[1]): ACCESS_KEY, (S3_SECRET[0], S3_SECRET[2]): SECRET_KEY}
-    configmaps = {"grace-pipeline-store": {"GRACE_CHECKPOINT_STORE": f"s3://grace/{KEY_PREFIX}", "AWS_ENDPOINT_URL": s3.endpoint}}
-    argo = FakeArgo(rendered, {"human2": "s3://grace/inputs/bad_human.csv"}, repository, secrets, configmaps, tmp_path, {})
+    argo = FakeArgo(rendered, {"human2": "s3://grace/inputs/bad_human.csv"}, repository, secrets, configmaps, tmp_path)
     assert argo.run() == "Failed"
     (plan,) = argo.pods  # no GPU step was started
     assert plan.task == "plan" and plan.exit_code == 2
     assert "s3://grace/inputs/bad_human.csv" in plan.output and "column 'true_state'" in plan.output
 
 
-def test_bad_input_fails_the_plan_step_without_retry(rendered, s3, repository, tmp_path):
+def test_bad_input_fails_the_plan_step_without_retry(rendered, cluster, repository, tmp_path):
+    secrets, configmaps, _ = cluster
     repository.write_bytes("inputs/broken.csv", b"participant_id,story_shortname\n1,exam\n")
-    secrets = {(S3_SECRET[0], S3_SECRET[1]): ACCESS_KEY, (S3_SECRET[0], S3_SECRET[2]): SECRET_KEY}
-    configmaps = {"grace-pipeline-store": {"GRACE_CHECKPOINT_STORE": f"s3://grace/{KEY_PREFIX}", "AWS_ENDPOINT_URL": s3.endpoint}}
-    argo = FakeArgo(rendered, {"study1": "s3://grace/inputs/broken.csv", "studies": "1"}, repository, secrets, configmaps, tmp_path, {})
+    argo = FakeArgo(rendered, {"study1": "s3://grace/inputs/broken.csv", "studies": "1"}, repository, secrets, configmaps, tmp_path)
     assert argo.run() == "Failed"
     (plan,) = argo.pods
     assert plan.task == "plan" and plan.exit_code == 2 and "s3://grace/inputs/broken.csv" in plan.output
@@ -279,26 +370,79 @@ def test_bad_input_fails_the_plan_step_without_retry(rendered, s3, repository, t
     assert "2" not in re.findall(r"\d+", retry.split("in", 1)[1])
 
 
-def test_a_killed_gpu_step_is_retried_and_resumes_from_its_s3_checkpoint(rendered, s3, repository, tmp_path):
-    """A query pod is SIGKILLed (a preempted node) after its first checkpoint segment; the retry resumes."""
+def _model_task(rendered, name: str) -> dict:
+    return next(t for t in _main(rendered)["dag"]["tasks"] if t["name"] == name)
+
+
+def test_a_dead_sidecar_fails_the_step_in_seconds_and_the_retry_resumes(rendered, cluster, repository, tmp_path):
+    """The first vLLM sidecar dies mid-run (process gone: its exit code is written, the port closes); the step notices
+    within seconds, exits 4 naming the model, and Argo's retry starts a new pod whose sidecar lives."""
+    import time
+
+    from tests.fakes.argo_executor import fake_vllm
+
+    secrets, configmaps, _ = cluster
+    started, deaths = [], []
+
+    def dying_then_healthy(served, port, vllm_dir):
+        server = fake_vllm(served, port, vllm_dir)
+        started.append(server)
+        if len(started) == 1:
+            server.latency_ms = 200  # slow enough to be mid-run when it dies
+
+            def die():
+                time.sleep(1.5)
+                server.stop()
+                (vllm_dir / "exit-code").write_text("137\n")
+                deaths.append(time.monotonic())
+            __import__("threading").Thread(target=die, daemon=True).start()
+        return server
+
+    argo = FakeArgo(rendered, {"models": "llama-3.1-8b-instruct", "studies": "2", "limit": "8", "run-id": "dead-sidecar",
+                               "extractor-url": "http://127.0.0.1:9", "concurrency": "1"},
+                    repository, secrets, configmaps, tmp_path, sidecar_factory=dying_then_healthy)
+    argo._run_task(_model_task(rendered, "plan"), {})
+    template = next(t for t in rendered["spec"]["templates"] if t["name"] == "serve-gpu1-22g")
+    first = argo.run_pod("serve", template, {"run-id": "dead-sidecar", "model": "llama-3.1-8b-instruct"})
+    noticed_after_s = time.monotonic() - deaths[0]
+    assert first.exit_code == 4 and argo._retried(template, first.exit_code)
+    assert noticed_after_s < 60  # the issue's bound: a dead sidecar is noticed within a minute, not after an hour's wait
+    assert "vLLM server of llama-3.1-8b-instruct exited with code 137" in first.output
+    second = argo.run_pod("serve", template, {"run-id": "dead-sidecar", "model": "llama-3.1-8b-instruct"})
+    assert second.exit_code == 0, second.output[-3000:]
+    assert len(argo.vllm_starts) == 2
+    table = read_table(repository.child(KEY_PREFIX, "dead-sidecar"), "exp1/llama-3.1-8b-instruct_study2_raw_responses")
+    assert len(table) == 8 and (table.status == "ok").all()
+
+
+def test_a_killed_gpu_step_is_retried_and_resumes_from_its_s3_checkpoint(rendered, cluster, repository, tmp_path):
+    """A serve pod is SIGKILLed (a preempted node) after its first checkpoint segment; the retry resumes."""
     import signal
     import threading
 
     from tests.conftest import read_rows, write_rows
     from pipeline.config import example_study_path
 
+    secrets, configmaps, _ = cluster
     header, rows = read_rows(example_study_path(1))
     repository.write_bytes("inputs/study1_big.csv", write_rows(tmp_path / "big.csv", header, [
         [str(100 + c)] + r[1:] for c in range(10) for r in rows]).read_bytes())  # 60 rows
     checkpoints = repository.child(KEY_PREFIX, "kill-retry", "checkpoints", "exp1")
-    query_pods_started, killed, retry_started_at = [], [], []
+    serve_pods_started, killed, chat_at_retry, sidecars = [], [], [], []
 
-    def kill_first_query_pod(task, inputs, process):
-        if task != "query":
+    def recording_sidecar(served, port, vllm_dir):
+        from tests.fakes.argo_executor import fake_vllm
+
+        server = fake_vllm(served, port, vllm_dir)
+        server.latency_ms = 30
+        sidecars.append(server)
+        return server
+
+    def kill_first_serve_pod(task, inputs, process):
+        if task != "serve":
             return
-        query_pods_started.append(process)
-        if len(query_pods_started) > 1:
-            retry_started_at.append(sidecar.chat_requests)
+        serve_pods_started.append(process)
+        if len(serve_pods_started) > 1:
             return
 
         def watch():
@@ -310,22 +454,33 @@ def test_a_killed_gpu_step_is_retried_and_resumes_from_its_s3_checkpoint(rendere
                                   for k in checkpoints.list("llama-3.1-8b-instruct_study1")))
         threading.Thread(target=watch, daemon=True).start()
 
-    secrets = {(S3_SECRET[0], S3_SECRET[1]): ACCESS_KEY, (S3_SECRET[0], S3_SECRET[2]): SECRET_KEY}
-    configmaps = {"grace-pipeline-store": {"GRACE_CHECKPOINT_STORE": f"s3://grace/{KEY_PREFIX}", "AWS_ENDPOINT_URL": s3.endpoint}}
-    with FakeOpenAIServer(model="meta-llama/Llama-3.1-8B-Instruct", latency_ms=30) as sidecar:
-        argo = FakeArgo(rendered, {"models": "llama-3.1-8b-instruct", "studies": "1", "study1": "s3://grace/inputs/study1_big.csv",
-                                   "run-id": "kill-retry", "concurrency": "2"},
-                        repository, secrets, configmaps, tmp_path, {f"http://localhost:{VLLM_PORT}": sidecar.url},
-                        on_pod_start=kill_first_query_pod)
-        (plan_task,) = [t for t in rendered["spec"]["templates"][-1]["dag"]["tasks"] if t["name"] == "plan"]
-        argo._run_task(plan_task, {})
-        query_task = next(t for t in rendered["spec"]["templates"][-1]["dag"]["tasks"] if t["name"] == "query")
-        assert argo._run_task(query_task, {"plan": "Succeeded"}) == "Succeeded"
-        chat_requests = sidecar.chat_requests
-    query_pods = [p for p in argo.pods if p.task == "query"]
-    assert [p.exit_code for p in query_pods] == [137, 0]  # killed, retried by the retry strategy, succeeded
+    argo = FakeArgo(rendered, {"models": "llama-3.1-8b-instruct", "studies": "1", "study1": "s3://grace/inputs/study1_big.csv",
+                               "run-id": "kill-retry", "concurrency": "2"},
+                    repository, secrets, configmaps, tmp_path, on_pod_start=kill_first_serve_pod, sidecar_factory=recording_sidecar)
+    argo._run_task(_model_task(rendered, "plan"), {})
+    template = next(t for t in rendered["spec"]["templates"] if t["name"] == "serve-gpu1-22g")
+    inputs = {"run-id": "kill-retry", "model": "llama-3.1-8b-instruct"}
+    first = argo.run_pod("serve", template, inputs)
+    assert first.exit_code == 137 and argo._retried(template, 137)  # killed; the retry strategy retries it
+    second = argo.run_pod("serve", template, inputs)
+    assert second.exit_code == 0, second.output[-3000:]
     assert killed and 0 < killed[0] < 60
-    assert chat_requests - retry_started_at[0] == 60 - killed[0]  # the retry redid nothing the checkpoint held
+    assert sidecars[1].chat_requests == 60 - killed[0]  # the retry redid nothing the checkpoint held
     run = repository.child(KEY_PREFIX, "kill-retry")
     table = read_table(run, "exp1/llama-3.1-8b-instruct_study1_raw_responses")
     assert len(table) == 60 and table.row_index.is_unique and (table.status == "ok").all()
+
+
+@pytest.mark.embedded
+def test_first_cluster_run_on_cpu_with_the_embedded_model(rendered, cluster, repository, tmp_path):
+    """The README's first contact: -p models=gemma-3-270m -p extractor-url= : no GPU, no weight cache, no hub, no API key."""
+    secrets, configmaps, hub = cluster
+    secrets = {k: v for k, v in secrets.items() if k[0] == S3_SECRET[0]}  # only the S3 Secret exists yet
+    argo = FakeArgo(rendered, {"models": "gemma-3-270m", "extractor-url": "", "limit": "1", "studies": "2", "max-tokens": "32",
+                               "run-id": "first-contact"},
+                    repository, secrets, configmaps, tmp_path)
+    assert argo.run() == "Succeeded", _failures(argo)
+    assert argo.vllm_starts == [] and not hub.requests
+    assert {"endpoint(0:gemma-3-270m).serve", "endpoint(0:gemma-3-270m).extract", "report"} <= set(argo.nodes)
+    run = repository.child(KEY_PREFIX, "first-contact")
+    assert run.exists("report.html") and len(read_table(run, "analysis/study2_analysis")) == 1

@@ -1,0 +1,138 @@
+"""The cluster's model step (``grace-pipeline serve``): every served stage of one model, against ONE server start.
+
+With ``--vllm-dir DIR`` the model is served by the pod's vLLM sidecar, which waits for
+``DIR/args`` (its command-line arguments, written here from the registry entry: the
+template is the same for every model of a GPU class) and writes ``DIR/exit-code`` when vLLM
+exits (see ``pipeline.workflow.VLLM_WRAPPER``). The step then
+
+* waits for ``/health`` at most the model's start-up time (:func:`pipeline.cost.startup_timeout_s`),
+  failing at once if the sidecar exited;
+* runs Experiment 1 and Experiment 2 of every study of the run (the local runner's plan
+  for the served stages) while a watchdog polls ``/health``: a server that exited, or that
+  stopped answering for :data:`DEAD_AFTER_S` after it was healthy, ends the step with exit 4
+  (retryable) naming the model, within a minute; finished rows are in the checkpoints.
+
+Without ``--vllm-dir`` the model's endpoint (``--endpoints``) or the embedded CPU model serves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import time
+from pathlib import Path
+from typing import Optional
+
+import httpx
+
+from pipeline.config import RunConfig
+from pipeline.cost import startup_timeout_s
+from pipeline.local import RunResult, run_local
+from pipeline.progress import ProgressReporter
+from pipeline.registry import resolve_model
+from schemas.settings import ModelSpec
+from steps.errors import ConfigError, ServerError
+
+POLL_S = 2.0
+DEAD_AFTER_S = 30.0  # a healthy server that answers nothing for this long is dead (well within a minute)
+ARGS_FILE, EXIT_FILE, LOG_FILE = "args", "exit-code", "vllm.log"
+
+
+def vllm_args(model: ModelSpec, port: int) -> list[str]:
+    """The vLLM OpenAI server's arguments for ``model`` (weights and compile cache: the sidecar's HF_HOME / VLLM_CACHE_ROOT)."""
+    return ["--model", model.hf_id, "--served-model-name", model.request_model, "--dtype", model.dtype,
+            "--tensor-parallel-size", str(model.tensor_parallel_size), "--max-model-len", str(model.max_model_len),
+            "--port", str(port), "--max-logprobs", "20"]
+
+
+def write_vllm_args(vllm_dir: Path, model: ModelSpec, port: int) -> Path:
+    """Write the sidecar's arguments (shell-quoted, one line), atomically: the sidecar starts when the file is complete."""
+    if model.engine != "vllm":
+        raise ConfigError(f"model {model.name!r} is served by {model.engine!r}, not vLLM: it cannot use a vLLM sidecar")
+    vllm_dir.mkdir(parents=True, exist_ok=True)
+    partial = vllm_dir / (ARGS_FILE + ".partial")
+    partial.write_text(shlex.join(vllm_args(model, port)) + "\n")
+    partial.replace(vllm_dir / ARGS_FILE)
+    return vllm_dir / ARGS_FILE
+
+
+def _exited(vllm_dir: Path) -> Optional[str]:
+    """The sidecar's exit code if vLLM has exited, else None."""
+    path = vllm_dir / EXIT_FILE
+    return path.read_text().strip() or "?" if path.exists() else None
+
+
+def _log_hint(vllm_dir: Path) -> str:
+    return f"see the vLLM log (container 'vllm', archived as logs/<model>/vllm.log; in the pod {vllm_dir / LOG_FILE})"
+
+
+async def _healthy(http: httpx.AsyncClient, url: str) -> bool:
+    try:
+        return (await http.get(url.rstrip("/") + "/health", timeout=5.0)).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def wait_until_healthy(http: httpx.AsyncClient, url: str, vllm_dir: Path, model: ModelSpec, timeout_s: float,
+                             poll_s: float = POLL_S) -> float:
+    """Poll /health until 200; ServerError (exit 4) when the sidecar exits or ``timeout_s`` passes. Returns the seconds waited."""
+    started = last_log = time.monotonic()
+    while True:
+        code = _exited(vllm_dir)
+        if code is not None:
+            raise ServerError(f"the vLLM server of {model.name} exited with code {code} while loading {model.hf_id}; {_log_hint(vllm_dir)}")
+        if await _healthy(http, url):
+            return time.monotonic() - started
+        waited = time.monotonic() - started
+        if waited >= timeout_s:
+            raise ServerError(f"the vLLM server of {model.name} was not healthy after {timeout_s:.0f} s (registry: load_minutes "
+                              f"{model.load_minutes}, weights {model.weights_gb} GB); {_log_hint(vllm_dir)}")
+        if time.monotonic() - last_log >= 30:
+            print(f"waiting for the vLLM server of {model.name} ({waited:.0f} s of at most {timeout_s:.0f} s)", flush=True)
+            last_log = time.monotonic()
+        await asyncio.sleep(poll_s)
+
+
+async def watch_server(http: httpx.AsyncClient, url: str, vllm_dir: Path, model: ModelSpec, poll_s: float = POLL_S,
+                       dead_after_s: float = DEAD_AFTER_S) -> None:
+    """Return never; raise ServerError when the (healthy) sidecar exits or stops answering for ``dead_after_s``."""
+    failing_since: Optional[float] = None
+    while True:
+        code = _exited(vllm_dir)
+        if code is not None:
+            raise ServerError(f"the vLLM server of {model.name} exited with code {code} during the run; finished rows are saved "
+                              f"and a retry resumes; {_log_hint(vllm_dir)}")
+        if await _healthy(http, url):
+            failing_since = None
+        else:
+            failing_since = failing_since or time.monotonic()
+            if time.monotonic() - failing_since >= dead_after_s:
+                raise ServerError(f"the vLLM server of {model.name} stopped answering /health for {dead_after_s:.0f} s after it was "
+                                  f"healthy; finished rows are saved and a retry resumes; {_log_hint(vllm_dir)}")
+        await asyncio.sleep(poll_s)
+
+
+async def serve(config: RunConfig, progress: ProgressReporter, started: float, vllm_dir: Optional[Path], port: int,
+                poll_s: float = POLL_S, dead_after_s: float = DEAD_AFTER_S) -> RunResult:
+    """Run the served stages of ``config.models`` (one model) against its one server; see the module docstring."""
+    if len(config.models) != 1:
+        raise ConfigError(f"serve runs one model, got {list(config.models)}")
+    if vllm_dir is None:
+        return await run_local(config, progress, started)
+    model = resolve_model(config.models[0], external=False)
+    url = f"http://localhost:{port}"
+    write_vllm_args(vllm_dir, model, port)
+    config = config.model_copy(update={"endpoints": {model.name: (url,)}, "wait_for_endpoint_s": 0.0})
+    async with httpx.AsyncClient() as http:
+        waited = await wait_until_healthy(http, url, vllm_dir, model, startup_timeout_s(model), poll_s)
+        print(f"the vLLM server of {model.name} is healthy after {waited:.0f} s", flush=True)
+        run = asyncio.ensure_future(run_local(config, progress, started))
+        watch = asyncio.ensure_future(watch_server(http, url, vllm_dir, model, poll_s, dead_after_s))
+        await asyncio.wait({run, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if not run.done():
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+            watch.result()  # raises the watchdog's ServerError
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
+        return run.result()
