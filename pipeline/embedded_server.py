@@ -177,7 +177,7 @@ def completion_choice(llm: Any, tokens: list[int], lp: tuple[np.ndarray, np.ndar
     token_lp, next_lp = lp
     generated = int(np.argmax(next_lp))
     gen_text = llm.detokenize([generated], prev_tokens=tokens).decode("utf-8", errors="ignore")
-    top = np.argpartition(-next_lp, min(top_n, len(next_lp) - 1))[:top_n] if top_n else []
+    top: np.ndarray | list[int] = np.argpartition(-next_lp, min(top_n, len(next_lp) - 1))[:top_n] if top_n else []
     top_dict: dict[str, float] = {}
     for t in sorted(top, key=lambda t: -next_lp[t]):
         text = llm.detokenize([int(t)], prev_tokens=tokens).decode("utf-8", errors="ignore")

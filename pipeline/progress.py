@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 LOG_EVERY_S = 30.0
 ARGO_PROGRESS_ENV = "ARGO_PROGRESS_FILE"
@@ -23,7 +23,7 @@ class ProgressReporter:
         self.console = console
         self.live = console.is_terminal if live is None else live
         self._bars: Optional[Progress] = None
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, TaskID] = {}
         self._state: dict[str, dict] = {}
         argo = os.environ.get(ARGO_PROGRESS_ENV)
         self._argo_file = Path(argo) if argo else None

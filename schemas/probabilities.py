@@ -8,7 +8,7 @@ All probabilities are in [0, 1]; entropies are in bits.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -20,7 +20,7 @@ FRAMES = ("was", "wasnt")
 ASSESSMENTS = ("terrible", "bad", "good", "amazing")
 ScoringMethod = Literal["exact", "first-token", "seed-literal"]
 
-_P = dict(ge=0.0, le=1.0)
+_P: dict[str, Any] = dict(ge=0.0, le=1.0)
 
 
 def _prob(description: str):

@@ -7,7 +7,7 @@ seed's four), then the study's extra input columns, then :class:`ProvenanceColum
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -67,7 +67,7 @@ def raw_response_columns(input_model: type[BaseModel]) -> list[str]:
 def raw_response_row_model(input_model: type[BaseModel]) -> type[BaseModel]:
     """A pydantic model of one output row (used for the exported JSON Schema)."""
     fields = {**input_model.model_fields, **ResponseColumns.model_fields, **ProvenanceColumns.model_fields}
-    ordered = {name: (fields[name].annotation, fields[name]) for name in raw_response_columns(input_model)}
+    ordered: dict[str, Any] = {name: (fields[name].annotation, fields[name]) for name in raw_response_columns(input_model)}
     name = input_model.__name__.replace("Input", "RawResponse")
     return create_model(name, __config__=ConfigDict(extra="forbid"), __doc__=f"One row of {name}.", **ordered)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import product
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import pandas as pd
@@ -75,7 +75,7 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return (kl(p, m) + kl(q, m)) / 2
 
 
-def _bootstrap_mean(values: np.ndarray, rng: np.random.Generator) -> tuple[Optional[float], Optional[float]]:
+def _bootstrap_mean(values: np.ndarray, rng: np.random.Generator) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
     """Percentile interval of the mean of ``values`` (rows = units, columns = options); None for fewer than 2 units."""
     if len(values) < 2:
         return None, None
@@ -212,8 +212,8 @@ def summarise(responses: Responses, study: int, measure: str, cells: Iterable[tu
         elif responses.groups is not None:
             bounds, method = _group_bootstrap(values, responses.groups[mask], rng), PARTICIPANT_BOOT
         else:
-            low, high = _bootstrap_mean(values, rng)
-            bounds = list(zip(low, high)) if low is not None else [(None, None)] * len(responses.options)
+            lows, highs = _bootstrap_mean(values, rng)
+            bounds = list(zip(lows, highs)) if lows is not None and highs is not None else [(None, None)] * len(responses.options)
             method = PROMPT_BOOT if experiment == "exp2_probabilities" else ROW_BOOT
         for option, value, (low, high) in zip(responses.options, means, bounds):
             rows.append({"study": study, "measure": measure, "cell": cell_label(study, cell), **_cell_fields(study, cell),
@@ -247,6 +247,8 @@ def agreement(human: Responses, model: Responses, cells: list[tuple], seed: int 
            "correlation": np.nan, "corr_lower": np.nan, "corr_upper": np.nan}
     if not shared:
         return out
+    if human.groups is None:
+        raise ValueError("agreement needs the human responses' participants (the bootstrap unit)")
     m = np.array([model.in_cell(c).mean(axis=0) for c in shared])
     names, index = np.unique(human.groups, return_inverse=True)
     cell_index = {c: i for i, c in enumerate(shared)}
@@ -348,12 +350,13 @@ def check_finding(finding: Finding, bets: Responses, seed: int = SEED) -> dict:
     """The paired test of ``finding`` on one source's normalised bets: mean difference, CI, p, verdict."""
     values = bets.in_cell((finding.access, finding.observe))
     d = values[:, finding.higher] - values[:, finding.lower] if len(values) else np.zeros(0)
-    row = {"n": len(d), "mean_difference": float(d.mean()) if len(d) else np.nan, "ci_lower": np.nan, "ci_upper": np.nan,
+    row: dict[str, Any] = {"n": len(d), "mean_difference": float(d.mean()) if len(d) else np.nan, "ci_lower": np.nan, "ci_upper": np.nan,
            "p_one_sided": np.nan}
     if len(d) < MIN_TRIALS:
         row["verdict"] = f"not testable (n={len(d)} < {MIN_TRIALS})"
         return row
     low, high = _bootstrap_mean(d[:, None], np.random.default_rng(seed))
+    assert low is not None and high is not None  # MIN_TRIALS >= 2 units
     row["ci_lower"], row["ci_upper"] = float(low[0]), float(high[0])
     p = sign_flip_p(d, seed)
     row["p_one_sided"] = p

@@ -81,7 +81,7 @@ def _lines(text: str) -> Iterator[str]:
 
 def _delimiter(header_line: str) -> str:
     counts = {d: header_line.count(d) for d in _DELIMITERS}
-    best = max(counts, key=counts.get)
+    best = max(counts, key=counts.__getitem__)
     return best if counts[best] else ","
 
 

@@ -12,11 +12,11 @@ import asyncio
 import time
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Hashable, Iterable, Optional, Protocol, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Optional, Protocol, TypeVar
 
 import pandas as pd
 
-from steps.checkpoint import AnyCheckpoint
+from steps.checkpoint import AnyCheckpoint, Key
 from steps.errors import StepFailedError
 from steps.llm_client import completed_in_window
 
@@ -75,7 +75,7 @@ KEY_FIELDS = ("row_index", "replication")
 
 async def run_resumable(
     items: Iterable[T],
-    item_key: Callable[[T], Hashable],
+    item_key: Callable[[T], Key],
     is_done: Callable[[T, dict[str, Any]], bool],
     work: Callable[[T], Awaitable[dict[str, Any]]],
     window: int,

@@ -296,6 +296,7 @@ async def score_row(
                 job = (_score_exact_question if method == "exact" else _score_first_token)(client, model, messages, question.options)
             jobs.append((instance, job))
     results = await asyncio.gather(*(job for _, job in jobs), return_exceptions=True)
+    scored: dict[str, Distribution] = {}
     for (instance, _), result in zip(jobs, results):
         if isinstance(result, Unscorable):
             raise Unscorable(f"{instance}: {result}") from result
@@ -303,7 +304,8 @@ async def score_row(
             raise RequestFailed(f"{instance}: {result.reason}", result.attempts, result.status_code) from result
         if isinstance(result, BaseException):
             raise result
-    return {instance: result for (instance, _), result in zip(jobs, results)}
+        scored[instance] = result
+    return scored
 
 
 def probability_record(
