@@ -38,11 +38,11 @@ import pandas as pd
 from pipeline.config import example_study_path
 from schemas.raw_responses import raw_response_row_model
 from schemas.settings import ModelSpec, SamplingSettings
-from steps.tables import coerce_to_schema
 from steps.checkpoint import Checkpoint
 from steps.llm_client import LLMClient
 from steps.query import run_query_step
 from steps.studies import load_study
+from steps.tables import coerce_to_schema
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = ModelSpec(name="fake-model", hf_id="fake-model")

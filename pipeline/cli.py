@@ -20,17 +20,24 @@ from rich.table import Table
 
 from pipeline import __version__
 from pipeline.cli_options import (
-    add_input_options, add_registry_option, add_run_options, config_from_args, csv_list, human_paths, study_paths,
+    add_input_options,
+    add_registry_option,
+    add_run_options,
+    config_from_args,
+    csv_list,
+    human_paths,
+    study_paths,
 )
 from pipeline.cluster_cli import add_cluster_commands, run_cluster_command
 from pipeline.config import STAGES, RunConfig
 from pipeline.local import RunResult, run_local
-from pipeline.run_setup import load_run_inputs
 from pipeline.plan import build_plan, plan_as_dicts
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
+from pipeline.run_setup import load_run_inputs
 from steps.errors import EXIT_CODES, EXIT_INTERRUPTED, GraceError
 from steps.studies import available_studies
+
 
 def exit_code_help() -> str:
     """The exit-code table as plain text (the --help epilog)."""
@@ -38,6 +45,7 @@ def exit_code_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``grace-pipeline`` argument parser with every subcommand and its options."""
     parser = argparse.ArgumentParser(prog="grace-pipeline", description=__doc__.split("\n\n")[0], epilog=exit_code_help(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"grace-pipeline {__version__}")
@@ -124,6 +132,7 @@ def _cmd_models(args: argparse.Namespace, console: Console) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command in ``argv`` (default: the process arguments); returns the exit code (steps/errors.py)."""
     args = build_parser().parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=160)  # logs: do not truncate the summary
     try:

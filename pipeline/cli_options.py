@@ -10,8 +10,15 @@ import typing
 from pydantic import ValidationError
 
 from pipeline.config import (
-    DEFAULT_ENDPOINT_CONCURRENCY, DEFAULT_EXTRACTOR_CONCURRENCY, DEFAULT_EXTRACTOR_KEY_ENV, DEFAULT_EXTRACTOR_MODEL,
-    DEFAULT_OUTPUT_DIR, ENDPOINT_API_KEY_ENV, STAGES, RunConfig, example_study_path,
+    DEFAULT_ENDPOINT_CONCURRENCY,
+    DEFAULT_EXTRACTOR_CONCURRENCY,
+    DEFAULT_EXTRACTOR_KEY_ENV,
+    DEFAULT_EXTRACTOR_MODEL,
+    DEFAULT_OUTPUT_DIR,
+    ENDPOINT_API_KEY_ENV,
+    STAGES,
+    RunConfig,
+    example_study_path,
 )
 from pipeline.registry import EMBEDDED_DEFAULT
 from schemas.probabilities import ScoringMethod
@@ -24,7 +31,6 @@ from steps.probabilities import DEFAULT_MIN_OPTION_MASS
 from steps.query import DEFAULT_MAX_FAILED_FRACTION
 from steps.studies import available_studies
 from steps.validate import DEFAULT_MIN_CONFIDENCE
-
 
 HUMAN_FORMAT_HELP = {
     1: "long format, one row per trial: subid, story, access, observe and any of prior, bet_0..bet_3, knowledge (README)",
@@ -47,6 +53,7 @@ def _endpoints(value: str) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:
+    """Add the input options to ``parser``: --study<N>, --human<N>, --studies, --encoding and --limit."""
     for number in available_studies():
         parser.add_argument(f"--study{number}", metavar="PATH", help=f"Study {number} CSV (default: the bundled example stimuli)")
     for number in HUMAN_FORMATS:
@@ -59,11 +66,13 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_registry_option(parser: argparse.ArgumentParser) -> None:
+    """Add --registry (a researcher's registry YAML merged over the shipped one) to ``parser``."""
     parser.add_argument("--registry", metavar="FILE", help="Your model registry YAML (path or s3:// URL, shaped like pipeline/models.yaml), "
                                                          "merged over the shipped one: new names add models, a shipped name gets the fields you give")
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Add every option of a run to ``parser``: inputs, models, registry, endpoints, store and run settings."""
     add_input_options(parser)
     parser.add_argument("--models", help=f"Comma-separated registry names (default: {EMBEDDED_DEFAULT}, or the models given with --endpoint)")
     add_registry_option(parser)
@@ -116,6 +125,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def csv_list(value: str, what: str) -> list[str]:
+    """The stripped, non-empty items of a comma-separated option value; ConfigError naming ``--what`` when there are none."""
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
         raise ConfigError(f"--{what} is empty")
@@ -123,6 +133,7 @@ def csv_list(value: str, what: str) -> list[str]:
 
 
 def study_paths(args: argparse.Namespace) -> dict[int, str]:
+    """Study number -> its CSV (the given path or the bundled example); ConfigError for an unknown study number."""
     try:
         numbers = [int(n) for n in csv_list(args.studies, "studies")]
     except ValueError as exc:

@@ -143,6 +143,7 @@ def _client(args: argparse.Namespace):
 
 
 def print_nodes(console: Console, nodes) -> None:
+    """Print a table of the workflow's pods, retries and failed nodes (template, phase, exit code, message)."""
     table = Table(title="Workflow nodes")
     for column in ("node", "template", "phase", "exit", "message"):
         table.add_column(column)

@@ -17,9 +17,9 @@ from pipeline.plan import ALL_STAGES
 from schemas.probabilities import ScoringMethod
 from schemas.settings import SamplingSettings
 from steps.extract import DEFAULT_JSON_MODE, JSON_MODE_HELP, JsonMode
-from steps.query import DEFAULT_MAX_FAILED_FRACTION
 from steps.llm_client import DEFAULT_REQUEST_TIMEOUT_S
 from steps.probabilities import DEFAULT_MIN_OPTION_MASS
+from steps.query import DEFAULT_MAX_FAILED_FRACTION
 from steps.store import Store, open_store
 from steps.validate import DEFAULT_MIN_CONFIDENCE
 

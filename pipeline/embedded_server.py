@@ -302,6 +302,7 @@ def build_app(llm: Any, alias: str, formatter: Any):
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    """Serve one GGUF model as the embedded OpenAI-compatible server (the server process's entry point)."""
     parser = argparse.ArgumentParser(description="grace-pipeline's embedded OpenAI-compatible llama.cpp server")
     parser.add_argument("--model", required=True, help="GGUF file")
     parser.add_argument("--alias", required=True, help="model name clients send")

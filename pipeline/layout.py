@@ -61,6 +61,7 @@ def analysis_stem(study: int) -> str:
 
 
 def codebook_key(study: int) -> str:
+    """The store key of study ``study``'s codebook CSV (the analysis table's columns explained)."""
     return f"analysis/study{study}_codebook.csv"
 
 

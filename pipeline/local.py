@@ -47,8 +47,8 @@ from steps.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, GraceError, Serv
 from steps.extract import EMBEDDED_JSON_MODE, Extractor, JsonMode, run_extract_step
 from steps.inputs import StudyTable
 from steps.llm_client import LLMClient, RequestFailed, RetryPolicy, make_http_client, redact_url
-from steps.probabilities import run_probability_step
 from steps.outcome import enforce_failure_threshold
+from steps.probabilities import run_probability_step
 from steps.query import effective_max_tokens, run_query_step
 from steps.run_lock import RunLock
 from steps.store import Store
@@ -81,6 +81,7 @@ class RunResult:
 
     @property
     def run_uri(self) -> str:
+        """Where the run's artifacts are: a local path or an s3:// URL."""
         return self.store.uri()
 
     @property
@@ -90,6 +91,7 @@ class RunResult:
 
     @property
     def errors(self) -> list[GraceError]:
+        """The errors the nodes raised themselves, in node order."""
         return [r.error for r in self.results if r.error is not None]
 
     @property

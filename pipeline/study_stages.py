@@ -14,9 +14,9 @@ import pandas as pd
 
 from pipeline.layout import COMPARISON_STEM, REPORT_KEY, analysis_stem, codebook_key, validation_keys
 from pipeline.manifest import code_version
+from schemas.analysis import FACTOR_COLUMNS, analysis_row_model, codebook
 from schemas.human import ComparisonRow
 from steps import comparison
-from schemas.analysis import FACTOR_COLUMNS, analysis_row_model, codebook
 from steps.errors import ValidationFailedError
 from steps.merge import merge_study
 from steps.store import Store

@@ -92,6 +92,7 @@ exit $code
 
 @dataclass(frozen=True)
 class WorkflowParameter:
+    """One parameter of the WorkflowTemplate: its name, default, description and allowed values (``enum``; empty: any)."""
     name: str
     default: str
     description: str

@@ -106,6 +106,7 @@ class Responses:
     groups: Optional[np.ndarray] = None
 
     def in_cell(self, cell: tuple) -> np.ndarray:
+        """The rows of ``values`` whose unit is in condition ``cell`` (no rows when none is)."""
         return self.values[[c == cell for c in self.cells]] if len(self.cells) else self.values[:0]
 
 
@@ -183,6 +184,7 @@ def model_responses(table: pd.DataFrame, study: int, measure: str, experiment: s
 
 
 def cell_label(study: int, cell: tuple) -> str:
+    """A readable label of condition ``cell``: goal and state for Study 2, access and observe for Study 1."""
     return f"goal={cell[0]}, state={cell[1]}" if study == 2 else f"access={cell[0]}, observe={cell[1]}"
 
 
@@ -313,6 +315,7 @@ class Finding:
 
     @property
     def paper(self) -> str:
+        """The relation between the two bets that the paper reports, in words."""
         relation = ">" if self.expected_greater else "not >"
         return f"bet on {self.higher} {relation} bet on {self.lower}"
 
@@ -382,6 +385,7 @@ STUDY_MEASURES = {1: ("bet", "prior", "knowledge"), 2: ("utterance",)}
 
 
 def human_responses(study: int, human: Optional[pd.DataFrame], measure: str) -> Optional[Responses]:
+    """The human file's per-unit responses for ``measure``; None when there is no human file."""
     if human is None:
         return None
     return human2_responses(human) if study == 2 else human1_responses(human, measure)

@@ -20,7 +20,11 @@ import pandas as pd
 from pydantic import BaseModel, ValidationError
 
 from schemas.structured import (
-    CONFIDENCE_LLM_AGREES, CONFIDENCE_LLM_CONTRADICTS, CONFIDENCE_LLM_ONLY, CONFIDENCE_NONE, CONFIDENCE_PARSER,
+    CONFIDENCE_LLM_AGREES,
+    CONFIDENCE_LLM_CONTRADICTS,
+    CONFIDENCE_LLM_ONLY,
+    CONFIDENCE_NONE,
+    CONFIDENCE_PARSER,
     EXTRACTION_FIELDS,
 )
 from steps.checkpoint import AnyCheckpoint

@@ -111,6 +111,7 @@ class CsvFile:
     reader: Any
 
     def records(self) -> Iterator[tuple[int, int, list[str]]]:
+        """(row number from 1, line number, cells) of each non-blank record, read lazily."""
         row_no = 0
         for cells in self.reader:
             if any(c.strip() for c in cells):

@@ -26,19 +26,21 @@ T = TypeVar("T")
 class RowProgress(Protocol):
     """Receives a step's progress (the local runner shows it as a bar or log lines)."""
 
-    def start(self, total: int, already_done: int) -> None: ...
+    def start(self, total: int, already_done: int) -> None:
+        """A step of ``total`` rows starts; ``already_done`` of them were resumed from its checkpoint."""
 
-    def advance(self, ok: bool) -> None: ...
+    def advance(self, ok: bool) -> None:
+        """One row finished; ``ok`` is False when it failed."""
 
 
 class NoProgress:
     """Progress that goes nowhere (tests, library use)."""
 
     def start(self, total: int, already_done: int) -> None:
-        pass
+        """Ignore the start."""
 
     def advance(self, ok: bool) -> None:
-        pass
+        """Ignore the row."""
 
 
 @dataclass
@@ -56,6 +58,7 @@ class StepOutcome:
 
     @property
     def total(self) -> int:
+        """Rows finished, failed or not (``done`` + ``failed``)."""
         return self.done + self.failed
 
 

@@ -34,12 +34,20 @@ from schemas.settings import ModelSpec
 from steps.checkpoint import Checkpoint
 from steps.errors import ConfigError, ServerError
 from steps.llm_client import LLMClient, RequestFailed
-from steps.retry import RetryPolicy, backoff_delay
 from steps.outcome import NoProgress, RowProgress, StepOutcome, run_resumable
 from steps.prompts import render_messages
+from steps.retry import RetryPolicy, backoff_delay
 from steps.scoring import (
-    Distribution, Unscorable, checked_logprob, entropy_bits, first_token_distribution, logsumexp, mean_std, option_logprob,
-    seed_literal_distribution, softmax_distribution,
+    Distribution,
+    Unscorable,
+    checked_logprob,
+    entropy_bits,
+    first_token_distribution,
+    logsumexp,
+    mean_std,
+    option_logprob,
+    seed_literal_distribution,
+    softmax_distribution,
 )
 from steps.server_prompt import QuestionIds, chat_prompt, context_ids, question_ids
 from steps.studies import ProbabilityQuestion, StudySpec

@@ -8,12 +8,11 @@ import httpx
 import numpy as np
 import pytest
 
-from pipeline.registry import load_registry
+from pipeline.cli import main
+from pipeline.registry import load_registry, resolve_model
 from schemas.probabilities import ASSESSMENTS, FRAMES, PERCENT_BINS, PROBABILITY_ROW_MODELS, SEED_COLUMN_COUNT, STATES
 from schemas.settings import ModelSpec
 from steps.checkpoint import Checkpoint
-from pipeline.cli import main
-from pipeline.registry import resolve_model
 from steps.errors import ConfigError, ServerError
 from steps.llm_client import LLMClient, RetryPolicy
 from steps.probabilities import SMOKE_POLICY, check_scoring_method, run_probability_step, scoring_messages, seed_literal_prompt
