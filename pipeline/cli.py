@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="Run the pipeline on this machine (embedded model server by default)",
                          description="Validate the study files, start (or reach) the model servers, run Experiment 1 "
-                                     "(query), structured extraction (extract) and Experiment 2 (probabilities) for every model x study, and write one table "
-                                     "per stage x model x study. Re-running the same command resumes: finished rows are not redone.")
+                                     "(query), structured extraction (extract) and Experiment 2 (probabilities) for every model x study, "
+                                     "and write one table per stage x model x study. Re-running the same command resumes: "
+                                     "finished rows are not redone.")
     add_run_options(run)
 
     validate = sub.add_parser("validate", help="Check study files without calling any model")
@@ -81,7 +82,8 @@ def print_summary(console: Console, result: RunResult) -> None:
         table.add_column(column, justify="right")
     for r in result.results:
         rate = f"{r.completion_tokens / r.wall_s:.1f}" if r.completion_tokens and r.wall_s else "-"
-        table.add_row(r.node.stage, str(r.node.model or "all"), str(r.node.study or "all"), str(r.done), str(r.failed), str(r.resumed), f"{r.wall_s:.1f} s", rate)
+        table.add_row(r.node.stage, str(r.node.model or "all"), str(r.node.study or "all"), str(r.done), str(r.failed), str(r.resumed),
+                      f"{r.wall_s:.1f} s", rate)
     console.print(table)
     print(f"Outputs of {result.run_id} ({result.wall_s:.1f} s): {result.run_uri}")
     for r in result.results:
@@ -145,7 +147,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cluster = run_cluster_command(args, console)
         if cluster is not None:
             return cluster
-        nodes = build_plan(csv_list(args.models, "models"), [int(s) for s in csv_list(args.studies, "studies")], csv_list(args.stages, "stages"))
+        nodes = build_plan(csv_list(args.models, "models"), [int(s) for s in csv_list(args.studies, "studies")],
+                           csv_list(args.stages, "stages"))
         print(json.dumps(plan_as_dicts(nodes), indent=2))
         return 0
     except GraceError as exc:

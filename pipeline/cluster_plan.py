@@ -103,5 +103,6 @@ def cluster_plan(config: RunConfig, out: Path, http: Optional[httpx.Client] = No
     if skipped:
         print(f"complete, nothing to do: {', '.join(skipped)}", flush=True)
     write_manifest(durable, "manifest.json", config, run_id, inputs, models, {"cluster": {
-        "gpu_classes": {k: v for k, v in classes.items() if v}, "endpoint": endpoint, "extract_only": extract_only, "complete": skipped}}, human)
+        "gpu_classes": {k: v for k, v in classes.items() if v}, "endpoint": endpoint, "extract_only": extract_only,
+        "complete": skipped}}, human)
     return plan

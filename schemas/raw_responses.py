@@ -23,7 +23,8 @@ class ResponseColumns(BaseModel):
 
     model_name: str = Field(description="Model used (registry name, e.g. 'gemma-2-9b-it')")
     model_response: Optional[str] = Field(
-        description="The model's answer text; a reasoning model's <think> trace is NOT included (see reasoning_trace). Empty when status is 'failed'."
+        description="The model's answer text; a reasoning model's <think> trace is NOT included (see reasoning_trace). "
+                    "Empty when status is 'failed'."
     )
     response_timestamp: Optional[datetime] = Field(description="UTC time the response arrived")
     processing_time_ms: Optional[float] = Field(

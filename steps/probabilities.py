@@ -125,7 +125,9 @@ def _top_logprobs(body: dict[str, Any]) -> dict[str, float]:
     return top
 
 
-async def option_scores(client: LLMClient, model: ModelSpec, question: QuestionIds, separate_requests: bool = False) -> dict[str, list[float]]:
+async def option_scores(
+    client: LLMClient, model: ModelSpec, question: QuestionIds, separate_requests: bool = False
+) -> dict[str, list[float]]:
     """Per label, the summed token log-probabilities of each surface form after the context (each checked).
 
     One request carries every option (the embedded server evaluates the shared context
@@ -270,7 +272,8 @@ async def check_scoring_server(client: LLMClient, model: ModelSpec, method: str,
         else:
             values = (logprobs or {}).get("token_logprobs")
             if not isinstance(values, list) or len(values) < len(ids):
-                missing.append(f"{len(values) if isinstance(values, list) else 'no'} echoed log-probabilities for a {len(ids)}-token prompt")
+                missing.append(f"{len(values) if isinstance(values, list) else 'no'} echoed log-probabilities "
+                               f"for a {len(ids)}-token prompt")
             else:
                 try:
                     checked_logprob(values[len(ids) - 1], "the prompt's last token")

@@ -233,7 +233,8 @@ def validate_outputs(
         v.check("probabilities: option masses in (0, 1], failed rows empty", _mass_problems(probs, study))
         v.flag(probs[probs["status"] == "failed"], "probabilities_failed", lambda r: str(r["error"]))
         if "low_option_mass" in probs:
-            v.flag(probs[probs["low_option_mass"].fillna(False).astype(bool)], "low_option_mass", "the answer options carried little probability")
+            v.flag(probs[probs["low_option_mass"].fillna(False).astype(bool)], "low_option_mass",
+                   "the answer options carried little probability")
     if raw is not None and structured is not None:
         v.check("structured: coded from the raw responses' own answers", _pairing_problems(raw, structured, study))
     if structured is not None and probs is not None:
