@@ -156,7 +156,7 @@ def test_a_model_outside_the_registry_is_scored_under_its_servers_template(tmp_p
         row = frame.iloc[0].to_dict()
         messages = scoring_messages(study1.probability_questions[1], study1, row, {}, model)
         assert ("/tokenize", {"model": "acme/new-chat-7b", "messages": messages, "add_generation_prompt": True,
-                              "add_special_tokens": False}) in server.scoring_requests  # the system message goes to the server as in Experiment 1
+                              "add_special_tokens": False}) in server.scoring_requests  # the system message goes as in Experiment 1
         expected_context = server.token_ids(_never_seen_template(messages))
         knowledge = [body for path, body in server.scoring_requests
                      if path == "/v1/completions" and body.get("echo") and len(body["prompt"]) == 4]  # yes, Yes, no, No

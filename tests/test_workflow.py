@@ -271,7 +271,8 @@ def _failures(argo) -> str:
 THREE = "llama-3.1-8b-instruct,gemma-2-27b-it,gemma-2-2b-it"  # 1 GPU, tensor-parallel 2, another GPU class
 
 
-def test_three_models_each_loaded_once_then_a_resubmit_loads_nothing_and_a_failed_validation_fails_the_workflow(rendered, cluster, repository, tmp_path):
+def test_three_models_each_loaded_once_then_a_resubmit_loads_nothing_and_a_failed_validation_fails_the_workflow(
+        rendered, cluster, repository, tmp_path):
     secrets, configmaps, hub = cluster
     repository.write_bytes("inputs/speaker_production.csv", write_human2(tmp_path / "h2.csv").read_bytes())
     # a researcher's registry in the bucket: 'acme-chat' exists only there, served under another name (without
