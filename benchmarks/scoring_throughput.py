@@ -39,6 +39,7 @@ from schemas.settings import ModelSpec
 from steps.inputs import load_study_table
 from steps.llm_client import LLMClient, completed_in_window
 from steps.probabilities import COMPLETIONS_PATH, _score_first_token, option_scores, scoring_messages
+from steps.scoring import Unscorable
 from steps.server_prompt import minimum_prompt_tokens, question_ids
 from steps.studies import load_study
 from tests.fakes.fake_openai_server import FakeOpenAIServer
@@ -50,7 +51,7 @@ async def measure(urls: list[str], model: ModelSpec, study: int, rows: int, meth
     """Score the first ``rows`` rows of ``study`` with ``method``; counts, timing and every option's score."""
     spec = load_study(study)
     frame = load_study_table(example_study_path(study), spec).frame.head(rows)
-    counted = {"requests": 0, "evaluated": 0, "minimum": 0}
+    counted = {"requests": 0, "evaluated": 0, "minimum": 0, "unscorable": 0}
     scores: dict[tuple, float] = {}
 
     async def count(response: httpx.Response) -> None:
@@ -73,7 +74,10 @@ async def measure(urls: list[str], model: ModelSpec, study: int, rows: int, meth
                     counted["minimum"] += minimum_prompt_tokens(q)
                     options += len(question.options)
                     if method == "first-token":
-                        await _score_first_token(client, model, messages, question.options)
+                        try:
+                            await _score_first_token(client, model, messages, question.options)
+                        except Unscorable:
+                            counted["unscorable"] += 1
                         continue
                     for label, values in (await option_scores(client, model, q, separate_requests=method == "per-option")).items():
                         for form, value in enumerate(values):
@@ -84,7 +88,8 @@ async def measure(urls: list[str], model: ModelSpec, study: int, rows: int, meth
         options = sum([n async for n in completed_in_window(list(enumerate(frame.to_dict(orient="records"))), one, concurrency)])
         wall = time.perf_counter() - started
     return {"rows": rows, "options_per_s": options / wall, "requests_per_row": counted["requests"] / rows,
-            "evaluated_per_row": counted["evaluated"] / rows, "minimum_per_row": counted["minimum"] / rows, "scores": scores}
+            "evaluated_per_row": counted["evaluated"] / rows, "minimum_per_row": counted["minimum"] / rows, "scores": scores,
+            "unscorable": counted["unscorable"]}
 
 
 def run_server(server: str, urls: list[str], model: ModelSpec, cases: list[tuple[int, int]], concurrency: int) -> None:
@@ -98,6 +103,8 @@ def run_server(server: str, urls: list[str], model: ModelSpec, cases: list[tuple
             line = (f"  {server:9s} study {study} {method:11s}: {r['evaluated_per_row']:7.0f} prompt tokens/row "
                     f"(minimum {r['minimum_per_row']:5.0f}: {r['evaluated_per_row'] / r['minimum_per_row']:5.2f}x), "
                     f"{r['requests_per_row']:5.1f} requests/row, {r['options_per_s']:7.1f} options/s")
+            if method == "first-token":
+                line += f", {r['unscorable']} question instances unscorable (no option with a first token of its own)"
             if method == "per-option":
                 shared = results["shared"]["scores"]
                 delta = max(abs(v - r["scores"][k]) for k, v in shared.items())

@@ -30,7 +30,7 @@ from schemas.human import (
     Human2Trial,
 )
 from steps.errors import InputValidationError
-from steps.inputs import cell_problem, missing_column_message, open_csv
+from steps.inputs import cell_problem, missing_column_message, open_csv, validation_problems
 from steps.parse_answers import canonical_utterance
 
 HUMAN_FORMATS: dict[int, tuple[type[BaseModel], tuple[str, ...], tuple[str, ...]]] = {
@@ -113,10 +113,7 @@ def load_human_table(study: int, path: str | Path, encoding: str = "utf-8", s3_e
         try:
             trial = model.model_validate({k: v for k, v in values.items() if v is not None and k in model.model_fields})
         except ValidationError as exc:
-            for err in exc.errors():
-                column = str(err["loc"][0]) if err["loc"] else "(row)"
-                got = f" (got {err['input']!r})" if err["loc"] else ""
-                problems.append(cell_problem(row_no, line, column, f"{err['msg'].removeprefix('Value error, ')}{got}"))
+            problems += validation_problems(exc, row_no, line)
             continue
         rows.append(_typed_row(study, trial, values.get("trial")))
     if problems:

@@ -97,6 +97,16 @@ def cell_problem(row_no: int, line: int, column: str, message: str) -> str:
     return f"row {row_no} (line {line}), column {column!r}: {message}"
 
 
+def validation_problems(exc: ValidationError, row_no: int, line: int) -> list[str]:
+    """One :func:`cell_problem` per error pydantic found in a row (the offending value quoted)."""
+    problems = []
+    for err in exc.errors():
+        column = str(err["loc"][0]) if err["loc"] else "(row)"
+        got = f" (got {err['input']!r})" if err["loc"] else ""
+        problems.append(cell_problem(row_no, line, column, f"{err['msg'].removeprefix('Value error, ')}{got}"))
+    return problems
+
+
 @dataclass
 class CsvFile:
     """An opened CSV file: its header (names stripped), and its non-blank records read lazily.
@@ -192,10 +202,7 @@ def load_study_table(path: str | Path, spec: StudySpec, encoding: str = "utf-8",
             try:
                 typed = spec.input_model.model_validate(values)
             except ValidationError as exc:
-                for err in exc.errors():
-                    column = str(err["loc"][0]) if err["loc"] else "(row)"
-                    got = f" (got {err['input']!r})" if err["loc"] else ""
-                    problems.append(cell_problem(row_no, line, column, f"{err['msg']}{got}"))
+                problems += validation_problems(exc, row_no, line)
                 continue
             key = hashlib.blake2b("\x1f".join(raw.values()).encode("utf-8"), digest_size=16).digest()
             if key in seen:

@@ -18,9 +18,10 @@ from steps.server_prompt import question_ids
 
 pytestmark = pytest.mark.embedded
 MODEL = load_registry()[EMBEDDED_DEFAULT]
-# Measured by benchmarks/scoring_throughput.py on this model (max |shared-prefix - from-scratch| over
-# every option of the example rows, nats): see README. The bound leaves room for other CPUs' float paths.
-SHARED_PREFIX_BOUND_NATS = 0.2
+# Measured by benchmarks/scoring_throughput.py on this model (max |shared-prefix - from-scratch| of an
+# option's log-probability, nats): 0.34 over the 48 option forms of Study 1's first example row, 0.14 on
+# the question tested here (README). llama.cpp's numbers depend on how a sequence is split into batches.
+SHARED_PREFIX_BOUND_NATS = 0.4
 
 
 @pytest.fixture(scope="module")
