@@ -33,7 +33,8 @@ async def project_client(url: str, rows: int, concurrency: int) -> tuple[float, 
     async with httpx.AsyncClient(timeout=60) as http:
         client = LLMClient(http, [url], concurrency)
         started = time.perf_counter()
-        latencies = [r.latency_ms async for r in completed_in_window(range(rows), lambda i: client.post_json(PATH, _payload(i)), concurrency)]
+        latencies = [r.latency_ms async for r in
+                     completed_in_window(range(rows), lambda i: client.post_json(PATH, _payload(i)), concurrency)]
         return time.perf_counter() - started, latencies
 
 

@@ -38,11 +38,11 @@ import pandas as pd
 from pipeline.config import example_study_path
 from schemas.raw_responses import raw_response_row_model
 from schemas.settings import ModelSpec, SamplingSettings
-from steps.tables import coerce_to_schema
 from steps.checkpoint import Checkpoint
 from steps.llm_client import LLMClient
 from steps.query import run_query_step
 from steps.studies import load_study
+from steps.tables import coerce_to_schema
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = ModelSpec(name="fake-model", hf_id="fake-model")
@@ -87,7 +87,8 @@ def _study(rows: int) -> pd.DataFrame:
 async def _query(url: str, frame: pd.DataFrame, concurrency: int, checkpoint: Checkpoint) -> tuple[float, int, int]:
     """(wall seconds, rows done, bytes of the step's CSV table as the runner writes it)."""
     spec = load_study(1)
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)) as http:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
         client = LLMClient(http, [url], concurrency)
         with checkpoint:
             started = time.perf_counter()
@@ -105,7 +106,8 @@ async def _client_only(url: str, rows: int, concurrency: int) -> float:
     """rows/s of the HTTP client alone (LLMClient over httpx, no step, no checkpoint): the ceiling for the step."""
     from steps.llm_client import completed_in_window
 
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)) as http:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
         client = LLMClient(http, [url], concurrency)
         payload = lambda i: {"model": "fake-model", "messages": [{"role": "user", "content": f"row {i}"}], "seed": i}  # noqa: E731
         started = time.perf_counter()
@@ -145,7 +147,8 @@ def main() -> None:
                       f"checkpoint {path.stat().st_size / 1e6:.1f} MB ({path.stat().st_size / table_csv:.1f}x the table)")
             ceiling = asyncio.run(_client_only(url, args.rows, args.concurrency))
             results["HTTP client alone"] = ceiling
-            print(f"  {'HTTP client alone':26s} {ceiling:8,.0f} rows/s = {ceiling / bound:.2f} of the bound (httpx requests, no step, no checkpoint)")
+            print(f"  {'HTTP client alone':26s} {ceiling:8,.0f} rows/s = {ceiling / bound:.2f} of the bound "
+                  "(httpx requests, no step, no checkpoint)")
     finally:
         server.kill()
         server.wait()

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import requests
-from urllib3.exceptions import InsecureRequestWarning
 from hera.exceptions import HeraException
 from hera.workflows.models import SubmitOpts, WorkflowRetryRequest, WorkflowSubmitRequest
 from hera.workflows.service import WorkflowsService
+from urllib3.exceptions import InsecureRequestWarning
 
 from steps.errors import EXIT_BAD_INPUT, EXIT_SERVER, ConfigError, GraceError
 from steps.redact import redact, secret_forms

@@ -20,17 +20,24 @@ from rich.table import Table
 
 from pipeline import __version__
 from pipeline.cli_options import (
-    add_input_options, add_registry_option, add_run_options, config_from_args, csv_list, human_paths, study_paths,
+    add_input_options,
+    add_registry_option,
+    add_run_options,
+    config_from_args,
+    csv_list,
+    human_paths,
+    study_paths,
 )
 from pipeline.cluster_cli import add_cluster_commands, run_cluster_command
 from pipeline.config import STAGES, RunConfig
 from pipeline.local import RunResult, run_local
-from pipeline.run_setup import load_run_inputs
 from pipeline.plan import build_plan, plan_as_dicts
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
+from pipeline.run_setup import load_run_inputs
 from steps.errors import EXIT_CODES, EXIT_INTERRUPTED, GraceError
 from steps.studies import available_studies
+
 
 def exit_code_help() -> str:
     """The exit-code table as plain text (the --help epilog)."""
@@ -38,6 +45,7 @@ def exit_code_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``grace-pipeline`` argument parser with every subcommand and its options."""
     parser = argparse.ArgumentParser(prog="grace-pipeline", description=__doc__.split("\n\n")[0], epilog=exit_code_help(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"grace-pipeline {__version__}")
@@ -45,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="Run the pipeline on this machine (embedded model server by default)",
                          description="Validate the study files, start (or reach) the model servers, run Experiment 1 "
-                                     "(query), structured extraction (extract) and Experiment 2 (probabilities) for every model x study, and write one table "
-                                     "per stage x model x study. Re-running the same command resumes: finished rows are not redone.")
+                                     "(query), structured extraction (extract) and Experiment 2 (probabilities) for every model x study, "
+                                     "and write one table per stage x model x study. Re-running the same command resumes: "
+                                     "finished rows are not redone.")
     add_run_options(run)
 
     validate = sub.add_parser("validate", help="Check study files without calling any model")
@@ -73,7 +82,8 @@ def print_summary(console: Console, result: RunResult) -> None:
         table.add_column(column, justify="right")
     for r in result.results:
         rate = f"{r.completion_tokens / r.wall_s:.1f}" if r.completion_tokens and r.wall_s else "-"
-        table.add_row(r.node.stage, str(r.node.model or "all"), str(r.node.study or "all"), str(r.done), str(r.failed), str(r.resumed), f"{r.wall_s:.1f} s", rate)
+        table.add_row(r.node.stage, str(r.node.model or "all"), str(r.node.study or "all"), str(r.done), str(r.failed), str(r.resumed),
+                      f"{r.wall_s:.1f} s", rate)
     console.print(table)
     print(f"Outputs of {result.run_id} ({result.wall_s:.1f} s): {result.run_uri}")
     for r in result.results:
@@ -124,6 +134,7 @@ def _cmd_models(args: argparse.Namespace, console: Console) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command in ``argv`` (default: the process arguments); returns the exit code (steps/errors.py)."""
     args = build_parser().parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=160)  # logs: do not truncate the summary
     try:
@@ -136,7 +147,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cluster = run_cluster_command(args, console)
         if cluster is not None:
             return cluster
-        nodes = build_plan(csv_list(args.models, "models"), [int(s) for s in csv_list(args.studies, "studies")], csv_list(args.stages, "stages"))
+        nodes = build_plan(csv_list(args.models, "models"), [int(s) for s in csv_list(args.studies, "studies")],
+                           csv_list(args.stages, "stages"))
         print(json.dumps(plan_as_dicts(nodes), indent=2))
         return 0
     except GraceError as exc:

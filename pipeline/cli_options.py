@@ -10,8 +10,15 @@ import typing
 from pydantic import ValidationError
 
 from pipeline.config import (
-    DEFAULT_ENDPOINT_CONCURRENCY, DEFAULT_EXTRACTOR_CONCURRENCY, DEFAULT_EXTRACTOR_KEY_ENV, DEFAULT_EXTRACTOR_MODEL,
-    DEFAULT_OUTPUT_DIR, ENDPOINT_API_KEY_ENV, STAGES, RunConfig, example_study_path,
+    DEFAULT_ENDPOINT_CONCURRENCY,
+    DEFAULT_EXTRACTOR_CONCURRENCY,
+    DEFAULT_EXTRACTOR_KEY_ENV,
+    DEFAULT_EXTRACTOR_MODEL,
+    DEFAULT_OUTPUT_DIR,
+    ENDPOINT_API_KEY_ENV,
+    STAGES,
+    RunConfig,
+    example_study_path,
 )
 from pipeline.registry import EMBEDDED_DEFAULT
 from schemas.probabilities import ScoringMethod
@@ -24,7 +31,6 @@ from steps.probabilities import DEFAULT_MIN_OPTION_MASS
 from steps.query import DEFAULT_MAX_FAILED_FRACTION
 from steps.studies import available_studies
 from steps.validate import DEFAULT_MIN_CONFIDENCE
-
 
 HUMAN_FORMAT_HELP = {
     1: "long format, one row per trial: subid, story, access, observe and any of prior, bet_0..bet_3, knowledge (README)",
@@ -47,25 +53,32 @@ def _endpoints(value: str) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:
+    """Add the input options to ``parser``: --study<N>, --human<N>, --studies, --encoding and --limit."""
     for number in available_studies():
         parser.add_argument(f"--study{number}", metavar="PATH", help=f"Study {number} CSV (default: the bundled example stimuli)")
     for number in HUMAN_FORMATS:
         parser.add_argument(f"--human{number}", metavar="PATH", default="",
                             help=f"Human data for study {number} (CSV, path or s3://) that the report compares the models with; "
                                  f"{HUMAN_FORMAT_HELP[number]} (default: none)")
-    parser.add_argument("--studies", default=",".join(map(str, available_studies())), help="Which studies to run, e.g. '1' or '1,2' (default: %(default)s)")
-    parser.add_argument("--encoding", default="utf-8", help="Encoding of the study files (default: %(default)s; e.g. cp1252 for old Excel exports)")
+    parser.add_argument("--studies", default=",".join(map(str, available_studies())),
+                        help="Which studies to run, e.g. '1' or '1,2' (default: %(default)s)")
+    parser.add_argument("--encoding", default="utf-8",
+                        help="Encoding of the study files (default: %(default)s; e.g. cp1252 for old Excel exports)")
     parser.add_argument("--limit", type=int, metavar="N", help="Use only the first N rows of each study file (0: all)")
 
 
 def add_registry_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--registry", metavar="FILE", help="Your model registry YAML (path or s3:// URL, shaped like pipeline/models.yaml), "
-                                                         "merged over the shipped one: new names add models, a shipped name gets the fields you give")
+    """Add --registry (a researcher's registry YAML merged over the shipped one) to ``parser``."""
+    parser.add_argument("--registry", metavar="FILE",
+                        help="Your model registry YAML (path or s3:// URL, shaped like pipeline/models.yaml), "
+                             "merged over the shipped one: new names add models, a shipped name gets the fields you give")
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Add every option of a run to ``parser``: inputs, models, registry, endpoints, store and run settings."""
     add_input_options(parser)
-    parser.add_argument("--models", help=f"Comma-separated registry names (default: {EMBEDDED_DEFAULT}, or the models given with --endpoint)")
+    parser.add_argument("--models",
+                        help=f"Comma-separated registry names (default: {EMBEDDED_DEFAULT}, or the models given with --endpoint)")
     add_registry_option(parser)
     parser.add_argument("--endpoint", action="append", type=_endpoint, default=[], metavar="MODEL=URL",
                      help="Use an existing OpenAI-compatible server (e.g. vLLM) for MODEL; repeat per model; "
@@ -73,15 +86,22 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", "--output", dest="store", default=DEFAULT_OUTPUT_DIR, metavar="URL",
                      help="Where runs are kept: a folder, file:///folder or s3://bucket/prefix (default: %(default)s). "
                           "S3 credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
-    parser.add_argument("--s3-endpoint", metavar="URL", help="S3-compatible endpoint, e.g. http://minio:9000 (default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL, else AWS)")
-    parser.add_argument("--run-id", help="Name of the run (default: derived from inputs, prompts and sampling, so the same command resumes)")
+    parser.add_argument("--s3-endpoint", metavar="URL",
+                        help="S3-compatible endpoint, e.g. http://minio:9000 "
+                             "(default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL, else AWS)")
+    parser.add_argument("--run-id",
+                        help="Name of the run (default: derived from inputs, prompts and sampling, so the same command resumes)")
     parser.add_argument("--stages", default=",".join(STAGES), help="Stages to run (default: %(default)s)")
-    parser.add_argument("--concurrency", type=int, help=f"Requests in flight per model server (default: {DEFAULT_ENDPOINT_CONCURRENCY} for an endpoint, one per embedded worker)")
+    parser.add_argument("--concurrency", type=int,
+                        help=f"Requests in flight per model server (default: {DEFAULT_ENDPOINT_CONCURRENCY} for an endpoint, "
+                             "one per embedded worker)")
     parser.add_argument("--embedded-workers", type=int, help="Embedded server processes (default: one per core, at most 2)")
     parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="Sampling temperature (default: %(default)s)")
-    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="Max generated tokens per answer (default: %(default)s; reasoning models use their registry value if larger)")
+    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+                        help="Max generated tokens per answer (default: %(default)s; reasoning models use their registry value if larger)")
     parser.add_argument("--top-p", type=float, default=DEFAULT_TOP_P, help="Nucleus sampling top_p (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="Run seed; each row x replication gets its own recorded seed (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help="Run seed; each row x replication gets its own recorded seed (default: %(default)s)")
     parser.add_argument("--replications", type=int, default=1, help="Samples per row, each with its own seed (default: %(default)s)")
     parser.add_argument("--max-failed-fraction", type=float, default=DEFAULT_MAX_FAILED_FRACTION,
                      help="A step fails (exit 3) when more than this share of its rows failed (default: %(default)s)")
@@ -116,6 +136,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def csv_list(value: str, what: str) -> list[str]:
+    """The stripped, non-empty items of a comma-separated option value; ConfigError naming ``--what`` when there are none."""
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
         raise ConfigError(f"--{what} is empty")
@@ -123,6 +144,7 @@ def csv_list(value: str, what: str) -> list[str]:
 
 
 def study_paths(args: argparse.Namespace) -> dict[int, str]:
+    """Study number -> its CSV (the given path or the bundled example); ConfigError for an unknown study number."""
     try:
         numbers = [int(n) for n in csv_list(args.studies, "studies")]
     except ValueError as exc:
@@ -155,7 +177,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             studies=studies, human=human_paths(args, studies), models=tuple(models), registry=args.registry or None, endpoints=endpoints,
             stages=tuple(csv_list(args.stages, "stages")),
             store=args.store, s3_endpoint=args.s3_endpoint, checkpoint_store=args.checkpoint_store or None,
-            wait_for_endpoint_s=args.wait_for_endpoint, run_id=args.run_id or None, row_limit=args.limit or None, replications=args.replications,
+            wait_for_endpoint_s=args.wait_for_endpoint, run_id=args.run_id or None, row_limit=args.limit or None,
+            replications=args.replications,
             sampling=SamplingSettings(temperature=args.temperature, max_tokens=args.max_tokens, top_p=args.top_p, seed=args.seed),
             concurrency=args.concurrency, request_timeout_s=args.request_timeout, max_failed_fraction=args.max_failed_fraction,
             embedded_workers=args.embedded_workers, encoding=args.encoding, scoring=args.scoring,

@@ -82,7 +82,8 @@ def parse_parameters(pairs: list[str]) -> dict[str, str]:
         served = {pair.split("=", 1)[0].strip() for pair in parameters.get("endpoints", "").split(";") if "=" in pair}
         unknown = [m for m in parameters["models"].split(",") if m.strip() and m.strip() not in load_registry() and m.strip() not in served]
         if unknown:
-            raise ConfigError(f"unknown model(s) {unknown}: use registry names (`grace-pipeline models`) or list them in -p endpoints=MODEL=URL")
+            raise ConfigError(f"unknown model(s) {unknown}: use registry names (`grace-pipeline models`) "
+                              "or list them in -p endpoints=MODEL=URL")
     return parameters
 
 
@@ -129,7 +130,8 @@ def cost_report(parameters: dict[str, str], study_rows: Optional[str]) -> str:
     on_cpu = [n for n in names if n not in {m.name for m in models}]
     lines = [format_costs(now, f"Cost model ({', '.join(f'study {n}: {r} rows' for n, r in rows.items())}; "
                                "assumptions in pipeline/models.yaml; first run of a model on this cluster: weights downloaded once):"),
-             f"  a warm weight cache saves the downloads: {sum(estimate(m, rows, replications, cache_warm=True).gpu_minutes for m in models):.0f} GPU-min; "
+             f"  a warm weight cache saves the downloads: "
+             f"{sum(estimate(m, rows, replications, cache_warm=True).gpu_minutes for m in models):.0f} GPU-min; "
              f"one vLLM start per stage x study without a cache would cost {before:.0f} GPU-min"]
     if on_cpu:
         lines.append(f"  no GPU: {', '.join(on_cpu)} (existing endpoint or the embedded CPU model)")
@@ -143,6 +145,7 @@ def _client(args: argparse.Namespace):
 
 
 def print_nodes(console: Console, nodes) -> None:
+    """Print a table of the workflow's pods, retries and failed nodes (template, phase, exit code, message)."""
     table = Table(title="Workflow nodes")
     for column in ("node", "template", "phase", "exit", "message"):
         table.add_column(column)

@@ -74,8 +74,10 @@ def cluster_plan(config: RunConfig, out: Path, http: Optional[httpx.Client] = No
     run_id = run_id_for(config, inputs)
     durable = checkpoint_store(config, run_id)
     durable.check()
-    classes = {c.name: [] for c in gpu_classes(load_registry().values())}
-    endpoint, extract_only, skipped = [], [], []
+    classes: dict[str, list[str]] = {c.name: [] for c in gpu_classes(load_registry().values())}
+    endpoint: list[str] = []
+    extract_only: list[str] = []
+    skipped: list[str] = []
     for name, model in models.items():
         left = remaining_stages(durable, model, inputs, config)
         if not left:
@@ -90,7 +92,7 @@ def cluster_plan(config: RunConfig, out: Path, http: Optional[httpx.Client] = No
     with (http or httpx.Client()) as client:
         for warning in check_hub_access(sidecar_models, HF_SECRET_NAME, client):
             print(f"warning: {warning}", flush=True)
-    plan = {"run-id": run_id, **{f"{name}.json": names for name, names in classes.items()}, "endpoint.json": endpoint,
+    plan: dict[str, object] = {"run-id": run_id, **{f"{name}.json": names for name, names in classes.items()}, "endpoint.json": endpoint,
             "extract-only.json": extract_only, "study-items.json": [str(n) for n in sorted(inputs)], "models": ",".join(models)}
     out.mkdir(parents=True, exist_ok=True)
     for name, value in plan.items():
@@ -101,5 +103,6 @@ def cluster_plan(config: RunConfig, out: Path, http: Optional[httpx.Client] = No
     if skipped:
         print(f"complete, nothing to do: {', '.join(skipped)}", flush=True)
     write_manifest(durable, "manifest.json", config, run_id, inputs, models, {"cluster": {
-        "gpu_classes": {k: v for k, v in classes.items() if v}, "endpoint": endpoint, "extract_only": extract_only, "complete": skipped}}, human)
+        "gpu_classes": {k: v for k, v in classes.items() if v}, "endpoint": endpoint, "extract_only": extract_only,
+        "complete": skipped}}, human)
     return plan

@@ -17,9 +17,9 @@ from pipeline.plan import ALL_STAGES
 from schemas.probabilities import ScoringMethod
 from schemas.settings import SamplingSettings
 from steps.extract import DEFAULT_JSON_MODE, JSON_MODE_HELP, JsonMode
-from steps.query import DEFAULT_MAX_FAILED_FRACTION
 from steps.llm_client import DEFAULT_REQUEST_TIMEOUT_S
 from steps.probabilities import DEFAULT_MIN_OPTION_MASS
+from steps.query import DEFAULT_MAX_FAILED_FRACTION
 from steps.store import Store, open_store
 from steps.validate import DEFAULT_MIN_CONFIDENCE
 
@@ -43,35 +43,45 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     studies: dict[int, str] = Field(description="Study number -> input CSV path")
-    human: dict[int, str] = Field(default_factory=dict, description="Study number -> human data CSV (--human1/--human2) the report compares the models with")
+    human: dict[int, str] = Field(default_factory=dict,
+                                  description="Study number -> human data CSV (--human1/--human2) the report compares the models with")
     models: tuple[str, ...] = Field(min_length=1)
-    registry: Optional[str] = Field(None, description="The researcher's model registry YAML (path or s3:// URL), merged over the shipped one")
-    endpoints: dict[str, tuple[str, ...]] = Field(default_factory=dict, description="Model -> base URLs of an existing OpenAI-compatible server")
+    registry: Optional[str] = Field(None,
+                                    description="The researcher's model registry YAML (path or s3:// URL), merged over the shipped one")
+    endpoints: dict[str, tuple[str, ...]] = Field(default_factory=dict,
+                                                  description="Model -> base URLs of an existing OpenAI-compatible server")
     stages: tuple[str, ...] = STAGES
     store: str = Field(DEFAULT_OUTPUT_DIR, description="Where runs are kept: a folder, file:///folder or s3://bucket/prefix")
-    checkpoint_store: Optional[str] = Field(None, description="Where checkpoints (and the manifest) go when not in the store: on the cluster the "
-                                            "step's outputs are local files Argo uploads, while checkpoints must outlive the pod (s3://...)")
-    wait_for_endpoint_s: float = Field(0.0, ge=0.0, description="Poll each endpoint's /health this long before the first request (a vLLM sidecar loading its model)")
-    s3_endpoint: Optional[str] = Field(None, description="S3-compatible endpoint URL (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, or AWS)")
+    checkpoint_store: Optional[str] = Field(None, description="Where checkpoints (and the manifest) go when not in the store: "
+                                            "on the cluster the step's outputs are local files Argo uploads, "
+                                            "while checkpoints must outlive the pod (s3://...)")
+    wait_for_endpoint_s: float = Field(0.0, ge=0.0, description="Poll each endpoint's /health this long before the first request "
+                                                             "(a vLLM sidecar loading its model)")
+    s3_endpoint: Optional[str] = Field(None,
+                                       description="S3-compatible endpoint URL (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, or AWS)")
     run_id: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
     row_limit: Optional[int] = Field(None, ge=1)
     replications: int = Field(1, ge=1, le=1000)
     sampling: SamplingSettings = SamplingSettings()
-    concurrency: Optional[int] = Field(None, ge=1, le=1024, description="Requests in flight per model server (default: 16 for an endpoint, one per embedded worker)")
+    concurrency: Optional[int] = Field(None, ge=1, le=1024, description="Requests in flight per model server "
+                                                                       "(default: 16 for an endpoint, one per embedded worker)")
     request_timeout_s: float = Field(DEFAULT_REQUEST_TIMEOUT_S, gt=0)
     max_failed_fraction: float = Field(DEFAULT_MAX_FAILED_FRACTION, ge=0.0, le=1.0)
     embedded_workers: Optional[int] = Field(None, ge=1, le=64)
     encoding: str = "utf-8"
     scoring: ScoringMethod = Field(
         "exact", description="Experiment 2 method; 'first-token' (repaired) and 'seed-literal' (the seed's verbatim) are for comparison")
-    min_option_mass: float = Field(DEFAULT_MIN_OPTION_MASS, ge=0.0, le=1.0, description="Flag rows whose options carried less probability than this")
+    min_option_mass: float = Field(DEFAULT_MIN_OPTION_MASS, ge=0.0, le=1.0,
+                                   description="Flag rows whose options carried less probability than this")
     extractor_url: Optional[str] = Field(None, description="OpenAI-compatible base URL of the LLM extractor (default: the embedded model)")
     extractor_model: str = DEFAULT_EXTRACTOR_MODEL
     extractor_api_key_env: str = Field(DEFAULT_EXTRACTOR_KEY_ENV, description="Environment variable holding the extractor's API key")
     extractor_json_mode: JsonMode = Field(DEFAULT_JSON_MODE, description=JSON_MODE_HELP)
     extractor_concurrency: int = Field(DEFAULT_EXTRACTOR_CONCURRENCY, ge=1, le=256)
-    min_extraction_confidence: float = Field(DEFAULT_MIN_CONFIDENCE, ge=0.0, le=1.0, description="Flag rows whose extraction confidence is below this")
-    lock_wait_s: float = Field(0.0, ge=0.0, description="Wait this long for another run holding this run id's nodes (steps.run_lock) before giving up")
+    min_extraction_confidence: float = Field(DEFAULT_MIN_CONFIDENCE, ge=0.0, le=1.0,
+                                             description="Flag rows whose extraction confidence is below this")
+    lock_wait_s: float = Field(0.0, ge=0.0, description="Wait this long for another run holding this run id's nodes (steps.run_lock) "
+                                                     "before giving up")
 
 
 def derive_run_id(input_hashes: dict[int, str], template_hashes: dict[int, str], sampling: SamplingSettings) -> str:

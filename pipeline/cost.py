@@ -46,6 +46,7 @@ class ModelCost:
 
     @property
     def gpu_minutes(self) -> float:
+        """GPU minutes of the model: loading it plus the work."""
         return self.load_gpu_minutes + self.work_gpu_minutes
 
 

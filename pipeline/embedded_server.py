@@ -177,7 +177,7 @@ def completion_choice(llm: Any, tokens: list[int], lp: tuple[np.ndarray, np.ndar
     token_lp, next_lp = lp
     generated = int(np.argmax(next_lp))
     gen_text = llm.detokenize([generated], prev_tokens=tokens).decode("utf-8", errors="ignore")
-    top = np.argpartition(-next_lp, min(top_n, len(next_lp) - 1))[:top_n] if top_n else []
+    top: np.ndarray | list[int] = np.argpartition(-next_lp, min(top_n, len(next_lp) - 1))[:top_n] if top_n else []
     top_dict: dict[str, float] = {}
     for t in sorted(top, key=lambda t: -next_lp[t]):
         text = llm.detokenize([int(t)], prev_tokens=tokens).decode("utf-8", errors="ignore")
@@ -302,6 +302,7 @@ def build_app(llm: Any, alias: str, formatter: Any):
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    """Serve one GGUF model as the embedded OpenAI-compatible server (the server process's entry point)."""
     parser = argparse.ArgumentParser(description="grace-pipeline's embedded OpenAI-compatible llama.cpp server")
     parser.add_argument("--model", required=True, help="GGUF file")
     parser.add_argument("--alias", required=True, help="model name clients send")

@@ -40,7 +40,8 @@ def stage_keys(stage: str, spec: StudySpec, model: ModelSpec, scoring: str) -> S
     """
     slug, n = model_slug(model.name), spec.number
     if stage == "query":
-        return StageKeys(f"checkpoints/exp1/{slug}_study{n}", f"exp1/{slug}_study{n}_raw_responses", raw_response_row_model(spec.input_model))
+        return StageKeys(f"checkpoints/exp1/{slug}_study{n}", f"exp1/{slug}_study{n}_raw_responses",
+                         raw_response_row_model(spec.input_model))
     if stage == "extract":
         return StageKeys(f"checkpoints/extract/{slug}_study{n}", f"structured/{slug}_study{n}_structured", STRUCTURED_ROW_MODELS[n])
     if stage != "probabilities":
@@ -61,6 +62,7 @@ def analysis_stem(study: int) -> str:
 
 
 def codebook_key(study: int) -> str:
+    """The store key of study ``study``'s codebook CSV (the analysis table's columns explained)."""
     return f"analysis/study{study}_codebook.csv"
 
 

@@ -44,11 +44,11 @@ from pipeline.study_stages import run_merge, run_report, run_validation, stage_t
 from schemas.settings import ModelSpec
 from steps.checkpoint import open_checkpoint
 from steps.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, GraceError, ServerError
-from steps.extract import EMBEDDED_JSON_MODE, Extractor, run_extract_step
+from steps.extract import EMBEDDED_JSON_MODE, Extractor, JsonMode, run_extract_step
 from steps.inputs import StudyTable
 from steps.llm_client import LLMClient, RequestFailed, RetryPolicy, make_http_client, redact_url
-from steps.probabilities import run_probability_step
 from steps.outcome import enforce_failure_threshold
+from steps.probabilities import run_probability_step
 from steps.query import effective_max_tokens, run_query_step
 from steps.run_lock import RunLock
 from steps.store import Store
@@ -81,6 +81,7 @@ class RunResult:
 
     @property
     def run_uri(self) -> str:
+        """Where the run's artifacts are: a local path or an s3:// URL."""
         return self.store.uri()
 
     @property
@@ -90,6 +91,7 @@ class RunResult:
 
     @property
     def errors(self) -> list[GraceError]:
+        """The errors the nodes raised themselves, in node order."""
         return [r.error for r in self.results if r.error is not None]
 
     @property
@@ -152,7 +154,7 @@ async def check_endpoint(client: LLMClient, model: ModelSpec) -> Optional[str]:
         return None
 
 
-def extractor_identity(config: RunConfig) -> tuple[str, str]:
+def extractor_identity(config: RunConfig) -> tuple[str, JsonMode]:
     """(model, JSON mode) of the run's LLM extractor, known before it is started: the configured
     endpoint's, or the embedded model's with schema-constrained JSON (the offline default)."""
     if config.extractor_url:
@@ -173,6 +175,7 @@ def _fingerprint(stage: str, spec: StudySpec, table: StudyTable, model: ModelSpe
 
 
 def _step_checkpoint(node: Node, inputs: Inputs, models: dict[str, ModelSpec], config: RunConfig, run_id: str):
+    assert node.study is not None and node.model is not None, f"{node.name} is not a model x study step"
     spec, table = inputs[node.study]
     model = models[node.model]
     key = stage_keys(node.stage, spec, model, config.scoring).checkpoint

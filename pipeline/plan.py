@@ -32,7 +32,8 @@ STUDY_STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "merge": ("validate", "query", "extract", "probabilities"),
 }
 NON_BLOCKING_STAGES = ("validate",)  # a failure here does not stop dependents: broken data can still be merged and inspected
-ORDER_ONLY = frozenset({("query", "probabilities")})  # (stage, dependency) that only orders work: a failed Experiment 2 does not stop Experiment 1
+# (stage, dependency) that only orders work: a failed Experiment 2 does not stop Experiment 1
+ORDER_ONLY = frozenset({("query", "probabilities")})
 SERVED_STAGES = ("query", "probabilities")  # stages that send requests to the model under study (extract uses the extractor)
 RUN_STAGES = ("report",)  # one node for the whole run, after everything else
 ALL_STAGES: tuple[str, ...] = ("query", "extract", "probabilities", *STUDY_STAGE_DEPENDENCIES, *RUN_STAGES)  # as users list them

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 LOG_EVERY_S = 30.0
 ARGO_PROGRESS_ENV = "ARGO_PROGRESS_FILE"
@@ -23,7 +23,7 @@ class ProgressReporter:
         self.console = console
         self.live = console.is_terminal if live is None else live
         self._bars: Optional[Progress] = None
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, TaskID] = {}
         self._state: dict[str, dict] = {}
         argo = os.environ.get(ARGO_PROGRESS_ENV)
         self._argo_file = Path(argo) if argo else None
@@ -58,6 +58,7 @@ class ProgressReporter:
             self._bars.stop()
 
     def start(self, node: str, total: int, already_done: int) -> None:
+        """Begin ``node``: ``total`` rows, ``already_done`` of them resumed from its checkpoint (a bar, or a log line)."""
         self._state[node] = dict(total=total, done=already_done, failed=0, started=time.monotonic(), fresh=0, logged=0.0)
         self._report_to_argo(force=True)
         if self._bars is not None:
@@ -66,6 +67,7 @@ class ProgressReporter:
             self.console.print(f"{node}: resuming, {already_done} of {total} rows already done")
 
     def advance(self, node: str, ok: bool) -> None:
+        """One more row of ``node`` finished (``ok`` False: it failed); updates the bar, or logs now and then."""
         state = self._state[node]
         state["done"] += 1
         state["fresh"] += 1

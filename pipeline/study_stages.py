@@ -14,9 +14,9 @@ import pandas as pd
 
 from pipeline.layout import COMPARISON_STEM, REPORT_KEY, analysis_stem, codebook_key, validation_keys
 from pipeline.manifest import code_version
+from schemas.analysis import FACTOR_COLUMNS, analysis_row_model, codebook
 from schemas.human import ComparisonRow
 from steps import comparison
-from schemas.analysis import FACTOR_COLUMNS, analysis_row_model, codebook
 from steps.errors import ValidationFailedError
 from steps.merge import merge_study
 from steps.store import Store
@@ -27,9 +27,12 @@ from steps.validate import validate_outputs
 FLAG_COLUMNS = ["model_name", "study", "row_index", "replication", "flag", "reason"]
 
 
-def stage_tables(spec: StudySpec, models, stage_files, store: Store) -> dict[str, tuple]:
+StageTables = tuple[pd.DataFrame, Optional[pd.DataFrame], Optional[pd.DataFrame]]  # raw, structured, probabilities
+
+
+def stage_tables(spec: StudySpec, models, stage_files, store: Store) -> dict[str, StageTables]:
     """Model name -> (raw, structured, probabilities) tables that exist in the run's store."""
-    tables = {}
+    tables: dict[str, StageTables] = {}
     for name, model in models.items():
         raw, structured, probs = (read_table(store, stage_files(stage, spec, model)[1]) for stage in ("query", "extract", "probabilities"))
         if raw is not None:
@@ -41,11 +44,11 @@ def _csv_bytes(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False, na_rep="NA").encode("utf-8")
 
 
-def run_validation(spec: StudySpec, input_rows: int, replications: int, tables: dict, min_confidence: float,
+def run_validation(spec: StudySpec, input_rows: int, replications: int, tables: dict[str, StageTables], min_confidence: float,
                    store: Store) -> tuple[int, int, list[str]]:
     """Validate every model's tables; write the JSON result and flagged rows. Raises ValidationFailedError."""
-    results = [validate_outputs(model, spec.number, input_rows, replications, *t, min_confidence=min_confidence)
-               for model, t in tables.items()]
+    results = [validate_outputs(model, spec.number, input_rows, replications, raw, structured, probs, min_confidence=min_confidence)
+               for model, (raw, structured, probs) in tables.items()]
     report = {
         "study": spec.number, "passed": all(r.passed for r in results), "input_rows": input_rows, "replications": replications,
         "models": {r.model: {"passed": r.passed, "checks": [c.__dict__ for c in r.checks], "flags": len(r.flags)} for r in results},

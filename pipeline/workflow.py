@@ -92,6 +92,7 @@ exit $code
 
 @dataclass(frozen=True)
 class WorkflowParameter:
+    """One parameter of the WorkflowTemplate: its name, default, description and allowed values (``enum``; empty: any)."""
     name: str
     default: str
     description: str
@@ -112,11 +113,13 @@ PARAMETERS = (
     *(WorkflowParameter(f"human{n}", "", f"Human data for study {n} as s3://bucket/key, compared with the models in the report "
                         f"and the comparison table (empty: none)") for n in HUMAN_FORMATS),
     WorkflowParameter("endpoints", "", "Models served by an existing OpenAI-compatible endpoint instead of a vLLM sidecar: "
-                      "MODEL=URL;MODEL=URL (empty: one vLLM start per model on the cluster's GPUs). API key from the grace-endpoint Secret"),
+                      "MODEL=URL;MODEL=URL (empty: one vLLM start per model on the cluster's GPUs). "
+                      "API key from the grace-endpoint Secret"),
     WorkflowParameter("limit", "0", "Use only the first N rows of each study file (0: all rows)"),
     WorkflowParameter("replications", "1", "Samples per row, each with its own recorded seed"),
     WorkflowParameter("temperature", str(DEFAULT_TEMPERATURE), "Sampling temperature for Experiment 1"),
-    WorkflowParameter("max-tokens", str(DEFAULT_MAX_TOKENS), "Max generated tokens per answer (reasoning models use their registry value if larger)"),
+    WorkflowParameter("max-tokens", str(DEFAULT_MAX_TOKENS),
+                      "Max generated tokens per answer (reasoning models use their registry value if larger)"),
     WorkflowParameter("seed", str(DEFAULT_SEED), "Run seed; each row x replication gets its own recorded seed"),
     WorkflowParameter("registry", "", "Your model registry YAML as s3://bucket/key, merged over the shipped one (new names add "
                       "models; a shipped name gets the fields you give). Empty: the shipped registry"),
@@ -130,7 +133,8 @@ PARAMETERS = (
     WorkflowParameter("extractor-model", DEFAULT_EXTRACTOR_MODEL, "Extractor model name"),
     WorkflowParameter("extractor-json-mode", "json_object", "How the extractor is asked for JSON: json_object (DeepSeek API), "
                       "json_schema (vLLM/OpenAI), llama_schema (llama.cpp)", JSON_MODES),
-    WorkflowParameter("extractor-concurrency", str(DEFAULT_EXTRACTOR_CONCURRENCY), "Extractor requests in flight (one extraction job runs at a time)"),
+    WorkflowParameter("extractor-concurrency", str(DEFAULT_EXTRACTOR_CONCURRENCY),
+                      "Extractor requests in flight (one extraction job runs at a time)"),
     WorkflowParameter("run-id", "", "Name of the run (empty: derived from inputs, prompts and sampling, so re-submitting resumes)"),
     WorkflowParameter("steps-image", STEPS_IMAGE, "The grace-pipeline steps image"),
 )
@@ -147,8 +151,8 @@ def _in(name: str) -> str:
 def common_run_args() -> list[str]:
     """Options every ``grace-pipeline run`` step gets from the workflow's parameters (which studies and models: per step)."""
     args = [f"--study{n}={_wf(f'study{n}')}" for n in available_studies()]
-    for option in ("registry", "limit", "replications", "temperature", "max-tokens", "seed", "scoring", "concurrency", "max-failed-fraction",
-                   "extractor-url", "extractor-model", "extractor-json-mode", "extractor-concurrency"):
+    for option in ("registry", "limit", "replications", "temperature", "max-tokens", "seed", "scoring", "concurrency",
+                   "max-failed-fraction", "extractor-url", "extractor-model", "extractor-json-mode", "extractor-concurrency"):
         args.append(f"--{option}={_wf(option)}")
     return args + ["--store", WORKDIR]
 
@@ -237,7 +241,8 @@ def _serve_step(gpu: GpuClass | None) -> Container:
     args = _model_args(SERVED_STAGES)
     if gpu is None:
         return _steps_container("serve-on-endpoint", "serve", args, command="serve", inputs=inputs, outputs=outputs)
-    outputs.append(S3Artifact(name="vllm-log", path=f"{VLLM_DIR}/vllm.log", key=f"{KEY_PREFIX}/{_in('run-id')}/logs/{_in('model')}/vllm.log",
+    outputs.append(S3Artifact(name="vllm-log", path=f"{VLLM_DIR}/vllm.log",
+                              key=f"{KEY_PREFIX}/{_in('run-id')}/logs/{_in('model')}/vllm.log",
                               archive=NoneArchiveStrategy(), optional=True))
     return _steps_container(
         f"serve-{gpu.name}", "serve", [*args, "--vllm-dir", VLLM_DIR, "--vllm-port", str(VLLM_PORT)], command="serve",
@@ -284,7 +289,8 @@ def plan_outputs(classes: list[GpuClass]) -> list[str]:
 
 
 def _plan_step(classes: list[GpuClass]) -> Container:
-    outputs = [Parameter(name=name.removesuffix(".json"), value_from=m.ValueFrom(path=f"{PLAN_DIR}/{name}")) for name in plan_outputs(classes)]
+    outputs = [Parameter(name=name.removesuffix(".json"), value_from=m.ValueFrom(path=f"{PLAN_DIR}/{name}"))
+               for name in plan_outputs(classes)]
     args = ["--models", _wf("models"), f"--endpoints={_wf('endpoints')}", "--studies", _wf("studies"),
             f"--run-id={_wf('run-id')}", *common_run_args(), *human_args(), "--out", PLAN_DIR]
     return _steps_container("plan", "plan", args, work_volume=False, command="cluster-plan", outputs=outputs)

@@ -62,7 +62,8 @@ def codebook(model: type[BaseModel]) -> list[dict[str, str]]:
             allowed = " | ".join(map(str, typing.get_args(base)))
             kind = "factor"
         else:
-            kind = {int: "integer", float: "double", str: "character", bool: "logical"}.get(base, getattr(base, "__name__", str(base)))
+            r_types: dict[Any, str] = {int: "integer", float: "double", str: "character", bool: "logical"}
+            kind = r_types.get(base, str(getattr(base, "__name__", base)))
             bounds = {type(m).__name__: getattr(m, type(m).__name__.lower(), None) for m in info.metadata}
             low, high = bounds.get("Ge"), bounds.get("Le")
             if low is not None or high is not None:

@@ -44,6 +44,7 @@ def render(model: type[BaseModel]) -> str:
 
 
 def main() -> None:
+    """Regenerate schemas/json/<name>.schema.json from the pydantic models (``python -m schemas.export``)."""
     JSON_DIR.mkdir(exist_ok=True)
     for name, model in EXPORTED.items():
         (JSON_DIR / f"{name}.schema.json").write_text(render(model), encoding="utf-8")

@@ -61,9 +61,10 @@ class Human1Trial(BaseModel):
             raise ValueError(f"observe ({self.observe}) cannot exceed access ({self.access})")
         bets = [self.bet_0, self.bet_1, self.bet_2, self.bet_3]
         if any(b is not None for b in bets):
-            if any(b is None for b in bets):
+            given = [b for b in bets if b is not None]
+            if len(given) < len(bets):
                 raise ValueError("bet_0 .. bet_3 must all be given, or all be empty")
-            if sum(bets) <= 0:
+            if sum(given) <= 0:
                 raise ValueError("the four bets sum to 0: nothing to normalise")
         elif self.prior is None and self.knowledge is None:
             raise ValueError("the trial has no response: give prior, bet_0..bet_3 and/or knowledge")

@@ -8,11 +8,11 @@ list; they are carried after the seed's columns.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-_TEXT = dict(min_length=1)
+_TEXT: dict[str, Any] = dict(min_length=1)
 
 
 class Study1Input(BaseModel):
@@ -65,7 +65,8 @@ class Study2Input(BaseModel):
 
 def seed_columns(model: type[BaseModel]) -> list[str]:
     """Columns of ``model`` that the seed's tables list, in order."""
-    return [n for n, f in model.model_fields.items() if not (f.json_schema_extra or {}).get("seed_column") is False]
+    return [n for n, f in model.model_fields.items()
+            if not (isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("seed_column") is False)]
 
 
 def extra_input_columns(model: type[BaseModel]) -> list[str]:

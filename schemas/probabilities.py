@@ -8,7 +8,7 @@ All probabilities are in [0, 1]; entropies are in bits.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -20,7 +20,7 @@ FRAMES = ("was", "wasnt")
 ASSESSMENTS = ("terrible", "bad", "good", "amazing")
 ScoringMethod = Literal["exact", "first-token", "seed-literal"]
 
-_P = dict(ge=0.0, le=1.0)
+_P: dict[str, Any] = dict(ge=0.0, le=1.0)
 
 
 def _prob(description: str):
@@ -32,7 +32,8 @@ def _num(description: str):
 
 
 def _study1_seed_fields() -> dict:
-    fields: dict = {name: (Study1Input.model_fields[name].annotation, Study1Input.model_fields[name]) for name in ("participant_id", "story_shortname", "access", "observe")}
+    fields: dict = {name: (Study1Input.model_fields[name].annotation, Study1Input.model_fields[name])
+                    for name in ("participant_id", "story_shortname", "access", "observe")}
     fields["model_name"] = (str, Field(description="Model used"))
     for k in STATES:
         for pct in PERCENT_BINS:
@@ -48,7 +49,8 @@ def _study1_seed_fields() -> dict:
 
 
 def _study2_seed_fields() -> dict:
-    fields: dict = {name: (Study2Input.model_fields[name].annotation, Study2Input.model_fields[name]) for name in ("Participant_ID", "Domain", "Goal_simplified", "State_number")}
+    fields: dict = {name: (Study2Input.model_fields[name].annotation, Study2Input.model_fields[name])
+                    for name in ("Participant_ID", "Domain", "Goal_simplified", "State_number")}
     fields["model_name"] = (str, Field(description="Model used"))
     fields["prob_was"] = _prob("P(frame = 'was'): sum of the four 'It was ...' joint probabilities")
     fields["prob_wasnt"] = _prob("P(frame = 'wasn't'): sum of the four 'It wasn't ...' joint probabilities")
@@ -68,13 +70,18 @@ def _provenance_fields(masses: list[str]) -> dict:
         "run_id": (str, Field(description="Run identifier")),
         "row_index": (int, Field(ge=0, description="0-based position of the row in the input file")),
         "model_id": (str, Field(description="Model id sent to the server")),
-        "scoring_method": (ScoringMethod, Field(description="'exact' (full continuation log-probabilities), 'first-token' (a repaired first-token variant, for comparison) or 'seed-literal' (the seed's method verbatim, for reproduction only)")),
+        "scoring_method": (ScoringMethod, Field(description="'exact' (full continuation log-probabilities), 'first-token' (a repaired "
+                                                            "first-token variant, for comparison) or 'seed-literal' (the seed's method "
+                                                            "verbatim, for reproduction only)")),
     }
     for name in masses:
-        fields[name] = (Optional[float], Field(None, ge=0.0, le=1.0, description="Total unnormalised probability the options carried (exact method): how much the model put on the answer set"))
+        fields[name] = (Optional[float], Field(None, ge=0.0, le=1.0, description="Total unnormalised probability the options carried "
+                                                                               "(exact method): how much the model put on the answer set"))
     fields.update({
-        "low_option_mass": (Optional[bool], Field(None, description="Some option set carried less probability than the run's --min-option-mass")),
-        "first_token_problems": (Optional[str], Field(None, description="First-token method: options whose first token was shared or outside the top-k (they get no probability)")),
+        "low_option_mass": (Optional[bool], Field(None, description="Some option set carried less probability than the run's "
+                                                                    "--min-option-mass")),
+        "first_token_problems": (Optional[str], Field(None, description="First-token method: options whose first token was shared or "
+                                                                        "outside the top-k (they get no probability)")),
         "template_hash": (str, Field(description="sha256 (first 16 hex) of the study's Experiment 2 prompts and options")),
         "status": (Literal["ok", "failed"], Field(description="'ok' or 'failed' (no value is invented for a failed row)")),
         "error": (Optional[str], Field(None, description="Why the row could not be scored")),

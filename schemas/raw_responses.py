@@ -7,7 +7,7 @@ seed's four), then the study's extra input columns, then :class:`ProvenanceColum
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -23,7 +23,8 @@ class ResponseColumns(BaseModel):
 
     model_name: str = Field(description="Model used (registry name, e.g. 'gemma-2-9b-it')")
     model_response: Optional[str] = Field(
-        description="The model's answer text; a reasoning model's <think> trace is NOT included (see reasoning_trace). Empty when status is 'failed'."
+        description="The model's answer text; a reasoning model's <think> trace is NOT included (see reasoning_trace). "
+                    "Empty when status is 'failed'."
     )
     response_timestamp: Optional[datetime] = Field(description="UTC time the response arrived")
     processing_time_ms: Optional[float] = Field(
@@ -67,7 +68,7 @@ def raw_response_columns(input_model: type[BaseModel]) -> list[str]:
 def raw_response_row_model(input_model: type[BaseModel]) -> type[BaseModel]:
     """A pydantic model of one output row (used for the exported JSON Schema)."""
     fields = {**input_model.model_fields, **ResponseColumns.model_fields, **ProvenanceColumns.model_fields}
-    ordered = {name: (fields[name].annotation, fields[name]) for name in raw_response_columns(input_model)}
+    ordered: dict[str, Any] = {name: (fields[name].annotation, fields[name]) for name in raw_response_columns(input_model)}
     name = input_model.__name__.replace("Input", "RawResponse")
     return create_model(name, __config__=ConfigDict(extra="forbid"), __doc__=f"One row of {name}.", **ordered)
 

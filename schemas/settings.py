@@ -51,8 +51,10 @@ class ModelSpec(BaseModel):
     tensor_parallel_size: int = Field(1, ge=1)
     gpus: int = Field(1, ge=0)
     max_model_len: int = Field(4096, ge=256)
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Kubernetes node labels the model's GPU pods need (e.g. a GPU product)")
-    shm_size: str = Field("8Gi", pattern=r"^[0-9]+(Mi|Gi)$", description="Shared memory (/dev/shm) for the vLLM container; tensor parallelism needs more")
+    node_selector: dict[str, str] = Field(default_factory=dict,
+                                          description="Kubernetes node labels the model's GPU pods need (e.g. a GPU product)")
+    shm_size: str = Field("8Gi", pattern=r"^[0-9]+(Mi|Gi)$",
+                          description="Shared memory (/dev/shm) for the vLLM container; tensor parallelism needs more")
     gated: bool = Field(False, description="Downloading the weights needs HF_TOKEN")
     min_gpu_memory_mib: int = Field(0, ge=0, description="Each GPU of the model's pod must report more than this (node label "
                                     "nvidia.com/gpu.memory, MiB, from NVIDIA GPU feature discovery); 0: no constraint")

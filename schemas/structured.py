@@ -13,7 +13,7 @@ value agrees with an unlabelled mention the parser saw; 0.6 only the LLM tier fo
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -67,7 +67,7 @@ def _extraction_columns() -> dict:
 
 def _structured(input_model: type[BaseModel], study: int) -> type[BaseModel]:
     raw = raw_response_row_model(input_model)
-    fields = {n: (f.annotation, f) for n, f in raw.model_fields.items()}
+    fields: dict[str, Any] = {n: (f.annotation, f) for n, f in raw.model_fields.items()}
     fields.update({n: (f.annotation, f) for n, f in EXTRACTION_FIELDS[study].model_fields.items()})
     fields.update(_extraction_columns())
     name = f"Study{study}Structured"

@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, BinaryIO, Optional, Union
 
 from steps.errors import CheckpointMismatchError, StorageError
 from steps.store import Store, local_storage_error
@@ -104,7 +104,7 @@ class Checkpoint(_GroupCommit):
         super().__init__(flush_rows, flush_s)
         self.path = Path(path)
         self.fingerprint = fingerprint
-        self._handle = None
+        self._handle: Optional[BinaryIO] = None
 
     def load(self) -> dict[Key, dict[str, Any]]:
         """Records already finished, by key; creates the file (with its header) if absent.

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import product
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import pandas as pd
@@ -75,7 +75,7 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return (kl(p, m) + kl(q, m)) / 2
 
 
-def _bootstrap_mean(values: np.ndarray, rng: np.random.Generator) -> tuple[Optional[float], Optional[float]]:
+def _bootstrap_mean(values: np.ndarray, rng: np.random.Generator) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
     """Percentile interval of the mean of ``values`` (rows = units, columns = options); None for fewer than 2 units."""
     if len(values) < 2:
         return None, None
@@ -106,6 +106,7 @@ class Responses:
     groups: Optional[np.ndarray] = None
 
     def in_cell(self, cell: tuple) -> np.ndarray:
+        """The rows of ``values`` whose unit is in condition ``cell`` (no rows when none is)."""
         return self.values[[c == cell for c in self.cells]] if len(self.cells) else self.values[:0]
 
 
@@ -183,6 +184,7 @@ def model_responses(table: pd.DataFrame, study: int, measure: str, experiment: s
 
 
 def cell_label(study: int, cell: tuple) -> str:
+    """A readable label of condition ``cell``: goal and state for Study 2, access and observe for Study 1."""
     return f"goal={cell[0]}, state={cell[1]}" if study == 2 else f"access={cell[0]}, observe={cell[1]}"
 
 
@@ -212,8 +214,8 @@ def summarise(responses: Responses, study: int, measure: str, cells: Iterable[tu
         elif responses.groups is not None:
             bounds, method = _group_bootstrap(values, responses.groups[mask], rng), PARTICIPANT_BOOT
         else:
-            low, high = _bootstrap_mean(values, rng)
-            bounds = list(zip(low, high)) if low is not None else [(None, None)] * len(responses.options)
+            lows, highs = _bootstrap_mean(values, rng)
+            bounds = list(zip(lows, highs)) if lows is not None and highs is not None else [(None, None)] * len(responses.options)
             method = PROMPT_BOOT if experiment == "exp2_probabilities" else ROW_BOOT
         for option, value, (low, high) in zip(responses.options, means, bounds):
             rows.append({"study": study, "measure": measure, "cell": cell_label(study, cell), **_cell_fields(study, cell),
@@ -247,6 +249,8 @@ def agreement(human: Responses, model: Responses, cells: list[tuple], seed: int 
            "correlation": np.nan, "corr_lower": np.nan, "corr_upper": np.nan}
     if not shared:
         return out
+    if human.groups is None:
+        raise ValueError("agreement needs the human responses' participants (the bootstrap unit)")
     m = np.array([model.in_cell(c).mean(axis=0) for c in shared])
     names, index = np.unique(human.groups, return_inverse=True)
     cell_index = {c: i for i, c in enumerate(shared)}
@@ -311,6 +315,7 @@ class Finding:
 
     @property
     def paper(self) -> str:
+        """The relation between the two bets that the paper reports, in words."""
         relation = ">" if self.expected_greater else "not >"
         return f"bet on {self.higher} {relation} bet on {self.lower}"
 
@@ -348,12 +353,13 @@ def check_finding(finding: Finding, bets: Responses, seed: int = SEED) -> dict:
     """The paired test of ``finding`` on one source's normalised bets: mean difference, CI, p, verdict."""
     values = bets.in_cell((finding.access, finding.observe))
     d = values[:, finding.higher] - values[:, finding.lower] if len(values) else np.zeros(0)
-    row = {"n": len(d), "mean_difference": float(d.mean()) if len(d) else np.nan, "ci_lower": np.nan, "ci_upper": np.nan,
+    row: dict[str, Any] = {"n": len(d), "mean_difference": float(d.mean()) if len(d) else np.nan, "ci_lower": np.nan, "ci_upper": np.nan,
            "p_one_sided": np.nan}
     if len(d) < MIN_TRIALS:
         row["verdict"] = f"not testable (n={len(d)} < {MIN_TRIALS})"
         return row
     low, high = _bootstrap_mean(d[:, None], np.random.default_rng(seed))
+    assert low is not None and high is not None  # MIN_TRIALS >= 2 units
     row["ci_lower"], row["ci_upper"] = float(low[0]), float(high[0])
     p = sign_flip_p(d, seed)
     row["p_one_sided"] = p
@@ -379,6 +385,7 @@ STUDY_MEASURES = {1: ("bet", "prior", "knowledge"), 2: ("utterance",)}
 
 
 def human_responses(study: int, human: Optional[pd.DataFrame], measure: str) -> Optional[Responses]:
+    """The human file's per-unit responses for ``measure``; None when there is no human file."""
     if human is None:
         return None
     return human2_responses(human) if study == 2 else human1_responses(human, measure)

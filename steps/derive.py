@@ -8,14 +8,14 @@ says what was expected.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 
 class DerivationError(ValueError):
     """The source cell does not fit the rule; the message says what was expected."""
 
 
-def goal_category(text: str, cues: dict[str, list[str]], negations: list[str] = ()) -> str:
+def goal_category(text: str, cues: dict[str, list[str]], negations: Sequence[str] = ()) -> str:
     """'social', 'informational' or 'both' from a goal sentence, by cue phrases.
 
     Everything from the first negation phrase on is ignored, so "make Ann feel good,

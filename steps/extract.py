@@ -20,7 +20,11 @@ import pandas as pd
 from pydantic import BaseModel, ValidationError
 
 from schemas.structured import (
-    CONFIDENCE_LLM_AGREES, CONFIDENCE_LLM_CONTRADICTS, CONFIDENCE_LLM_ONLY, CONFIDENCE_NONE, CONFIDENCE_PARSER,
+    CONFIDENCE_LLM_AGREES,
+    CONFIDENCE_LLM_CONTRADICTS,
+    CONFIDENCE_LLM_ONLY,
+    CONFIDENCE_NONE,
+    CONFIDENCE_PARSER,
     EXTRACTION_FIELDS,
 )
 from steps.checkpoint import AnyCheckpoint
@@ -133,7 +137,9 @@ async def llm_extract(extractor: Extractor, spec: StudySpec, response: str) -> t
     return None, f"LLM extractor reply invalid twice: {problem}"
 
 
-def combine(study: int, parsed: Parsed, llm: Optional[dict[str, Any]], llm_error: Optional[str], llm_failed: bool = False) -> dict[str, Any]:
+def combine(
+    study: int, parsed: Parsed, llm: Optional[dict[str, Any]], llm_error: Optional[str], llm_failed: bool = False
+) -> dict[str, Any]:
     """Merge the tiers into the output columns with confidence, errors and method (pure).
 
     ``llm_failed`` marks a technical failure of the LLM tier: the row's status is then

@@ -20,7 +20,14 @@ import pandas as pd
 from pydantic import BaseModel, ValidationError
 
 from schemas.human import (
-    GOAL_NAMES, HUMAN1_OPTIONAL, HUMAN1_REQUIRED, HUMAN2_REQUIRED, POSITIVITY, STATE_NAMES, Human1Trial, Human2Trial,
+    GOAL_NAMES,
+    HUMAN1_OPTIONAL,
+    HUMAN1_REQUIRED,
+    HUMAN2_REQUIRED,
+    POSITIVITY,
+    STATE_NAMES,
+    Human1Trial,
+    Human2Trial,
 )
 from steps.errors import InputValidationError
 from steps.inputs import cell_problem, missing_column_message, open_csv, validation_problems
@@ -46,6 +53,7 @@ class HumanTable:
 
     @property
     def participants(self) -> int:
+        """The number of distinct participants (``subid``) in the file."""
         return int(self.frame["subid"].nunique())
 
 

@@ -81,7 +81,7 @@ def _lines(text: str) -> Iterator[str]:
 
 def _delimiter(header_line: str) -> str:
     counts = {d: header_line.count(d) for d in _DELIMITERS}
-    best = max(counts, key=counts.get)
+    best = max(counts, key=counts.__getitem__)
     return best if counts[best] else ","
 
 
@@ -121,6 +121,7 @@ class CsvFile:
     reader: Any
 
     def records(self) -> Iterator[tuple[int, int, list[str]]]:
+        """(row number from 1, line number, cells) of each non-blank record, read lazily."""
         row_no = 0
         for cells in self.reader:
             if any(c.strip() for c in cells):

@@ -28,7 +28,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Optional, TypeVar
+from typing import Any, AsyncGenerator, Awaitable, Callable, Iterable, Optional, TypeVar
 
 import httpx
 
@@ -232,7 +232,7 @@ R = TypeVar("R")
 
 async def completed_in_window(
     items: Iterable[T], worker: Callable[[T], Awaitable[R]], window: int
-) -> AsyncIterator[R]:
+) -> AsyncGenerator[R, None]:
     """Run ``worker`` over ``items`` keeping up to ``window`` running; yield results as each finishes.
 
     A new item starts as soon as one finishes (sliding window). Exceptions raised by

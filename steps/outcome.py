@@ -12,11 +12,11 @@ import asyncio
 import time
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Hashable, Iterable, Optional, Protocol, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Optional, Protocol, TypeVar
 
 import pandas as pd
 
-from steps.checkpoint import AnyCheckpoint
+from steps.checkpoint import AnyCheckpoint, Key
 from steps.errors import StepFailedError
 from steps.llm_client import completed_in_window
 
@@ -26,19 +26,21 @@ T = TypeVar("T")
 class RowProgress(Protocol):
     """Receives a step's progress (the local runner shows it as a bar or log lines)."""
 
-    def start(self, total: int, already_done: int) -> None: ...
+    def start(self, total: int, already_done: int) -> None:
+        """A step of ``total`` rows starts; ``already_done`` of them were resumed from its checkpoint."""
 
-    def advance(self, ok: bool) -> None: ...
+    def advance(self, ok: bool) -> None:
+        """One row finished; ``ok`` is False when it failed."""
 
 
 class NoProgress:
     """Progress that goes nowhere (tests, library use)."""
 
     def start(self, total: int, already_done: int) -> None:
-        pass
+        """Ignore the start."""
 
     def advance(self, ok: bool) -> None:
-        pass
+        """Ignore the row."""
 
 
 @dataclass
@@ -56,6 +58,7 @@ class StepOutcome:
 
     @property
     def total(self) -> int:
+        """Rows finished, failed or not (``done`` + ``failed``)."""
         return self.done + self.failed
 
 
@@ -75,7 +78,7 @@ KEY_FIELDS = ("row_index", "replication")
 
 async def run_resumable(
     items: Iterable[T],
-    item_key: Callable[[T], Hashable],
+    item_key: Callable[[T], Key],
     is_done: Callable[[T, dict[str, Any]], bool],
     work: Callable[[T], Awaitable[dict[str, Any]]],
     window: int,

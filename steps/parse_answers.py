@@ -72,8 +72,7 @@ def parse_study1(response: Optional[str]) -> Parsed:
     out = Parsed()
     label = r"initial\s+answer\s*[:=\-]?\s*"
     hedged = re.search(label + _NUM + r"\s*(?:or|to|-|/|\u2013)\s*" + _NUM + r"\b", text, re.IGNORECASE)
-    priors = {_number(v) for v in _labelled(label + _NUM + r"\b", text)}
-    priors.discard(None)
+    priors = {n for n in (_number(v) for v in _labelled(label + _NUM + r"\b", text)) if n is not None}
     if hedged:
         out.notes["Prior_A"] = f"hedged answer {hedged.group(0).split(':')[-1].strip()!r}"
     elif len(priors) == 1 and 0 <= next(iter(priors)) <= 3:

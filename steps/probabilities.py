@@ -34,12 +34,20 @@ from schemas.settings import ModelSpec
 from steps.checkpoint import Checkpoint
 from steps.errors import ConfigError, ServerError
 from steps.llm_client import LLMClient, RequestFailed
-from steps.retry import RetryPolicy, backoff_delay
 from steps.outcome import NoProgress, RowProgress, StepOutcome, run_resumable
 from steps.prompts import render_messages
+from steps.retry import RetryPolicy, backoff_delay
 from steps.scoring import (
-    Distribution, Unscorable, checked_logprob, entropy_bits, first_token_distribution, logsumexp, mean_std, option_logprob,
-    seed_literal_distribution, softmax_distribution,
+    Distribution,
+    Unscorable,
+    checked_logprob,
+    entropy_bits,
+    first_token_distribution,
+    logsumexp,
+    mean_std,
+    option_logprob,
+    seed_literal_distribution,
+    softmax_distribution,
 )
 from steps.server_prompt import QuestionIds, chat_prompt, context_ids, question_ids
 from steps.studies import ProbabilityQuestion, StudySpec
@@ -117,7 +125,9 @@ def _top_logprobs(body: dict[str, Any]) -> dict[str, float]:
     return top
 
 
-async def option_scores(client: LLMClient, model: ModelSpec, question: QuestionIds, separate_requests: bool = False) -> dict[str, list[float]]:
+async def option_scores(
+    client: LLMClient, model: ModelSpec, question: QuestionIds, separate_requests: bool = False
+) -> dict[str, list[float]]:
     """Per label, the summed token log-probabilities of each surface form after the context (each checked).
 
     One request carries every option (the embedded server evaluates the shared context
@@ -262,7 +272,8 @@ async def check_scoring_server(client: LLMClient, model: ModelSpec, method: str,
         else:
             values = (logprobs or {}).get("token_logprobs")
             if not isinstance(values, list) or len(values) < len(ids):
-                missing.append(f"{len(values) if isinstance(values, list) else 'no'} echoed log-probabilities for a {len(ids)}-token prompt")
+                missing.append(f"{len(values) if isinstance(values, list) else 'no'} echoed log-probabilities "
+                               f"for a {len(ids)}-token prompt")
             else:
                 try:
                     checked_logprob(values[len(ids) - 1], "the prompt's last token")
@@ -296,6 +307,7 @@ async def score_row(
                 job = (_score_exact_question if method == "exact" else _score_first_token)(client, model, messages, question.options)
             jobs.append((instance, job))
     results = await asyncio.gather(*(job for _, job in jobs), return_exceptions=True)
+    scored: dict[str, Distribution] = {}
     for (instance, _), result in zip(jobs, results):
         if isinstance(result, Unscorable):
             raise Unscorable(f"{instance}: {result}") from result
@@ -303,7 +315,8 @@ async def score_row(
             raise RequestFailed(f"{instance}: {result.reason}", result.attempts, result.status_code) from result
         if isinstance(result, BaseException):
             raise result
-    return {instance: result for (instance, _), result in zip(jobs, results)}
+        scored[instance] = result
+    return scored
 
 
 def probability_record(

@@ -50,7 +50,8 @@ def _study1_exp2_plot(study1: pd.DataFrame) -> str:
     for ax, model in zip(axes[0], models):
         part = study1[study1.model_name.astype(str) == model].drop_duplicates("row_index")
         for k in STATES:
-            ax.plot(PERCENT_BINS, part[[f"state{k}_prob_{p}" for p in PERCENT_BINS]].astype(float).mean().to_numpy(), marker="o", label=f"exactly {k} of 3")
+            ax.plot(PERCENT_BINS, part[[f"state{k}_prob_{p}" for p in PERCENT_BINS]].astype(float).mean().to_numpy(), marker="o",
+                    label=f"exactly {k} of 3")
         ax.set_title(model, fontsize=10)
         ax.set_xlabel("answer (%)")
     axes[0][0].set_ylabel("mean probability")
@@ -179,7 +180,8 @@ def _study2_lines(rows: pd.DataFrame) -> str:
                     ax.plot(sel.state.astype(float), sel.value.astype(float), style, color=colours[k], marker="o", markersize=3,
                             label=f"{option.split()[-1]} ({what})")
                     if source_model is None and sel.lower.notna().all():
-                        ax.fill_between(sel.state.astype(float), sel.lower.astype(float), sel.upper.astype(float), color=colours[k], alpha=0.15)
+                        ax.fill_between(sel.state.astype(float), sel.lower.astype(float), sel.upper.astype(float), color=colours[k],
+                                        alpha=0.15)
             ax.set_title(f"{goal}: {frame} ...", fontsize=8)
             ax.set_xticks(list(STATES))
             ax.tick_params(labelsize=7)
@@ -266,12 +268,14 @@ def _human_section(study: int, table: Optional[pd.DataFrame], human, rows: pd.Da
         agreement = _agreement(study, table, human.frame)
         if len(agreement):
             parts.append("<p>Agreement per model (mean Jensen-Shannon divergence over cells, 0 = same distribution; Pearson "
-                         "correlation over cells x options; 95% intervals by resampling participants):</p>" + _table(agreement, index=False))
+                         "correlation over cells x options; 95% intervals by resampling participants):</p>"
+                         + _table(agreement, index=False))
     for measure in comparison.STUDY_MEASURES[study]:
         wide = _side_by_side(rows, measure)
         if len(wide):
             label = {"utterance": "utterance choice per goal x state", "bet": "normalised bet on exactly k of 3 per access x observe",
-                     "prior": "prior answer (0-3) per access x observe", "knowledge": "'does the speaker know' per access x observe"}[measure]
+                     "prior": "prior answer (0-3) per access x observe",
+                     "knowledge": "'does the speaker know' per access x observe"}[measure]
             parts.append(f"<h3>Study {study}: {label}</h3>" + _table(wide))
     if (rows.measure == ("utterance" if study == 2 else "bet")).any():
         parts.append(_study2_lines(rows) if study == 2 else _study1_lines(rows))
@@ -293,7 +297,8 @@ def render_report(tables: dict[int, pd.DataFrame], validations: dict[int, dict],
     if 1 in tables:
         t = tables[1]
         coded = t.assign(knows_yes=t.Knowledge_A.eq("yes").where(t.Knowledge_A.notna()))
-        parts.append("<h2>Study 1: extracted answers by access x observe</h2><p>Mean Prior_A and share of 'yes' to the knowledge question (coded answers only).</p>")
+        parts.append("<h2>Study 1: extracted answers by access x observe</h2>"
+                     "<p>Mean Prior_A and share of 'yes' to the knowledge question (coded answers only).</p>")
         parts.append(_table(coded.groupby(["model_name", "access", "observe"], observed=True).agg(
             rows=("row_index", "size"), mean_Prior_A=("Prior_A", "mean"), share_knows_yes=("knows_yes", "mean"))))
         if "state0_prob_0" in t and t.state0_prob_0.notna().any():
@@ -312,8 +317,10 @@ def render_report(tables: dict[int, pd.DataFrame], validations: dict[int, dict],
         parts.append(_human_section(study, tables.get(study), human.get(study), comparison_table[comparison_table.study == study]))
     parts.append("<h2>Extraction confidence and timing</h2>" + _confidence_timing_plot(tables))
     style = ("<style>body{font-family:sans-serif;max-width:1300px;margin:2em auto;color:#222}"
-             "table.t{border-collapse:collapse;font-size:12px;margin:.5em 0}table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd}"
+             "table.t{border-collapse:collapse;font-size:12px;margin:.5em 0}"
+             "table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd}"
              ".bad{color:#b00}img{max-width:100%}</style>")
-    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>grace-pipeline report {html.escape(run_id)}</title>{style}</head><body>{''.join(parts)}</body></html>"
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>grace-pipeline report {html.escape(run_id)}</title>{style}</head>"
+            f"<body>{''.join(parts)}</body></html>")
 
 

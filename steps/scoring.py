@@ -70,6 +70,7 @@ class Distribution:
     problems: tuple[str, ...] = ()
 
     def entropy_bits(self) -> float:
+        """Shannon entropy of the distribution, in bits."""
         return entropy_bits(list(self.probs.values()))
 
 

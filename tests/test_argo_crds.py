@@ -8,8 +8,8 @@ a reason where that folder is absent.
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import jsonschema

@@ -141,7 +141,8 @@ def test_model_cache_is_the_pvc_the_gpu_steps_mount(docs, chart):
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"  # downloaded weights survive an uninstall
     assert "storageClassName" not in pvc["spec"]
     spec = one(docs, "WorkflowTemplate", TEMPLATE_NAME)["spec"]
-    claims = {v["persistentVolumeClaim"]["claimName"] for t in spec["templates"] for v in t.get("volumes", []) if "persistentVolumeClaim" in v}
+    claims = {v["persistentVolumeClaim"]["claimName"] for t in spec["templates"] for v in t.get("volumes", [])
+              if "persistentVolumeClaim" in v}
     assert claims == {pvc["metadata"]["name"]}
     own = documents(render(chart, merged(VALID, {"modelCache": {"create": False}})))
     assert not [d for d in own if d["kind"] == "PersistentVolumeClaim"]

@@ -35,7 +35,7 @@ def test_torn_last_line_is_dropped_and_file_stays_appendable(tmp_path):
         assert list(cp.load()) == [(0, 0)]
         cp.append({"row_index": 1, "replication": 0, "status": "ok"})
     lines = path.read_text().splitlines()
-    assert [json.loads(l).get("row_index") for l in lines[1:]] == [0, 1]
+    assert [json.loads(line).get("row_index") for line in lines[1:]] == [0, 1]
 
 
 def test_mismatched_fingerprint_is_refused_with_what_changed(tmp_path):

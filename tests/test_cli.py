@@ -145,7 +145,8 @@ def _cli(*args):
 def test_sigkill_then_rerun_equals_uninterrupted_run(tmp_path):
     study = _big_study1(tmp_path)  # 90 rows
     with FakeOpenAIServer(latency_ms=40) as server:
-        common = ["--endpoint", f"fake-model={server.url}", "--studies", "1", "--study1", str(study), "--concurrency", "3", "--stages", "query"]
+        common = ["--endpoint", f"fake-model={server.url}", "--studies", "1", "--study1", str(study), "--concurrency", "3",
+                  "--stages", "query"]
         killed = _cli(*common, "--output", str(tmp_path / "a"))
         checkpoint = None
         deadline = time.monotonic() + 60

@@ -14,8 +14,10 @@ def goal_rule(study2):
 
 
 @pytest.mark.parametrize("goal,expected", [
-    pytest.param("Bob wanted to make Ann feel good, but not necessarily give informative feedback.", "social", id="social-with-negated-info"),
-    pytest.param("Bob wanted to give as accurate and informative feedback as possible, but not necessarily make Ann feel good.", "informational", id="info-with-negated-social"),
+    pytest.param("Bob wanted to make Ann feel good, but not necessarily give informative feedback.", "social",
+                 id="social-with-negated-info"),
+    pytest.param("Bob wanted to give as accurate and informative feedback as possible, but not necessarily make Ann feel good.",
+                 "informational", id="info-with-negated-social"),
     pytest.param("Bob wanted to BOTH make Ann feel good AND give accurate and informative feedback.", "both", id="both"),
     pytest.param("Bob wanted to make Ann feel good.", "social", id="plain-social"),
     pytest.param("Bob wanted to give Ann honest feedback.", "informational", id="plain-informational"),

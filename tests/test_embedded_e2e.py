@@ -32,7 +32,8 @@ def test_default_run_on_the_embedded_model(tmp_path):
         assert (frame.completion_tokens > 0).all() and (frame.processing_time_ms > 0).all()
         assert frame.processing_time_ms.nunique() == rows  # each row's own latency, not a batch average
         assert (frame.model_name == "gemma-3-270m").all() and frame.prompt_hash.is_unique
-    for study, columns in ((1, [f"state2_prob_{p}" for p in range(0, 101, 10)]), (2, [f"prob_{f}_{a}" for f in ("was", "wasnt") for a in ("terrible", "bad", "good", "amazing")])):
+    study2_columns = [f"prob_{f}_{a}" for f in ("was", "wasnt") for a in ("terrible", "bad", "good", "amazing")]
+    for study, columns in ((1, [f"state2_prob_{p}" for p in range(0, 101, 10)]), (2, study2_columns)):
         frame = pd.read_parquet(run_dir / "exp2" / f"gemma-3-270m_study{study}_probabilities.parquet")
         assert (frame.status == "ok").all() and frame.scoring_method.eq("exact").all()
         assert (frame[columns].sum(axis=1) - 1).abs().max() < 1e-9

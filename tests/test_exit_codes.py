@@ -13,11 +13,11 @@ import pytest
 
 import pipeline.local
 from pipeline.cli import build_parser, main
+from pipeline.config import example_study_path
 from steps.errors import EXIT_CODES
 from steps.run_lock import RunLock
 from steps.store import LocalStore
 from tests.conftest import read_rows, write_rows
-from pipeline.config import example_study_path
 from tests.fakes.fake_openai_server import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parents[1]

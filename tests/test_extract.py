@@ -37,7 +37,8 @@ def _extract(spec, replies, response="The answer is unclear."):
 
 
 def test_code_fenced_json_is_accepted(study2):
-    (fields, error), route = _extract(study2, [_reply('Sure!\n```json\n{"Was_Wasnt": "wasn\'t", "Assessment": "bad", "response_cleaned": "It wasn\'t bad"}\n```')])
+    fenced = 'Sure!\n```json\n{"Was_Wasnt": "wasn\'t", "Assessment": "bad", "response_cleaned": "It wasn\'t bad"}\n```'
+    (fields, error), route = _extract(study2, [_reply(fenced)])
     assert error is None and fields["Was_Wasnt"] == "wasn't" and route.call_count == 1
     sent = json.loads(route.calls[0].request.content)
     assert sent["response_format"] == {"type": "json_object"} and sent["temperature"] == 0.0
@@ -45,7 +46,8 @@ def test_code_fenced_json_is_accepted(study2):
 
 
 def test_schema_violation_is_retried_once_with_the_error(study2):
-    (fields, error), route = _extract(study2, [_reply('{"Was_Wasnt": "is", "Assessment": "okay"}'), _reply('{"Was_Wasnt": "was", "Assessment": "good"}')])
+    (fields, error), route = _extract(study2, [_reply('{"Was_Wasnt": "is", "Assessment": "okay"}'),
+                                               _reply('{"Was_Wasnt": "was", "Assessment": "good"}')])
     assert error is None and fields["Assessment"] == "good"
     retry_messages = json.loads(route.calls[1].request.content)["messages"]
     assert "does not match the schema" in retry_messages[-1]["content"] and "Was_Wasnt" in retry_messages[-1]["content"]
@@ -74,7 +76,8 @@ def test_response_formats():
 @pytest.mark.parametrize("text,llm,confidence,method,status", [
     pytest.param("It wasn't terrible.", None, 1.0, "parser", "ok", id="parser"),
     pytest.param("Hmm, maybe okay-ish", {"Was_Wasnt": "was", "Assessment": "good"}, 0.6, "llm", "ok", id="llm-only"),
-    pytest.param("The poem was not good at all", {"Was_Wasnt": "wasn't", "Assessment": "good"}, 0.9, "llm", "ok", id="llm-agrees-with-hints"),
+    pytest.param("The poem was not good at all", {"Was_Wasnt": "wasn't", "Assessment": "good"}, 0.9, "llm", "ok",
+                 id="llm-agrees-with-hints"),
     pytest.param("The poem was not good at all", {"Was_Wasnt": "was", "Assessment": "good"}, 0.3, "llm", "ok", id="llm-contradicts"),
     pytest.param("It was okay", {"Was_Wasnt": "was", "Assessment": None}, 0.0, "llm", "partial", id="outside-the-eight"),
     pytest.param("No idea.", None, 0.0, "none", "not_found", id="nothing"),
@@ -93,7 +96,8 @@ def test_a_failed_llm_tier_marks_the_row_failed():
 
 def test_combine_study1_mixes_tiers_and_keeps_bets_as_given():
     parsed = parse_study1("Initial Answer: 2\nKnowledge: yes\nI'd split it 10/20/30/30.")
-    out = combine(1, parsed, {"Prior_A": 1, "probability_0": 10, "probability_1": 20, "probability_2": 30, "probability_3": 30, "Knowledge_A": "yes"}, None)
+    llm = {"Prior_A": 1, "probability_0": 10, "probability_1": 20, "probability_2": 30, "probability_3": 30, "Knowledge_A": "yes"}
+    out = combine(1, parsed, llm, None)
     assert out["Prior_A"] == 2  # the parser's labelled answer wins over the LLM's
     assert out["probability_3"] == 30 and out["extraction_method"] == "llm+parser"
     assert out["extraction_confidence"] == 0.6

@@ -55,6 +55,7 @@ def test_runtime_libraries_are_installed_and_checked_by_the_build():
 
 def test_the_llama_cpp_layer_pins_the_packages_version():
     dockerfile = (REPO / "images" / "steps.Dockerfile").read_text()
-    pinned = [d for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"] if d.startswith("llama-cpp-python")]
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    pinned = [d for d in dependencies if d.startswith("llama-cpp-python")]
     assert f'pip wheel --no-cache-dir --wheel-dir /wheels "{pinned[0]}"' in dockerfile
     assert dockerfile.index(pinned[0]) < dockerfile.index("COPY pipeline pipeline")  # compiled before the code is copied

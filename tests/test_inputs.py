@@ -46,7 +46,8 @@ def _duplicate_row(row):
 BAD_INPUTS = [
     pytest.param(1, _rename("speach", "speech"), ["required column 'speach' is missing", "found 'speech'"], id="renamed-speach"),
     pytest.param(1, _drop("knowledgeQ"), ["required column 'knowledgeQ' is missing"], id="missing-column"),
-    pytest.param(1, _set("access", 2, "4"), ["row 3 (line 4), column 'access'", "less than or equal to 3", "'4'"], id="access-out-of-range"),
+    pytest.param(1, _set("access", 2, "4"), ["row 3 (line 4), column 'access'", "less than or equal to 3", "'4'"],
+                 id="access-out-of-range"),
     pytest.param(1, _set("access", 0, "two"), ["row 1 (line 2), column 'access'", "valid integer", "'two'"], id="access-not-integer"),
     pytest.param(1, _set("observe", 0, "3"), ["row 1 (line 2)", "observe (3) cannot exceed access (2)"], id="observe-exceeds-access"),
     pytest.param(1, _set("observe", 1, "-1"), ["row 2 (line 3), column 'observe'", "greater than or equal to 0"], id="observe-negative"),
@@ -55,7 +56,8 @@ BAD_INPUTS = [
     pytest.param(1, _duplicate_row(2), ["row 7 (line 8): exact duplicate of row 3 (line 4)"], id="duplicate-row"),
     pytest.param(2, _set("State", 0, "5 hearts"), ["row 1 (line 2), column 'State'", "out of range"], id="state-out-of-range"),
     pytest.param(2, _set("State", 1, "very good"), ["row 2 (line 3), column 'State'", "'N hearts'"], id="state-not-hearts"),
-    pytest.param(2, _set("Goal", 2, "Frank wanted to go home."), ["row 3 (line 4), column 'Goal'", "unknown Goal template"], id="unknown-goal"),
+    pytest.param(2, _set("Goal", 2, "Frank wanted to go home."), ["row 3 (line 4), column 'Goal'", "unknown Goal template"],
+                 id="unknown-goal"),
     pytest.param(2, _set("SP_Name", 3, ""), ["row 4 (line 5), column 'SP_Name': is empty"], id="empty-name"),
     pytest.param(2, _drop("State"), ["required column 'State' is missing"], id="missing-state"),
 ]
@@ -142,7 +144,8 @@ def test_quirks_of_the_real_files_are_accepted(tmp_path, study1, study2):
 
 
 def test_examples_are_valid_and_typed(study1_table, study2_table):
-    assert len(study1_table.frame) == 6 and set(study1_table.frame.story_shortname) == {"exams", "letters", "tickets", "fruits", "phones", "seeds"}
+    assert len(study1_table.frame) == 6
+    assert set(study1_table.frame.story_shortname) == {"exams", "letters", "tickets", "fruits", "phones", "seeds"}
     assert study1_table.frame["access"].dtype.kind == "i"
     assert "<br>" in study1_table.frame.loc[0, "story_setup"]
     assert set(study2_table.frame.Goal_simplified) == {"social", "informational", "both"}

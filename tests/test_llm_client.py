@@ -118,7 +118,8 @@ def test_gives_up_after_max_attempts(sleeps):
 def test_malformed_json_body_is_retried(sleeps):
     async def go():
         with respx.mock:
-            respx.post(f"{URL}/v1/chat").mock(side_effect=[httpx.Response(200, text='{"choices": [tru'), httpx.Response(200, json={"a": 1})])
+            respx.post(f"{URL}/v1/chat").mock(
+                side_effect=[httpx.Response(200, text='{"choices": [tru'), httpx.Response(200, json={"a": 1})])
             async with httpx.AsyncClient() as http:
                 return await _client(http, sleeps).post_json("/v1/chat", {})
     assert asyncio.run(go()).attempts == 2

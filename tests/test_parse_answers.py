@@ -10,11 +10,16 @@ FORMATTED = "Initial Answer: 2\nProbabilities: 0: 10%, 1: 20%, 2: 30%, 3: 40%\nK
 
 
 @pytest.mark.parametrize("text,values,notes", [
-    pytest.param(FORMATTED, {"Prior_A": 2, "probability_0": 10, "probability_1": 20, "probability_2": 30, "probability_3": 40, "Knowledge_A": "no"}, {}, id="as-requested"),
-    pytest.param("**Initial Answer:** three\n\n**Probabilities:** 0: 0%, 1: 5%, 2: 15%, 3: 80%\n\n**Knowledge:** Yes.", {"Prior_A": 3, "probability_3": 80, "Knowledge_A": "yes"}, {}, id="markdown-and-words"),
-    pytest.param("Initial Answer: 3\nProbabilities:\n- 0: 5%\n- 1: 5%\n- 2: 30%\n- 3: 50%\nKnowledge: yes", {"probability_3": 50}, {"probabilities": "bets sum to 90, not 100 (kept as given)"}, id="multi-line-not-100"),
-    pytest.param("I'd bet $10 on 0 exams, $10 on 1, $30 on 2 and $50 on 3.\nKnowledge: no", {"probability_0": 10, "probability_2": 30, "Knowledge_A": "no"}, {}, id="dollar-bets"),
-    pytest.param("Initial Answer: 2\nProbabilities: 0: 33.3%, 1: 33.3%, 2: 33.4%, 3: 0%", {"probability_0": 33, "probability_2": 33}, {"probability_0": "33.3 rounded to 33"}, id="decimals"),
+    pytest.param(FORMATTED, {"Prior_A": 2, "probability_0": 10, "probability_1": 20, "probability_2": 30, "probability_3": 40,
+                             "Knowledge_A": "no"}, {}, id="as-requested"),
+    pytest.param("**Initial Answer:** three\n\n**Probabilities:** 0: 0%, 1: 5%, 2: 15%, 3: 80%\n\n**Knowledge:** Yes.",
+                 {"Prior_A": 3, "probability_3": 80, "Knowledge_A": "yes"}, {}, id="markdown-and-words"),
+    pytest.param("Initial Answer: 3\nProbabilities:\n- 0: 5%\n- 1: 5%\n- 2: 30%\n- 3: 50%\nKnowledge: yes", {"probability_3": 50},
+                 {"probabilities": "bets sum to 90, not 100 (kept as given)"}, id="multi-line-not-100"),
+    pytest.param("I'd bet $10 on 0 exams, $10 on 1, $30 on 2 and $50 on 3.\nKnowledge: no",
+                 {"probability_0": 10, "probability_2": 30, "Knowledge_A": "no"}, {}, id="dollar-bets"),
+    pytest.param("Initial Answer: 2\nProbabilities: 0: 33.3%, 1: 33.3%, 2: 33.4%, 3: 0%", {"probability_0": 33, "probability_2": 33},
+                 {"probability_0": "33.3 rounded to 33"}, id="decimals"),
 ])
 def test_study1_parses(text, values, notes):
     parsed = parse_study1(text)
@@ -25,7 +30,8 @@ def test_study1_parses(text, values, notes):
 
 
 @pytest.mark.parametrize("text,absent", [
-    pytest.param("I don't know how many there are, the speaker knows a small number.", ["Knowledge_A", "Prior_A"], id="no-inside-know-all-inside-small"),
+    pytest.param("I don't know how many there are, the speaker knows a small number.", ["Knowledge_A", "Prior_A"],
+                 id="no-inside-know-all-inside-small"),
     pytest.param("Initial Answer: 2 or 3, hard to say", ["Prior_A"], id="hedge"),
     pytest.param("Initial Answer: 2\nInitial Answer: 3", ["Prior_A"], id="two-answers"),
     pytest.param("I'm sorry, I can't help with that.", ["Prior_A", "Knowledge_A", "probability_0"], id="refusal"),

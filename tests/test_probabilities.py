@@ -8,12 +8,11 @@ import httpx
 import numpy as np
 import pytest
 
-from pipeline.registry import load_registry
+from pipeline.cli import main
+from pipeline.registry import load_registry, resolve_model
 from schemas.probabilities import ASSESSMENTS, FRAMES, PERCENT_BINS, PROBABILITY_ROW_MODELS, SEED_COLUMN_COUNT, STATES
 from schemas.settings import ModelSpec
 from steps.checkpoint import Checkpoint
-from pipeline.cli import main
-from pipeline.registry import resolve_model
 from steps.errors import ConfigError, ServerError
 from steps.llm_client import LLMClient, RetryPolicy
 from steps.probabilities import SMOKE_POLICY, check_scoring_method, run_probability_step, scoring_messages, seed_literal_prompt
@@ -157,7 +156,7 @@ def test_a_model_outside_the_registry_is_scored_under_its_servers_template(tmp_p
         row = frame.iloc[0].to_dict()
         messages = scoring_messages(study1.probability_questions[1], study1, row, {}, model)
         assert ("/tokenize", {"model": "acme/new-chat-7b", "messages": messages, "add_generation_prompt": True,
-                              "add_special_tokens": False}) in server.scoring_requests  # the system message goes to the server as in Experiment 1
+                              "add_special_tokens": False}) in server.scoring_requests  # the system message goes as in Experiment 1
         expected_context = server.token_ids(_never_seen_template(messages))
         knowledge = [body for path, body in server.scoring_requests
                      if path == "/v1/completions" and body.get("echo") and len(body["prompt"]) == 4]  # yes, Yes, no, No
@@ -245,3 +244,41 @@ def test_seed_literal_sends_the_seeds_own_requests(tmp_path, study1, study1_tabl
     # the fake's top-k has no '0%'..'100%' key: every bin gets -10, i.e. 1/11, as the seed computes it
     assert outcome.frame.state2_prob_70.iloc[0] == pytest.approx(1 / 11)
     assert outcome.frame.state2_mean.iloc[0] == pytest.approx(50.0)
+
+
+def test_study2_distribution_and_mass_equal_an_independent_computation(tmp_path, study2, study2_table):
+    """Not a sum-to-1 check (a softmax always sums to 1): the probabilities and the unnormalised option mass are
+    recomputed here from the FAKE server's own definition of its template, tokenizer and log-probabilities
+    (:func:`fake_chat_template`, :func:`fake_tokens`, :func:`fake_logprob`), without the scoring code or token ids:
+    an option's log-probability is the sum over the tokens of context + option that start at or after the end of
+    the context text, each scored after the text before it (BOS not included, as the FAKE server scores it)."""
+    import math
+
+    from tests.fakes.fake_openai_server import BOS, fake_logprob, fake_tokens
+
+    rows = study2_table.frame.head(2)
+    with FakeOpenAIServer() as server:
+        outcome = _run(server, rows, study2, tmp_path / "c.jsonl")
+    assert (outcome.frame.status == "ok").all()
+    (question,) = study2.probability_questions
+    assert FAKE.reply_prefix == ""  # the context is the FAKE template's text up to the reply, nothing after it
+    for index, row in enumerate(rows.to_dict(orient="records")):
+        context = fake_chat_template(scoring_messages(question, study2, row, {}, FAKE))
+        assert context.startswith(BOS) and context.endswith("\n")  # no option can merge with the context's last token
+        scores = {}
+        for label, forms in question.options.items():
+            per_form = []
+            for form in forms:
+                text = context + form
+                tokens = fake_tokens(text)
+                starts = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+                option = [i for i in range(len(tokens)) if starts[i] >= len(context)]
+                assert "".join(tokens[i] for i in option) == form
+                per_form.append(sum(fake_logprob(text[len(BOS):starts[i]], tokens[i]) for i in option))
+            scores[label] = math.log(sum(math.exp(s) for s in per_form))
+        mass = sum(math.exp(s) for s in scores.values())
+        got = outcome.frame.iloc[index]
+        assert got["option_mass"] == pytest.approx(mass, rel=1e-9) and 0 < mass < 1
+        assert len(scores) == len(FRAMES) * len(ASSESSMENTS) == 8
+        for label, score in scores.items():
+            assert got[f"prob_{label}"] == pytest.approx(math.exp(score) / mass, rel=1e-9)

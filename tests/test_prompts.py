@@ -27,7 +27,8 @@ def test_study2_prompt_lists_the_eight_utterances(study2, study2_table):
     for frame in ("It was", "It wasn't"):
         for word in ("terrible", "bad", "good", "amazing"):
             assert f"{frame} {word}" in user
-    assert row["Goal"] in user and row["State"] in user and row["Utterance"] not in user  # the materials' utterance is not leaked into the prompt
+    # the materials' utterance is not leaked into the prompt
+    assert row["Goal"] in user and row["State"] in user and row["Utterance"] not in user
 
 
 def test_system_text_is_folded_for_models_without_system_role(study1, study1_table):

@@ -11,12 +11,14 @@ from steps.query import ResponseFormatError, build_chat_payload, parse_chat_resp
 # Recorded shapes: llama-cpp-python 0.3.36 server and vLLM (with a reasoning parser).
 LLAMA_CPP_BODY = {
     "id": "chatcmpl-f4a9", "object": "chat.completion", "created": 1795623016, "model": "gemma-3-270m",
-    "choices": [{"index": 0, "message": {"content": "It wasn't terrible.", "role": "assistant"}, "logprobs": None, "finish_reason": "stop"}],
+    "choices": [{"index": 0, "message": {"content": "It wasn't terrible.", "role": "assistant"}, "logprobs": None,
+                 "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 153, "completion_tokens": 6, "total_tokens": 159},
 }
 VLLM_REASONING_BODY = {
     "id": "chatcmpl-1", "object": "chat.completion", "model": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
-    "choices": [{"index": 0, "message": {"role": "assistant", "reasoning_content": "Two of three were seen...", "content": "Initial Answer: 3", "tool_calls": []},
+    "choices": [{"index": 0, "message": {"role": "assistant", "reasoning_content": "Two of three were seen...",
+                                         "content": "Initial Answer: 3", "tool_calls": []},
                  "logprobs": None, "finish_reason": "stop", "stop_reason": None}],
     "usage": {"prompt_tokens": 300, "total_tokens": 420, "completion_tokens": 120},
 }
@@ -45,7 +47,8 @@ def test_split_reasoning(content, answer, trace):
     assert split_reasoning(content) == (answer, trace)
 
 
-@pytest.mark.parametrize("body", [{}, {"choices": []}, {"choices": [{"text": "completion-style"}]}, {"choices": [{"message": {"content": 5}}]}])
+@pytest.mark.parametrize("body", [{}, {"choices": []}, {"choices": [{"text": "completion-style"}]},
+                                  {"choices": [{"message": {"content": 5}}]}])
 def test_malformed_bodies_raise(body):
     with pytest.raises(ResponseFormatError):
         parse_chat_response(body)

@@ -36,6 +36,15 @@ def test_ci_runs_the_readme_test_command():
     assert "export CI=" in ci  # the browser test fails instead of skipping in CI
 
 
+def test_ci_lints_before_the_tests_and_a_finding_fails_it():
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    lines = ci.splitlines()
+    assert "set -euo pipefail" in lines
+    lint = [lines.index(".venv/bin/ruff check ."), lines.index(".venv/bin/mypy")]
+    assert max(lint) < lines.index("set +e")  # still under `set -e`: a finding stops CI with its exit code
+    assert ci.index(".venv/bin/mypy") < ci.index(TEST)
+
+
 @pytest.mark.filterwarnings("ignore:The `json` method is deprecated")  # inside Hera 7.1's service
 def test_readme_hera_submission_snippet_works(monkeypatch, capsys):
     """The README's plain-Hera example, run as written against a recorded Argo answer."""

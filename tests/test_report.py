@@ -11,8 +11,8 @@ import pytest
 
 from pipeline.cli import main
 from steps.report import render_report
-from steps.tables import read_table
 from steps.store import LocalStore
+from steps.tables import read_table
 from tests.fakes.fake_openai_server import FakeOpenAIServer
 from tests.human_data import write_human1, write_human2
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
+from pipeline.config import example_study_path
 from steps.errors import RunLockedError
 from steps.run_lock import RunLock
 from steps.store import LocalStore, S3Store
 from tests.conftest import read_rows, write_rows
 from tests.fakes.fake_openai_server import FakeOpenAIServer
-from pipeline.config import example_study_path
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,13 @@ import math
 import pytest
 
 from steps.scoring import (
-    Unscorable, entropy_bits, first_token_distribution, logsumexp, mean_std, option_logprob, seed_literal_distribution,
+    Unscorable,
+    entropy_bits,
+    first_token_distribution,
+    logsumexp,
+    mean_std,
+    option_logprob,
+    seed_literal_distribution,
     softmax_distribution,
 )
 

@@ -80,7 +80,8 @@ def test_local_writes_are_atomic_and_listed(tmp_path):
 def test_table_round_trip_through_s3(s3_env):
     store = open_store(_prefix()).child("run-1")
     spec = load_study(1)
-    frame = pd.DataFrame([{"row_index": 0, "participant_id": 7, "story_shortname": "exam", "model_name": "m", "model_response": "“Ünïcödé” 3",
+    frame = pd.DataFrame([{"row_index": 0, "participant_id": 7, "story_shortname": "exam", "model_name": "m",
+                           "model_response": "“Ünïcödé” 3",
                            "status": "ok", "replication": 0, "response_timestamp": "2026-11-25T10:00:00+00:00"}])
     uris = write_table(frame, raw_response_row_model(spec.input_model), store, "exp1/m_study1_raw_responses")
     assert uris == [f"{store.uri()}/exp1/m_study1_raw_responses.parquet", f"{store.uri()}/exp1/m_study1_raw_responses.csv"]
@@ -209,7 +210,8 @@ def test_killed_stage_resumes_from_s3_with_empty_local_disk(s3_env, tmp_path, la
         assert clean.wait(120) == 0
     tables = open_store(str(second_pod / "work")).child("kill-test") if cluster else store
     frame = read_table(tables, "exp1/fake-model_study1_raw_responses").drop(columns=VOLATILE)
-    reference = pd.read_parquet(tmp_path / "clean" / "kill-test" / "exp1" / "fake-model_study1_raw_responses.parquet").drop(columns=VOLATILE)
+    clean_table = tmp_path / "clean" / "kill-test" / "exp1" / "fake-model_study1_raw_responses.parquet"
+    reference = pd.read_parquet(clean_table).drop(columns=VOLATILE)
     assert len(frame) == 90 and frame.row_index.is_unique
     pd.testing.assert_frame_equal(frame, reference)
     assert list(second_pod.iterdir()) == ([second_pod / "work"] if cluster else [])

@@ -20,7 +20,8 @@ def outputs(tmp_path_factory):
                      "--stages", "query,extract,probabilities", "--output", str(out)]) == 0
     (run_dir,) = out.iterdir()
     read = lambda sub, name: pd.read_parquet(run_dir / sub / f"fake-model_{name}.parquet")  # noqa: E731
-    return {n: (read("exp1", f"study{n}_raw_responses"), read("structured", f"study{n}_structured"), read("exp2", f"study{n}_probabilities"))
+    return {n: (read("exp1", f"study{n}_raw_responses"), read("structured", f"study{n}_structured"),
+                 read("exp2", f"study{n}_probabilities"))
             for n in (1, 2)}
 
 
@@ -47,7 +48,8 @@ def test_a_code_paired_with_another_answer_is_caught(outputs):
     failed = _failed_checks(_validate(2, other, structured, probs))
     assert "row 2 replication 0: coded from an answer that is not" in failed["structured: coded from the raw responses' own answers"]
     recoded = structured.copy()
-    recoded.loc[recoded.row_index == 4, "response_cleaned"] = "It was amazing" if recoded.loc[recoded.row_index == 4, "Assessment"].item() != "amazing" else "It was bad"
+    amazing = recoded.loc[recoded.row_index == 4, "Assessment"].item() == "amazing"
+    recoded.loc[recoded.row_index == 4, "response_cleaned"] = "It was bad" if amazing else "It was amazing"
     failed = _failed_checks(_validate(2, raw, recoded, probs))
     assert "row 4: response_cleaned" in failed["structured: coded from the raw responses' own answers"]
 
@@ -119,7 +121,8 @@ def test_empty_answer_in_an_ok_row(outputs):
     raw, structured, probs = outputs[2]
     raw = raw.copy()
     raw.loc[4, "model_response"] = "  "
-    assert "row 4: empty model_response" in _failed_checks(_validate(2, raw, structured, probs))["raw_responses: no missing answers in ok rows"]
+    failed = _failed_checks(_validate(2, raw, structured, probs))
+    assert "row 4: empty model_response" in failed["raw_responses: no missing answers in ok rows"]
 
 
 def _flags(result, flag):

@@ -17,7 +17,14 @@ from pipeline.placement import gpu_class, gpu_classes
 from pipeline.plan import SERVED_STAGES, STAGE_DEPENDENCIES
 from pipeline.registry import load_registry
 from pipeline.workflow import (
-    EXTRACTION_MUTEX, HF_SECRET, KEY_PREFIX, MODEL_CACHE_PVC, PARAMETERS, S3_SECRET, TEMPLATE_NAME, render_yaml,
+    EXTRACTION_MUTEX,
+    HF_SECRET,
+    KEY_PREFIX,
+    MODEL_CACHE_PVC,
+    PARAMETERS,
+    S3_SECRET,
+    TEMPLATE_NAME,
+    render_yaml,
 )
 from steps.store import open_store
 from steps.tables import read_table
@@ -264,7 +271,8 @@ def _failures(argo) -> str:
 THREE = "llama-3.1-8b-instruct,gemma-2-27b-it,gemma-2-2b-it"  # 1 GPU, tensor-parallel 2, another GPU class
 
 
-def test_three_models_each_loaded_once_then_a_resubmit_loads_nothing_and_a_failed_validation_fails_the_workflow(rendered, cluster, repository, tmp_path):
+def test_three_models_each_loaded_once_then_a_resubmit_loads_nothing_and_a_failed_validation_fails_the_workflow(
+        rendered, cluster, repository, tmp_path):
     secrets, configmaps, hub = cluster
     repository.write_bytes("inputs/speaker_production.csv", write_human2(tmp_path / "h2.csv").read_bytes())
     # a researcher's registry in the bucket: 'acme-chat' exists only there, served under another name (without
@@ -420,15 +428,15 @@ def test_a_killed_gpu_step_is_retried_and_resumes_from_its_s3_checkpoint(rendere
     import signal
     import threading
 
-    from tests.conftest import read_rows, write_rows
     from pipeline.config import example_study_path
+    from tests.conftest import read_rows, write_rows
 
     secrets, configmaps, _ = cluster
     header, rows = read_rows(example_study_path(1))
     repository.write_bytes("inputs/study1_big.csv", write_rows(tmp_path / "big.csv", header, [
         [str(100 + c)] + r[1:] for c in range(10) for r in rows]).read_bytes())  # 60 rows
     checkpoints = repository.child(KEY_PREFIX, "kill-retry", "checkpoints", "exp1")
-    serve_pods_started, killed, chat_at_retry, sidecars = [], [], [], []
+    serve_pods_started, killed, sidecars = [], [], []
 
     def recording_sidecar(served, port, vllm_dir):
         from tests.fakes.argo_executor import fake_vllm

@@ -218,12 +218,14 @@ class FakeArgo:
         phases: dict[str, str] = {}
         outputs: dict[str, dict[str, str]] = {}
         while len(phases) < len(tasks):
-            ready = [t for name, t in tasks.items() if name not in phases and all(d in phases for d in _depends_targets(t.get("depends", "")))]
+            ready = [t for name, t in tasks.items()
+                     if name not in phases and all(d in phases for d in _depends_targets(t.get("depends", "")))]
             assert ready, f"no task can start: cycle or missing dependency among {set(tasks) - set(phases)}"
             for task in ready:
                 phases[task["name"]] = self._run_task(task, phases, scope, outputs, prefix)
         target = template["dag"].get("target")
-        targets = target.split(" ") if target else [n for n in tasks if not any(n in _depends_targets(t.get("depends", "")) for t in tasks.values())]
+        targets = target.split(" ") if target else [
+            n for n in tasks if not any(n in _depends_targets(t.get("depends", "")) for t in tasks.values())]
 
         def branch(name: str) -> str:
             if phases[name] != "Omitted":

@@ -163,7 +163,8 @@ class FakeOpenAIServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def _respond(self, writer: asyncio.StreamWriter, status: int, body: bytes, headers: Optional[dict] = None) -> None:
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "X")
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
+                  503: "Service Unavailable"}.get(status, "X")
         head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json", f"Content-Length: {len(body)}"]
         head += [f"{k}: {v}" for k, v in (headers or {}).items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
@@ -172,7 +173,8 @@ class FakeOpenAIServer:
     def _chat_body(self, request: dict) -> bytes:
         messages = request.get("messages", [])
         if messages and "Reply with one JSON object only" in str(messages[0].get("content")):  # an extraction request
-            response = re.search(r"<<<\n(.*)\n>>>", str(messages[-1].get("content")), re.DOTALL) if messages[-1].get("role") == "user" else None
+            last = messages[-1]
+            response = re.search(r"<<<\n(.*)\n>>>", str(last.get("content")), re.DOTALL) if last.get("role") == "user" else None
             response = response or re.search(r"<<<\n(.*)\n>>>", json.dumps(messages), re.DOTALL)
             answer = json.dumps(fake_extraction(response.group(1) if response else ""))
         elif self.free_text:
@@ -211,7 +213,8 @@ class FakeOpenAIServer:
         top = {t: fake_logprob(scored, t) for t in [" ", "\n", "1", "2", "5", " yes", " no", " It", "It", "Yes", "No"][: max(1, top_n)]}
         if not (echo and self.prompt_logprobs):
             return {"index": index, "text": generated, "finish_reason": "length",
-                    "logprobs": {"tokens": [generated], "token_logprobs": [fake_logprob(scored, generated)], "text_offset": [len(text)], "top_logprobs": [top]}}
+                    "logprobs": {"tokens": [generated], "token_logprobs": [fake_logprob(scored, generated)], "text_offset": [len(text)],
+                                 "top_logprobs": [top]}}
         offsets, position = [], 0
         for piece in pieces:
             offsets.append(position)
@@ -245,7 +248,8 @@ class FakeOpenAIServer:
         if fault == "no_choices":
             await self._respond(writer, 200, b'{"object": "text_completion"}')
             return
-        choices = [self._completion_choice(p, i, bool(request.get("echo")), int(request.get("logprobs") or 0)) for i, p in enumerate(pieces)]
+        choices = [self._completion_choice(p, i, bool(request.get("echo")), int(request.get("logprobs") or 0))
+                   for i, p in enumerate(pieces)]
         for choice in choices:
             if fault == "null_logprobs":
                 choice["logprobs"] = None
@@ -254,7 +258,8 @@ class FakeOpenAIServer:
         n_prompt = sum(len(p) for p in pieces)
         self.prompt_tokens_total += n_prompt
         usage = {"prompt_tokens": n_prompt, "completion_tokens": len(pieces), "prompt_tokens_details": {"cached_tokens": 0}}
-        await self._respond(writer, 200, json.dumps({"object": "text_completion", "model": request.get("model"), "choices": choices, "usage": usage}).encode())
+        body = {"object": "text_completion", "model": request.get("model"), "choices": choices, "usage": usage}
+        await self._respond(writer, 200, json.dumps(body).encode())
 
     async def _handle_tokenize(self, writer: asyncio.StreamWriter, raw: bytes) -> None:
         self.tokenize_requests += 1
@@ -304,7 +309,8 @@ class FakeOpenAIServer:
             return False
         elif fault == "truncated":
             body = self._chat_body(request)
-            writer.write(f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            writer.write(head.encode() + body[: len(body) // 2])
             await writer.drain()
             return False
         elif fault == "malformed":
@@ -319,11 +325,12 @@ class FakeOpenAIServer:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
                 method, path, _ = lines[0].split(" ", 2)
-                headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:] if ":" in l)}
+                headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 keep = True
                 if method == "GET" and path == "/v1/models":
-                    await self._respond(writer, 200, json.dumps({"object": "list", "data": [{"id": self.model, "object": "model"}]}).encode())
+                    models = {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+                    await self._respond(writer, 200, json.dumps(models).encode())
                 elif method == "GET" and path == "/health":
                     self.health_requests += 1
                     healthy = time.monotonic() - self._started_at >= self.healthy_after_s
