@@ -20,7 +20,7 @@ o of the X have the property":
   listener rules out. Free parameters: α and ε, fitted per source and per listener.
 
 Fit (:func:`fit_knowledge`): maximum likelihood of soft counts n[story, access, w, s] (each trial's bets,
-normalised to sum 1, count as one observation spread over the states: the cross-entropy), L-BFGS-B over
+normalised to sum 1, count as one observation spread over the states: the cross-entropy), SLSQP over
 (log α, logit ε), several seeded starts. Intervals: percentile bootstrap over units (participants or items),
 both listeners refitted on each resample, so the access gain (log-likelihood per observation, access-aware
 minus access-blind) gets an interval too.
@@ -203,8 +203,8 @@ def _objective(counts: np.ndarray, utilities: _Utilities, access_blind: bool):
 
 def _minimise(fun, start: np.ndarray) -> optimize.OptimizeResult:
     lows, highs = [b[0] for b in _BOUNDS], [b[1] for b in _BOUNDS]
-    return optimize.minimize(fun, np.clip(start, lows, highs), jac=True, method="L-BFGS-B", bounds=_BOUNDS,
-                             options={"maxiter": 300, "ftol": 1e-13, "gtol": 1e-8})
+    return optimize.minimize(fun, np.clip(start, lows, highs), jac=True, method="SLSQP", bounds=_BOUNDS,
+                             options={"maxiter": 300, "ftol": 1e-12})
 
 
 def _starts(rng: np.random.Generator, count: int) -> list[np.ndarray]:

@@ -6,9 +6,11 @@ The model (Open Mind 4: 71-87, section "Model" and its Supplementary Materials):
   values V(s) = s + 1 (the paper: the subjective value is the rating itself; only differences matter).
 - Utterances w: "It was / It wasn't" x terrible, bad, good, amazing (8). Cost C(w) = c for a negated
   utterance (one word longer: the paper's cost is the length in words scaled by c), 0 otherwise.
-- Literal semantics L(w, s): the norming judgements (the paper's own, shipped in ``steps/data``; or another
-  file in that format) at their Beta(1, 1) posterior mean (k + 1) / (n + 2) per utterance and state.
-- Literal listener      L0(s | w) ∝ L(w, s) P(s).
+- Literal semantics θ(w, s): the probability that w is true of s. The paper infers it jointly with the
+  production data, constrained by its norming judgements through a binomial link; so does ``semantics="joint"``
+  (the default). ``"fixed"`` holds it at the norming data's Beta(1, 1) posterior mean (k + 1) / (n + 2).
+  The norming data: the paper's own (shipped in ``steps/data``) or another file in that format.
+- Literal listener      L0(s | w) ∝ θ(w, s) P(s).
 - First-order speaker   S1(w | s, φ) ∝ exp(α [φ ln L0(s | w) + (1 − φ) E_L0(s'|w)[V(s')] − C(w)]).
 - Pragmatic listener    L1(s, φ | w) ∝ S1(w | s, φ) P(s) P(φ), P(φ) uniform on (0, 1), on a grid of
   :data:`N_PHI` midpoints.
@@ -17,19 +19,22 @@ The model (Open Mind 4: 71-87, section "Model" and its Supplementary Materials):
   the speaker's goal weight at the projected weight φ̂ (linear between grid points).
 - Parameters: per goal condition (informational, social, both) the weights ω = (ω_inf, ω_soc, ω_pres) on
   the simplex and the projected weight φ̂; shared: speaker optimality α (S1 and S2, as in the paper) and
-  negation cost c.
+  negation cost c; with joint semantics also θ (32 values).
 
 Fit (:func:`fit_polite`): maximum likelihood of counts n[goal, state, utterance], which may be expected counts
-(summed probabilities: the cross-entropy of a model's Experiment 2 distributions). L-BFGS-B over unconstrained
-parameters (log α; ω as the softmax of two logits and a 0; logit φ̂; c within [0, 10]), gradients by central
-differences evaluated in one vectorised batch, :data:`DEFAULT_STARTS` starts drawn from a seeded generator:
-the same counts and seed give the same fit. Intervals: percentile bootstrap over units (participants or items),
-each resample refitted from the maximum-likelihood estimate.
+(summed probabilities: the cross-entropy of a model's Experiment 2 distributions), plus, for joint semantics, the
+binomial likelihood of the norming judgements. Parameters are optimised on an unconstrained scale within bounds
+(log α; ω as the softmax of two logits and a 0; logit φ̂; logit θ; c in [0, 10]) by SLSQP with the exact gradient
+(reverse-mode, written out in :meth:`_Problem.evaluate`). The speaker's parameters are first fitted with the
+semantics fixed from :data:`DEFAULT_STARTS` starts drawn from a seeded generator; the best is then freed jointly
+with the semantics. The same counts and seed give the same fit. Intervals: percentile bootstrap, resampling the
+source's units (participants or items) and, for joint semantics, the norming participants; each resample is
+refitted from the estimate.
 
-Stated differences from the paper: the paper infers the semantics jointly with the production data
-(Beta-Binomial link) and reports Bayesian posterior estimates (priors α ~ U(0, 20), c ~ U(1, 10), ω ~ Dir(1, 1, 1),
-φ̂ ~ U(0, 1)); here the semantics are fixed at their posterior mean and the parameters are maximum-likelihood
-estimates within :data:`ALPHA_BOUNDS` and :data:`COST_BOUNDS`.
+Stated differences from the paper: it reports Bayesian posterior estimates (priors α ~ U(0, 20), c ~ U(1, 10),
+ω ~ Dir(1, 1, 1), φ̂ ~ U(0, 1), θ with the norming posterior), here they are maximum-likelihood estimates within
+:data:`ALPHA_BOUNDS` and :data:`COST_BOUNDS`; the paper's equation (2) scales the cost by α like the utilities, as
+here (its WebPPL code puts the cost in an utterance prior instead, a reparameterisation: c_code − 1 = α c).
 """
 
 from __future__ import annotations
@@ -37,10 +42,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 from scipy import optimize
+from threadpoolctl import threadpool_limits
 
 from schemas.probabilities import ASSESSMENTS
 from steps.errors import InputValidationError
@@ -55,33 +61,53 @@ N_PHI = 40
 PHI_GRID = (np.arange(N_PHI) + 0.5) / N_PHI
 ALPHA_BOUNDS = (0.05, 40.0)
 COST_BOUNDS = (0.0, 10.0)
-_LOGIT_BOUND = 10.0  # omega logits
-_PHI_LOGIT_BOUND = float(np.log(0.995 / 0.005))  # phi in [0.005, 0.995]
 DEFAULT_STARTS = 8
 DEFAULT_RESAMPLES = 200
+SemanticsMode = Literal["joint", "fixed"]
+SEMANTICS_MODES: tuple[str, ...] = ("joint", "fixed")
 SHIPPED_SEMANTICS = Path(__file__).parent / "data" / "yoon2020_literal_semantics.csv"
 SHIPPED_SEMANTICS_CITATION = ("Yoon, Tessler, Goodman & Frank (2020), Open Mind 4:71-87, literal semantics norming "
                               "(github.com/ejyoon/polite_speaker 02_analysis/01_data/literal_semantics.csv, commit 8813932)")
 PARAMETER_NAMES = ("omega_inf", "omega_soc", "omega_pres", "phi")  # per goal
 GLOBAL_NAMES = ("alpha", "negation_cost")
-N_THETA = 2 + 3 * len(GOALS)
+N_SPEAKER = 2 + 3 * len(GOALS)  # log alpha, cost, per goal: 2 omega logits and logit phi
+N_SEMANTICS = len(UTTERANCES) * len(STATES)
+_TINY = 1e-300  # floor of probabilities before a log (an S1 choice can underflow at large alpha)
+_MIN_EXPONENT = -700.0  # exp() arguments are floored here: subnormal results are ~100x slower and carry no information
+_OMEGA_LOGIT = 10.0
+_PHI_LOGIT = float(np.log(0.995 / 0.005))  # phi in [0.005, 0.995]
+_THETA_LOGIT = 9.0  # theta in [1.2e-4, 0.99988]
+_SPEAKER_BOUNDS = [(float(np.log(ALPHA_BOUNDS[0])), float(np.log(ALPHA_BOUNDS[1]))), COST_BOUNDS] + [
+    (-_OMEGA_LOGIT, _OMEGA_LOGIT), (-_OMEGA_LOGIT, _OMEGA_LOGIT), (-_PHI_LOGIT, _PHI_LOGIT)] * len(GOALS)
+_FTOL = 1e-11
+_SCREEN_ITERATIONS = 150  # every start runs this far; the best _COMPLETED run to convergence
+_COMPLETED = 3
+_NEWTON_STEPS = 12
+BOOTSTRAP_METHODS = {
+    "newton": "k-step bootstrap: up to 12 projected Newton steps from the estimate with its Hessian (Andrews 2002)",
+    "refit": "each resample refitted to convergence from the estimate (L-BFGS-B)",
+}
+# Yoon et al. (2020), Table 1, full model on the human data: goal -> (omega_inf, omega_soc, omega_pres, phi)
+PAPER_WEIGHTS = {"informational": (0.36, 0.02, 0.62, 0.49), "social": (0.25, 0.31, 0.44, 0.37), "both": (0.36, 0.11, 0.54, 0.36)}
 
 
-# ---------------------------------------------------------------- literal semantics
+# ---------------------------------------------------------------- literal semantics (norming judgements)
 
 
 @dataclass(frozen=True)
 class LiteralSemantics:
-    """Norming judgements per utterance x state: ``true`` of ``judged`` said true; ``accept`` is (k + 1) / (n + 2)."""
+    """Norming judgements per utterance x state: ``true`` of ``judged`` said true, in total and per participant."""
 
     true: np.ndarray  # (8 utterances, 4 states)
     judged: np.ndarray
     source: str
     sha256: str
+    participant_true: Optional[np.ndarray] = None  # (participants, 8, 4), when the file names participants
+    participant_judged: Optional[np.ndarray] = None
 
     @property
     def accept(self) -> np.ndarray:
-        """L(w, s): the Beta(1, 1) posterior mean of the probability that w is judged true of s."""
+        """The Beta(1, 1) posterior mean (k + 1) / (n + 2) of the probability that w is judged true of s: (8, 4)."""
         return (self.true + 1.0) / (self.judged + 2.0)
 
 
@@ -92,15 +118,16 @@ SEMANTICS_COLUMNS = ("state", "positivity", "utterance", "judgment")
 
 
 def load_literal_semantics(path: Optional[str | Path] = None, s3_endpoint: Optional[str] = None) -> LiteralSemantics:
-    """Read a norming file (one row per judgement: ``state, positivity, utterance, judgment``; the shipped file
-    when ``path`` is None). InputValidationError naming file, row and column for every problem."""
+    """Read a norming file (one row per judgement: ``state, positivity, utterance, judgment``, optional ``subid``; the
+    shipped file when ``path`` is None). InputValidationError naming file, row and column for every problem."""
     file = open_csv(path or SHIPPED_SEMANTICS, "utf-8", s3_endpoint)
     header = file.header
     problems = [missing_column_message(c, header) for c in SEMANTICS_COLUMNS if c not in header]
     if problems:
         raise InputValidationError(file.path, problems)
     at = {c: header.index(c) for c in SEMANTICS_COLUMNS}
-    true, judged = np.zeros((8, 4)), np.zeros((8, 4))
+    subid = header.index("subid") if "subid" in header else None
+    judgements: list[tuple[str, int, int, int]] = []
     for row_no, line, cells in file.records():
         if len(cells) != len(header):
             problems.append(f"row {row_no} (line {line}): has {len(cells)} fields, expected {len(header)} as in the header")
@@ -110,7 +137,8 @@ def load_literal_semantics(path: Optional[str | Path] = None, s3_endpoint: Optio
         if value["state"] not in ("0", "1", "2", "3"):
             bad.append(cell_problem(row_no, line, "state", f"must be 0, 1, 2 or 3 (hearts) (got {cells[at['state']]!r})"))
         if value["positivity"] not in _POSITIVITY:
-            bad.append(cell_problem(row_no, line, "positivity", f"must be \"it was ___\" or \"it wasn't ___\" (got {cells[at['positivity']]!r})"))
+            bad.append(cell_problem(row_no, line, "positivity",
+                                    f"must be \"it was ___\" or \"it wasn't ___\" (got {cells[at['positivity']]!r})"))
         if value["utterance"] not in ASSESSMENTS:
             bad.append(cell_problem(row_no, line, "utterance", f"must be one of {', '.join(ASSESSMENTS)} (got {cells[at['utterance']]!r})"))
         if value["judgment"] not in _JUDGMENT:
@@ -119,42 +147,62 @@ def load_literal_semantics(path: Optional[str | Path] = None, s3_endpoint: Optio
             problems += bad
             continue
         w = UTTERANCES.index(f"It {_POSITIVITY[value['positivity']]} {value['utterance']}")
-        s = int(value["state"])
-        judged[w, s] += 1
-        true[w, s] += _JUDGMENT[value["judgment"]]
+        judgements.append((cells[subid].strip() if subid is not None else "", w, int(value["state"]), _JUDGMENT[value["judgment"]]))
+    if not problems and not judgements:
+        problems.append("the file has a header but no judgements")
+    participants = sorted({j[0] for j in judgements})
+    per_true = np.zeros((len(participants), 8, 4))
+    per_judged = np.zeros((len(participants), 8, 4))
+    index = {p: i for i, p in enumerate(participants)}
+    for person, w, s, judgment in judgements:
+        per_judged[index[person], w, s] += 1
+        per_true[index[person], w, s] += judgment
+    judged = per_judged.sum(axis=0)
     if not problems:
         problems += [f"no judgement of {UTTERANCES[w]!r} in state {s}: every utterance needs judgements in every state"
                      for w in range(8) for s in STATES if judged[w, s] == 0]
     if problems:
         raise InputValidationError(file.path, problems)
-    return LiteralSemantics(true, judged, file.path, file.sha256)
+    named = subid is not None and len(participants) >= 2
+    return LiteralSemantics(per_true.sum(axis=0), judged, file.path, file.sha256, per_true if named else None,
+                            per_judged if named else None)
 
 
-# ---------------------------------------------------------------- the model, vectorised over parameter vectors
+# ---------------------------------------------------------------- parameters
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p / (1 - p))
 
 
 @dataclass(frozen=True)
 class PoliteParameters:
-    """One parameter setting: ``omega`` (3 goals x [inf, soc, pres]), ``phi`` (3 goals), ``alpha``, ``cost``."""
+    """One parameter setting: ``omega`` (3 goals x [inf, soc, pres]), ``phi`` (3 goals), ``alpha``, ``cost`` and the
+    literal semantics ``theta`` (8 utterances x 4 states)."""
 
     alpha: float
     cost: float
     omega: np.ndarray
     phi: np.ndarray
+    theta: np.ndarray
 
-    def theta(self) -> np.ndarray:
-        """The unconstrained vector the optimiser works on (log alpha, cost, per goal: 2 omega logits, logit phi)."""
+    def vector(self) -> np.ndarray:
+        """The unconstrained vector the optimiser works on: speaker part, then logit theta."""
         omega = np.clip(np.asarray(self.omega, float), 1e-9, None)
         logits = np.log(omega[:, :2]) - np.log(omega[:, 2:3])
         phi = np.clip(np.asarray(self.phi, float), 1e-6, 1 - 1e-6)
-        per_goal = np.column_stack([logits, np.log(phi / (1 - phi))])
-        return np.concatenate([[np.log(self.alpha), self.cost], per_goal.ravel()])
+        speaker = np.concatenate([[np.log(self.alpha), self.cost], np.column_stack([logits, _logit(phi)]).ravel()])
+        return np.concatenate([speaker, _logit(np.clip(np.asarray(self.theta, float), 1e-9, 1 - 1e-9)).ravel()])
 
     @classmethod
-    def from_theta(cls, theta: np.ndarray) -> "PoliteParameters":
-        """The parameters of one unconstrained vector."""
-        alpha, cost, omega, phi = _unpack(np.asarray(theta, float)[None, :])
-        return cls(float(alpha[0]), float(cost[0]), omega[0], phi[0])
+    def from_vector(cls, x: np.ndarray) -> "PoliteParameters":
+        """The parameters of one unconstrained vector (speaker part and logit theta)."""
+        alpha, cost, omega, phi, _ = _speaker_part(x)
+        return cls(alpha, cost, omega, phi, _sigmoid(np.asarray(x[N_SPEAKER:], float).reshape(8, 4)))
 
     def named(self) -> dict[tuple[Optional[str], str], float]:
         """(goal or None, parameter name) -> value."""
@@ -166,68 +214,133 @@ class PoliteParameters:
         return out
 
 
-def _unpack(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    alpha = np.exp(theta[:, 0])
-    cost = theta[:, 1]
-    per_goal = theta[:, 2:].reshape(len(theta), len(GOALS), 3)
-    logits = np.concatenate([per_goal[..., :2], np.zeros(per_goal.shape[:2] + (1,))], axis=-1)
-    logits -= logits.max(axis=-1, keepdims=True)
+def _speaker_part(x: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray, np.ndarray]:
+    """alpha, cost, omega (3, 3), phi (3,), and the per-goal raw block (3, 3) of a vector."""
+    per_goal = np.asarray(x[2:N_SPEAKER], float).reshape(len(GOALS), 3)
+    logits = np.column_stack([per_goal[:, :2], np.zeros(len(GOALS))])
+    logits -= logits.max(axis=1, keepdims=True)
     omega = np.exp(logits)
-    omega /= omega.sum(axis=-1, keepdims=True)
-    phi = 1.0 / (1.0 + np.exp(-per_goal[..., 2]))
-    return alpha, cost, omega, phi
+    omega /= omega.sum(axis=1, keepdims=True)
+    return float(np.exp(x[0])), float(x[1]), omega, _sigmoid(per_goal[:, 2]), per_goal
 
 
-def _logsumexp(x: np.ndarray, axis) -> np.ndarray:
-    top = np.max(x, axis=axis, keepdims=True)
-    return np.squeeze(top, axis=axis) + np.log(np.sum(np.exp(x - top), axis=axis))
+# ---------------------------------------------------------------- the model, its likelihood and exact gradient
 
 
-@dataclass(frozen=True)
-class _Literal:
-    """What the literal level contributes, fixed for a semantics: S1's utility before cost, per (phi, s, w)."""
+class _Problem:
+    """Negative log-likelihood (per production observation) of production ``counts`` and, with joint semantics, of the
+    norming judgements, with its exact gradient; :meth:`predict` gives S2."""
 
-    base: np.ndarray  # (N_PHI, 4, 8)
+    def __init__(self, counts: np.ndarray, semantics: LiteralSemantics, joint: bool,
+                 norming: Optional[tuple[np.ndarray, np.ndarray]] = None):
+        total = float(counts.sum())
+        if total <= 0:
+            raise ValueError("no observations to fit")
+        self.total = total
+        self.counts = counts / total
+        self.joint = joint
+        true, judged = norming if norming is not None else (semantics.true, semantics.judged)
+        self.k, self.n = (true + 1.0) / total, (judged + 2.0) / total  # the paper's uniform prior on theta, on the logit scale
+        self.fixed_eta = _logit(semantics.accept)
+        self.bounds = _SPEAKER_BOUNDS + ([(-_THETA_LOGIT, _THETA_LOGIT)] * N_SEMANTICS if joint else [])
 
-    @classmethod
-    def of(cls, semantics: LiteralSemantics) -> "_Literal":
-        accept = semantics.accept  # (8, 4)
-        l0 = accept / accept.sum(axis=1, keepdims=True)  # uniform P(s)
-        log_l0 = np.log(l0).T  # (4 s, 8 w)
-        social = l0 @ VALUES  # (8,)
-        base = PHI_GRID[:, None, None] * log_l0[None] + (1 - PHI_GRID)[:, None, None] * social[None, None, :]
-        return cls(base)
+    def full(self, x: np.ndarray) -> np.ndarray:
+        """The full vector (speaker part and logit theta) of an optimiser vector."""
+        return np.asarray(x, float) if self.joint else np.concatenate([x, self.fixed_eta.ravel()])
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """S2(w | s, goal): (3, 4, 8)."""
+        return np.exp(self.evaluate(x, gradient=False)[2])
+
+    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        value, grad, _ = self.evaluate(x, gradient=True)
+        assert grad is not None
+        return value, grad
+
+    def evaluate(self, x: np.ndarray, gradient: bool = True) -> tuple[float, Optional[np.ndarray], np.ndarray]:
+        """(objective, gradient or None, log S2) at ``x``."""
+        full = self.full(x)
+        alpha, cost, omega, phi, _ = _speaker_part(full)
+        theta = _sigmoid(full[N_SPEAKER:].reshape(8, 4))
+        # literal listener
+        total_theta = theta.sum(axis=1)
+        l0 = theta / total_theta[:, None]
+        log_l0_t = (np.log(theta) - np.log(total_theta)[:, None]).T  # (s, w)
+        social0 = l0 @ VALUES
+        # S1 on the phi grid (phi, s, w) and at each goal's projected phi_hat (g, s, w)
+        util1 = PHI_GRID[:, None, None] * log_l0_t[None] + (1 - PHI_GRID)[:, None, None] * social0[None, None, :] - cost * NEGATED
+        s1 = _softmax(alpha * util1)
+        util1_hat = phi[:, None, None] * log_l0_t[None] + (1 - phi)[:, None, None] * social0[None, None, :] - cost * NEGATED
+        s1_hat = _softmax(alpha * util1_hat)
+        # L1(s, phi | w) ∝ S1: its state marginal, and its density at phi_hat (the grid integrates the normaliser)
+        by_state = s1.sum(axis=0)  # (s, w)
+        z = by_state.sum(axis=0)  # (w,) = N_PHI x the integral over phi
+        l1_s = by_state / z
+        log_l1_s = np.log(np.maximum(l1_s, _TINY))
+        social1 = VALUES @ l1_s
+        at_hat = s1_hat.sum(axis=1)  # (g, w)
+        pres = np.log(np.maximum(at_hat, _TINY)) - np.log(z)[None, :] + np.log(N_PHI)  # ln L1(phi_hat | w)
+        util2 = (omega[:, 0, None, None] * log_l1_s[None] + omega[:, 1, None, None] * social1[None, None, :]
+                 + omega[:, 2, None, None] * pres[:, None, :] - cost * NEGATED)
+        x2 = alpha * util2
+        top = x2.max(axis=2, keepdims=True)
+        log_s2 = x2 - (top + np.log(np.exp(np.maximum(x2 - top, _MIN_EXPONENT)).sum(axis=2, keepdims=True)))
+        value = -float((self.counts * log_s2).sum())
+        if self.joint:
+            value -= float((self.k * np.log(theta) + (self.n - self.k) * np.log1p(-theta)).sum())
+        if not gradient:
+            return value, None, log_s2
+        # ---- reverse mode
+        g2 = -(self.counts - self.counts.sum(axis=2, keepdims=True) * np.exp(log_s2))  # d/d x2
+        d_alpha = float((g2 * util2).sum())
+        gu = alpha * g2
+        d_omega = np.column_stack([(gu * log_l1_s[None]).sum(axis=(1, 2)), (gu * social1[None, None, :]).sum(axis=(1, 2)),
+                                   (gu * pres[:, None, :]).sum(axis=(1, 2))])
+        d_cost = -float((gu * NEGATED).sum())
+        d_log_l1_s = (gu * omega[:, 0, None, None]).sum(axis=0)
+        d_social1 = (gu * omega[:, 1, None, None]).sum(axis=(0, 1))
+        d_pres = (gu * omega[:, 2, None, None]).sum(axis=1)  # (g, w)
+        d_omega_logits = omega[:, :2] * (d_omega[:, :2] - (omega * d_omega).sum(axis=1, keepdims=True))
+        # the presentational term: through S1 at phi_hat, and through the normaliser z
+        d_s1_hat = np.broadcast_to(np.where(at_hat > _TINY, d_pres / np.maximum(at_hat, _TINY), 0.0)[:, None, :], s1_hat.shape)
+        d_x1_hat = s1_hat * (d_s1_hat - (s1_hat * d_s1_hat).sum(axis=2, keepdims=True))
+        d_alpha += float((d_x1_hat * util1_hat).sum())
+        d_util1_hat = alpha * d_x1_hat
+        d_cost -= float((d_util1_hat * NEGATED).sum())
+        d_phi = (d_util1_hat * (log_l0_t[None] - social0[None, None, :])).sum(axis=(1, 2))
+        d_phi_logit = d_phi * phi * (1 - phi)
+        # through L1 to S1 on the grid
+        d_l1_s = VALUES[:, None] * d_social1[None, :] + np.where(l1_s > _TINY, d_log_l1_s / np.maximum(l1_s, _TINY), 0.0)
+        d_z = -(d_l1_s * l1_s).sum(axis=0) / z - d_pres.sum(axis=0) / z
+        d_by_state = d_l1_s / z + d_z[None, :]
+        d_x1 = s1 * (d_by_state[None] - (s1 * d_by_state[None]).sum(axis=2, keepdims=True))
+        d_alpha += float((d_x1 * util1).sum())
+        d_util1 = alpha * d_x1
+        d_cost -= float((d_util1 * NEGATED).sum())
+        grad = [np.array([d_alpha * alpha, d_cost]), np.column_stack([d_omega_logits, d_phi_logit]).ravel()]
+        if self.joint:
+            d_log_l0_t = (d_util1 * PHI_GRID[:, None, None]).sum(axis=0) + (d_util1_hat * phi[:, None, None]).sum(axis=0)
+            d_social0 = ((d_util1 * (1 - PHI_GRID)[:, None, None]).sum(axis=(0, 1))
+                         + (d_util1_hat * (1 - phi)[:, None, None]).sum(axis=(0, 1)))
+            d_log_l0 = d_log_l0_t.T  # (w, s)
+            d_l0 = d_social0[:, None] * VALUES[None, :]
+            d_theta = d_log_l0 / theta + d_l0 / total_theta[:, None]
+            d_total = -d_log_l0.sum(axis=1) / total_theta - (d_l0 * theta).sum(axis=1) / total_theta ** 2
+            d_theta += d_total[:, None]
+            d_theta += -self.k / theta + (self.n - self.k) / (1 - theta)
+            grad.append((d_theta * theta * (1 - theta)).ravel())
+        return value, np.concatenate(grad), log_s2
 
 
-def log_speaker2(theta: np.ndarray, literal: _Literal) -> np.ndarray:
-    """log S2(w | s, goal) for a batch of unconstrained parameter vectors: (B, 11) -> (B, 3 goals, 4 states, 8 utterances)."""
-    alpha, cost, omega, phi = _unpack(theta)
-    b = len(theta)
-    # S1(w | s, phi): (B, PHI, s, w)
-    util1 = literal.base[None] - cost[:, None, None, None] * NEGATED
-    scaled = alpha[:, None, None, None] * util1
-    log_s1 = scaled - _logsumexp(scaled, axis=3)[..., None]
-    # L1(s, phi | w) with uniform P(s), P(phi): normalise over (phi, s) for each w
-    log_z = _logsumexp(log_s1.reshape(b, N_PHI * 4, 8), axis=1)  # (B, w)
-    log_l1_s = _logsumexp(log_s1, axis=1) - log_z[:, None, :]  # (B, s, w)
-    log_l1_phi = _logsumexp(log_s1, axis=2) - log_z[:, None, :] + np.log(N_PHI)  # (B, phi, w): log density
-    social = np.einsum("bsw,s->bw", np.exp(log_l1_s), VALUES)
-    # ln L1(phi_hat | w), linear in the grid
-    t = phi * N_PHI - 0.5
-    j0 = np.clip(np.floor(t), 0, N_PHI - 2).astype(int)  # (B, g)
-    frac = np.clip(t - j0, 0.0, 1.0)[..., None]
-    low = np.take_along_axis(log_l1_phi, j0[..., None], axis=1)  # (B, g, w)
-    high = np.take_along_axis(log_l1_phi, j0[..., None] + 1, axis=1)
-    presentational = (1 - frac) * low + frac * high
-    util2 = (omega[:, :, 0, None, None] * log_l1_s[:, None, :, :] + omega[:, :, 1, None, None] * social[:, None, None, :]
-             + omega[:, :, 2, None, None] * presentational[:, :, None, :] - cost[:, None, None, None] * NEGATED)
-    scaled2 = alpha[:, None, None, None] * util2
-    return scaled2 - _logsumexp(scaled2, axis=3)[..., None]
+def _softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (exponents floored: see _MIN_EXPONENT)."""
+    e = np.exp(np.maximum(x - x.max(axis=-1, keepdims=True), _MIN_EXPONENT))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
-def speaker_distribution(params: PoliteParameters, semantics: LiteralSemantics) -> np.ndarray:
+def speaker_distribution(params: PoliteParameters) -> np.ndarray:
     """S2(w | s, goal) as probabilities: (3 goals, 4 states, 8 utterances)."""
-    return np.exp(log_speaker2(params.theta()[None, :], _Literal.of(semantics))[0])
+    return np.exp(log_speaker2(params))
 
 
 # ---------------------------------------------------------------- maximum likelihood
@@ -238,18 +351,20 @@ class PoliteFit:
     """A fitted polite speaker for one source: the estimate, its fit to the data, and bootstrap draws."""
 
     params: PoliteParameters
-    log_likelihood: float
+    semantics_mode: str
+    log_likelihood: float  # of the source's production data
     observations: float
     observed: np.ndarray  # (3, 4, 8) proportions (NaN where a cell has no data)
     predicted: np.ndarray  # (3, 4, 8)
     goals_with_data: tuple[bool, ...]
     correlation: float
-    seconds: float
     seed: int
     starts: int
+    seconds: float = 0.0  # wall time, estimate and bootstrap
+    cpu_seconds: float = 0.0  # CPU time of this process (one thread): the one-core cost even on a busy machine
     units: int = 0
     bootstrap: Optional[np.ndarray] = None  # (resamples, len(estimate_names()))
-    bootstrap_failed: int = 0
+    bootstrap_method: str = ""
     notes: list[str] = field(default_factory=list)
 
     def estimates(self) -> dict[tuple[Optional[str], str], float]:
@@ -269,53 +384,24 @@ def estimate_names() -> list[tuple[Optional[str], str]]:
     return names + [(None, "correlation")]
 
 
-_BOUNDS = [(np.log(ALPHA_BOUNDS[0]), np.log(ALPHA_BOUNDS[1])), COST_BOUNDS] + [
-    (-_LOGIT_BOUND, _LOGIT_BOUND), (-_LOGIT_BOUND, _LOGIT_BOUND), (-_PHI_LOGIT_BOUND, _PHI_LOGIT_BOUND)] * len(GOALS)
-_STEP = 1e-5
-
-
-class _Objective:
-    """Mean negative log-likelihood per observation and its central-difference gradient, in one batched evaluation."""
-
-    def __init__(self, counts: np.ndarray, literal: _Literal):
-        total = counts.sum()
-        if total <= 0:
-            raise ValueError("no observations to fit")
-        self.counts = counts / total
-        self.literal = literal
-        offsets = np.vstack([np.zeros(N_THETA), np.eye(N_THETA) * _STEP, -np.eye(N_THETA) * _STEP])
-        self.offsets = offsets
-
-    def values(self, thetas: np.ndarray) -> np.ndarray:
-        """Mean negative log-likelihood for each row of ``thetas``."""
-        log_p = log_speaker2(thetas, self.literal)
-        return -np.einsum("bgsw,gsw->b", log_p, self.counts)
-
-    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        values = self.values(theta[None, :] + self.offsets)
-        grad = (values[1:N_THETA + 1] - values[N_THETA + 1:]) / (2 * _STEP)
-        return float(values[0]), grad
+def _minimise(problem: _Problem, start: np.ndarray, maxiter: int = 3000, ftol: float = _FTOL) -> optimize.OptimizeResult:
+    """L-BFGS-B within the bounds with the exact gradient (run under ``threadpool_limits(1)``: see :func:`fit_polite`)."""
+    lows, highs = zip(*problem.bounds)
+    return optimize.minimize(problem, np.clip(start, lows, highs), jac=True, method="L-BFGS-B", bounds=problem.bounds,
+                             options={"maxiter": maxiter, "ftol": ftol, "gtol": 1e-8})
 
 
 def _starts(rng: np.random.Generator, count: int) -> list[np.ndarray]:
-    neutral = PoliteParameters(3.0, 1.0, np.full((3, 3), 1 / 3), np.full(3, 0.5)).theta()
-    starts = [neutral]
-    for _ in range(count - 1):
-        theta = np.concatenate([[rng.uniform(np.log(0.5), np.log(20.0)), rng.uniform(0.0, 3.0)],
-                                np.column_stack([rng.normal(0, 1.5, size=(3, 2)), rng.uniform(-3, 3, size=3)]).ravel()])
-        starts.append(theta)
+    """Speaker-part starts: neutral (alpha 3, equal weights, phi 0.5), the paper's estimates on its human data (alpha 5,
+    Table 1 weights), then random ones."""
+    neutral = PoliteParameters(3.0, 0.5, np.full((3, 3), 1 / 3), np.full(3, 0.5), np.full((8, 4), 0.5)).vector()[:N_SPEAKER]
+    paper = PoliteParameters(5.0, 0.3, np.array([PAPER_WEIGHTS[g][:3] for g in GOALS]), np.array([PAPER_WEIGHTS[g][3] for g in GOALS]),
+                             np.full((8, 4), 0.5)).vector()[:N_SPEAKER]
+    starts = [neutral, paper][:count]
+    for _ in range(count - len(starts)):
+        starts.append(np.concatenate([[rng.uniform(np.log(0.5), np.log(20.0)), rng.uniform(0.0, 2.0)],
+                                      np.column_stack([rng.normal(0, 1.5, size=(3, 2)), rng.uniform(-3, 3, size=3)]).ravel()]))
     return starts
-
-
-def _minimise(objective: _Objective, start: np.ndarray) -> optimize.OptimizeResult:
-    return optimize.minimize(objective, np.clip(start, [b[0] for b in _BOUNDS], [b[1] for b in _BOUNDS]), jac=True,
-                             method="L-BFGS-B", bounds=_BOUNDS, options={"maxiter": 500, "ftol": 1e-12, "gtol": 1e-7})
-
-
-def _best_fit(counts: np.ndarray, literal: _Literal, starts: list[np.ndarray]) -> optimize.OptimizeResult:
-    objective = _Objective(counts, literal)
-    results = [_minimise(objective, s) for s in starts]
-    return min(results, key=lambda r: r.fun)
 
 
 def _proportions(counts: np.ndarray) -> np.ndarray:
@@ -334,35 +420,58 @@ def cell_correlation(counts: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
+def _estimate(problem: _Problem, starts: list[np.ndarray]) -> optimize.OptimizeResult:
+    """Every start run :data:`_SCREEN_ITERATIONS` iterations; the best :data:`_COMPLETED` of them run to convergence."""
+    fill = problem.fixed_eta.ravel()
+    vectors = [np.concatenate([s, fill]) if problem.joint else s for s in starts]
+    screened = sorted((_minimise(problem, v, _SCREEN_ITERATIONS) for v in vectors), key=lambda r: r.fun)
+    return min((_minimise(problem, r.x) for r in screened[:_COMPLETED]), key=lambda r: r.fun)
+
+
+def log_speaker2(params: PoliteParameters) -> np.ndarray:
+    """log S2(w | s, goal): (3 goals, 4 states, 8 utterances)."""
+    dummy = LiteralSemantics(np.zeros((8, 4)), np.zeros((8, 4)), "", "")
+    return _Problem(np.ones((3, 4, 8)), dummy, joint=True).evaluate(params.vector(), gradient=False)[2]
+
+
 def fit_polite(counts: np.ndarray, semantics: LiteralSemantics, seed: int = 0, starts: int = DEFAULT_STARTS,
-               unit_counts: Optional[np.ndarray] = None, resamples: int = DEFAULT_RESAMPLES) -> PoliteFit:
+               unit_counts: Optional[np.ndarray] = None, resamples: int = DEFAULT_RESAMPLES,
+               semantics_mode: str = "joint", bootstrap: str = "newton") -> PoliteFit:
     """Maximum-likelihood fit to ``counts`` (3 goals x 4 states x 8 utterances; expected counts allowed).
 
-    ``unit_counts`` (units x 3 x 4 x 8, summing to ``counts``) enables the bootstrap: ``resamples`` resamples of
-    whole units, each refitted from the estimate. Deterministic given ``seed``.
+    ``unit_counts`` (units x 3 x 4 x 8, summing to ``counts``) enables the bootstrap: ``resamples`` resamples of whole units
+    (and of the norming participants, for joint semantics), each re-estimated from the estimate: ``bootstrap="newton"``
+    takes up to 12 projected Newton steps with the estimate's Hessian (a k-step bootstrap), ``"refit"`` runs the optimiser
+    to convergence. Deterministic given ``seed``; BLAS runs on one thread.
     """
     counts = np.asarray(counts, float)
     if counts.shape != (len(GOALS), 4, 8) or np.any(counts < 0) or not np.all(np.isfinite(counts)):
         raise ValueError(f"counts must be a non-negative (3, 4, 8) array, got shape {counts.shape}")
-    started = time.perf_counter()
-    literal = _Literal.of(semantics)
-    rng = np.random.default_rng(seed)
-    best = _best_fit(counts, literal, _starts(rng, starts))
-    params = PoliteParameters.from_theta(best.x)
-    predicted = np.exp(log_speaker2(best.x[None, :], literal)[0])
-    total = float(counts.sum())
-    fit = PoliteFit(params, -best.fun * total, total, _proportions(counts), predicted,
-                    tuple(bool(counts[g].sum() > 0) for g in range(len(GOALS))), cell_correlation(counts, predicted),
-                    0.0, seed, starts)
-    if not best.success:
-        fit.notes.append(f"optimiser: {best.message}")
-    fit.notes += _at_bounds(params)
-    if unit_counts is not None and resamples > 0 and len(unit_counts) >= 2:
-        fit.units = len(unit_counts)
-        fit.bootstrap, fit.bootstrap_failed = _bootstrap(unit_counts, literal, best.x, rng, resamples)
-    elif unit_counts is not None:
-        fit.units = len(unit_counts)
-    fit.seconds = time.perf_counter() - started
+    if semantics_mode not in SEMANTICS_MODES:
+        raise ValueError(f"semantics_mode must be one of {SEMANTICS_MODES}, got {semantics_mode!r}")
+    if bootstrap not in BOOTSTRAP_METHODS:
+        raise ValueError(f"bootstrap must be one of {tuple(BOOTSTRAP_METHODS)}, got {bootstrap!r}")
+    started, cpu = time.perf_counter(), time.process_time()
+    with threadpool_limits(limits=1):
+        joint = semantics_mode == "joint"
+        rng = np.random.default_rng(seed)
+        problem = _Problem(counts, semantics, joint)
+        result = _estimate(problem, _starts(rng, starts))
+        x = problem.full(result.x)
+        params = PoliteParameters.from_vector(x)
+        log_s2 = log_speaker2(params)
+        predicted = np.exp(log_s2)
+        fit = PoliteFit(params, semantics_mode, float((counts * log_s2).sum()), float(counts.sum()), _proportions(counts), predicted,
+                        tuple(bool(counts[g].sum() > 0) for g in range(len(GOALS))), cell_correlation(counts, predicted), seed, starts)
+        if not result.success:
+            fit.notes.append(f"optimiser: {result.message}")
+        fit.notes += _at_bounds(params)
+        if unit_counts is not None:
+            fit.units = len(unit_counts)
+            if resamples > 0 and len(unit_counts) >= 2:
+                fit.bootstrap = _bootstrap(np.asarray(unit_counts, float), semantics, problem, result.x, rng, resamples, bootstrap)
+                fit.bootstrap_method = BOOTSTRAP_METHODS[bootstrap]
+    fit.seconds, fit.cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     return fit
 
 
@@ -375,32 +484,83 @@ def _at_bounds(params: PoliteParameters) -> list[str]:
     return notes
 
 
-def _bootstrap(unit_counts: np.ndarray, literal: _Literal, theta: np.ndarray, rng: np.random.Generator,
-               resamples: int) -> tuple[np.ndarray, int]:
+# ---------------------------------------------------------------- bootstrap
+
+
+def hessian(problem: _Problem, x: np.ndarray, step: float = 1e-5) -> np.ndarray:
+    """The objective's Hessian at ``x``: central differences of the exact gradient, symmetrised."""
+    n = len(x)
+    out = np.empty((n, n))
+    for i in range(n):
+        e = np.zeros(n)
+        e[i] = step
+        out[:, i] = (problem(x + e)[1] - problem(x - e)[1]) / (2 * step)
+    return (out + out.T) / 2
+
+
+def newton_refit(problem: _Problem, start: np.ndarray, curvature: np.ndarray, steps: int = _NEWTON_STEPS) -> np.ndarray:
+    """Projected Newton steps on ``problem`` from ``start`` with a fixed ``curvature`` (the estimate's Hessian; eigenvalues
+    floored at 1e-4 of the largest), a bound's coordinate held while the gradient pushes outward, each step capped at 2
+    (unconstrained units) and halved until the objective does not increase."""
+    lows, highs = (np.array(b) for b in zip(*problem.bounds))
+    x = np.clip(start, lows, highs)
+    value, grad = problem(x)
+    for _ in range(steps):
+        free = ~(((x <= lows + 1e-12) & (grad > 0)) | ((x >= highs - 1e-12) & (grad < 0)))
+        if not free.any():
+            break
+        eigenvalues, vectors = np.linalg.eigh(curvature[np.ix_(free, free)])
+        eigenvalues = np.maximum(np.abs(eigenvalues), 1e-4 * max(np.abs(eigenvalues).max(), 1e-12))
+        step = np.zeros_like(x)
+        step[free] = -(vectors @ ((vectors.T @ grad[free]) / eigenvalues))
+        largest = np.abs(step).max()
+        if largest > 2.0:
+            step *= 2.0 / largest
+        for scale in (1.0, 0.5, 0.25, 0.125, 0.0625):
+            trial = np.clip(x + scale * step, lows, highs)
+            trial_value, trial_grad = problem(trial)
+            if trial_value <= value:
+                break
+        else:
+            break
+        moved = np.abs(trial - x).max()
+        x, value, grad = trial, trial_value, trial_grad
+        if moved < 1e-8:
+            break
+    return x
+
+
+def _bootstrap(unit_counts: np.ndarray, semantics: LiteralSemantics, problem: _Problem, estimate: np.ndarray,
+               rng: np.random.Generator, resamples: int, method: str) -> np.ndarray:
     units = len(unit_counts)
-    flat = np.asarray(unit_counts, float).reshape(units, -1)
+    flat = unit_counts.reshape(units, -1)
     weights = rng.multinomial(units, np.full(units, 1 / units), size=resamples)
-    draws, failed = [], 0
-    for w in weights:
+    people, people_judged = semantics.participant_true, semantics.participant_judged
+    resample_norming = problem.joint and people is not None and people_judged is not None
+    norming_weights = rng.multinomial(len(people), np.full(len(people), 1 / len(people)), size=resamples) if resample_norming else None
+    curvature = hessian(problem, estimate) if method == "newton" else None
+    draws = []
+    for r, w in enumerate(weights):
         counts = (w @ flat).reshape(len(GOALS), 4, 8)
         if counts.sum() <= 0:
-            failed += 1
             continue
-        result = _minimise(_Objective(counts, literal), theta)
-        params = PoliteParameters.from_theta(result.x)
-        predicted = np.exp(log_speaker2(result.x[None, :], literal)[0])
+        norming = None
+        if norming_weights is not None and people is not None and people_judged is not None:
+            norming = (np.tensordot(norming_weights[r], people, axes=1), np.tensordot(norming_weights[r], people_judged, axes=1))
+        resampled = _Problem(counts, semantics, problem.joint, norming)
+        x = newton_refit(resampled, estimate, curvature) if curvature is not None else _minimise(resampled, estimate).x
+        params = PoliteParameters.from_vector(resampled.full(x))
         named = params.named()
-        named[(None, "correlation")] = cell_correlation(counts, predicted)
+        named[(None, "correlation")] = cell_correlation(counts, speaker_distribution(params))
         for g, goal in enumerate(GOALS):
             if counts[g].sum() <= 0:
                 named.update({(goal, n): float("nan") for n in PARAMETER_NAMES})
         draws.append([named[k] for k in estimate_names()])
-    return np.array(draws).reshape(len(draws), len(estimate_names())), failed
+    return np.array(draws).reshape(len(draws), len(estimate_names()))
 
 
-def simulate_counts(params: PoliteParameters, semantics: LiteralSemantics, trials_per_cell: int,
-                    rng: np.random.Generator) -> np.ndarray:
+def simulate_counts(params: PoliteParameters, trials_per_cell: int, rng: np.random.Generator) -> np.ndarray:
     """Choices drawn from the model: (trials_per_cell draws per goal x state) -> counts (3, 4, 8)."""
-    p = speaker_distribution(params, semantics)
+    p = speaker_distribution(params)
     return np.array([[rng.multinomial(trials_per_cell, p[g, s] / p[g, s].sum()) for s in STATES] for g in range(len(GOALS))],
                     float)
