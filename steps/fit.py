@@ -40,12 +40,16 @@ LEVEL = 0.95
 
 @dataclass(frozen=True)
 class FitOptions:
-    """How to fit: seed, bootstrap resamples, optimiser starts, and the Study 2 literal semantics file (None: shipped)."""
+    """How to fit: seed, bootstrap resamples and method (Study 2: ``newton`` k-step or ``refit``), optimiser starts, and the
+    Study 2 literal semantics: the norming file (None: the paper's, shipped) and whether they are inferred ``joint`` ly with
+    the choices as in the paper or held ``fixed`` at the norming data."""
 
     seed: int = DEFAULT_SEED
     resamples: int = rsa_polite.DEFAULT_RESAMPLES
     starts: int = rsa_polite.DEFAULT_STARTS
     semantics: Optional[str] = None
+    semantics_mode: str = "joint"
+    bootstrap: str = "newton"
     s3_endpoint: Optional[str] = None
 
 
@@ -72,7 +76,7 @@ class Source:
 
 @dataclass
 class FitTables:
-    """The two long tables of one study's fits, and each source's fit time in seconds."""
+    """The two long tables of one study's fits, and each source's fit time (CPU seconds, one thread)."""
 
     parameters: pd.DataFrame
     predictions: pd.DataFrame
@@ -115,9 +119,9 @@ def _plain(value: Optional[float]) -> Optional[float]:
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-def _boot_text(source: Source, resamples: int) -> str:
+def _boot_text(source: Source, resamples: int, how: str) -> str:
     what = "participants" if source.unit == "participant" else "items"
-    return f"bootstrap over {what} ({resamples} resamples, each refitted; 95% percentile)"
+    return f"bootstrap over {what} ({resamples} resamples; {how}; 95% percentile)"
 
 
 # ---------------------------------------------------------------- Study 2: the polite speaker
@@ -155,26 +159,30 @@ def fit_study2(table: Optional[pd.DataFrame], human: Optional[pd.DataFrame], opt
                run_id: Optional[str] = None, semantics: Optional[rsa_polite.LiteralSemantics] = None) -> FitTables:
     """The polite speaker fitted to every Study 2 source: parameter rows, prediction rows, seconds per source."""
     semantics = semantics or rsa_polite.load_literal_semantics(options.semantics, options.s3_endpoint)
-    inputs = f"literal semantics: {semantics.source} (sha256 {semantics.sha256[:12]})"
+    how = ("inferred jointly with the choices, constrained by the norming judgements" if options.semantics_mode == "joint"
+           else "fixed at the norming judgements' posterior mean")
+    inputs = f"literal semantics {how}: {semantics.source} (sha256 {semantics.sha256[:12]})"
     params: list[dict] = []
     predictions: list[dict] = []
     seconds: dict[str, float] = {}
     names = rsa_polite.estimate_names()
     for source, counts, unit_counts in study2_sources(table, human):
-        fit = rsa_polite.fit_polite(counts, semantics, options.seed, options.starts, unit_counts, options.resamples)
-        seconds[source.label] = fit.seconds
+        fit = rsa_polite.fit_polite(counts, semantics, options.seed, options.starts, unit_counts, options.resamples,
+                                    options.semantics_mode, options.bootstrap)
+        seconds[source.label] = fit.cpu_seconds
         resamples = 0 if fit.bootstrap is None else len(fit.bootstrap)
         common = {"run_id": run_id, "study": 2, "rsa_model": "yoon2020_polite_speaker", **source.fields(), "unit": source.unit,
                   "units": fit.units, "resamples": resamples, "observations": fit.observations, "log_likelihood": fit.log_likelihood,
-                  "seconds": fit.seconds, "seed": options.seed, "inputs": inputs, "notes": "; ".join(fit.notes) or None,
-                  "code_version": code_version}
+                  "seconds": fit.seconds, "cpu_seconds": fit.cpu_seconds, "seed": options.seed, "inputs": inputs,
+                  "notes": "; ".join(fit.notes) or None, "code_version": code_version}
         estimates = fit.estimates()
         for column, (goal, name) in enumerate(names):
             low, high = _interval(fit.bootstrap, column)
             estimate = _plain(estimates[(goal, name)])
             params.append({**common, "goal": goal, "parameter": name, "estimate": estimate,
                            "lower": _plain(low) if estimate is not None else None, "upper": _plain(high) if estimate is not None else None,
-                           "interval": _boot_text(source, resamples) if low is not None and estimate is not None else None})
+                           "interval": _boot_text(source, resamples, fit.bootstrap_method) if low is not None and estimate is not None
+                           else None})
         totals = counts.sum(axis=2)
         for g, goal in enumerate(rsa_polite.GOALS):
             for s in rsa_polite.STATES:
@@ -290,20 +298,22 @@ def fit_study1(table: Optional[pd.DataFrame], human: Optional[pd.DataFrame], opt
         source = data.source
         fit = rsa_knowledge.fit_knowledge(data.counts, data.priors, options.seed, rsa_knowledge.DEFAULT_STARTS, data.unit_counts,
                                           options.resamples)
-        seconds[source.label] = fit.seconds
+        seconds[source.label] = fit.cpu_seconds
         resamples = 0 if fit.bootstrap is None else len(fit.bootstrap)
         estimates = fit.estimates()
         for listener in (fit.aware, fit.blind):
             common = {"run_id": run_id, "study": 1, "rsa_model": RSA_MODEL_OF[listener.listener], **source.fields(), "goal": None,
                       "unit": source.unit, "units": fit.units, "resamples": resamples, "observations": listener.observations,
-                      "log_likelihood": listener.log_likelihood, "seconds": fit.seconds, "seed": options.seed, "inputs": data.prior_note,
-                      "notes": "; ".join(listener.notes) or None, "code_version": code_version}
+                      "log_likelihood": listener.log_likelihood, "seconds": fit.seconds, "cpu_seconds": fit.cpu_seconds,
+                      "seed": options.seed, "inputs": data.prior_note, "notes": "; ".join(listener.notes) or None,
+                      "code_version": code_version}
             for column, (who, name) in enumerate(names):
                 if who != listener.listener:
                     continue
                 low, high = _interval(fit.bootstrap, column)
                 params.append({**common, "parameter": name, "estimate": _plain(estimates[(who, name)]), "lower": _plain(low),
-                               "upper": _plain(high), "interval": _boot_text(source, resamples) if low is not None else None})
+                               "upper": _plain(high),
+                               "interval": _boot_text(source, resamples, rsa_knowledge.BOOTSTRAP_METHOD) if low is not None else None})
             predictions += _knowledge_predictions(data, listener, run_id)
     return FitTables(_frame(params, FitParameterRow), _frame(predictions, FitPredictionRow), seconds)
 

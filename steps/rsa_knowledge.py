@@ -35,6 +35,7 @@ from typing import Optional
 
 import numpy as np
 from scipy import optimize
+from threadpoolctl import threadpool_limits
 
 STATES = (0, 1, 2, 3)
 ACCESS = (1, 2, 3)
@@ -43,6 +44,7 @@ LAPSE_BOUNDS = (1e-4, 0.5)
 PRIOR_PSEUDOCOUNT = 0.5
 DEFAULT_STARTS = 4
 DEFAULT_RESAMPLES = 200
+BOOTSTRAP_METHOD = "both listeners refitted to convergence from the estimates (SLSQP)"
 LISTENERS = ("access_aware", "access_blind")
 
 # P(o | s, a): (access index, s, o)
@@ -99,20 +101,6 @@ def listener(alpha: np.ndarray, utilities: _Utilities, access_blind: bool = Fals
     return post
 
 
-def knowledge_probability(alpha: float, utilities: _Utilities) -> np.ndarray:
-    """P(the speaker knows exactly how many | w, a) under the access-aware listener: (stories, 3 access, 4 w)."""
-    scaled = alpha * utilities.utility
-    top = np.max(scaled, axis=3, keepdims=True)
-    s1 = np.exp(scaled - top)
-    s1 = np.where(utilities.possible[None, :, :, None], s1 / s1.sum(axis=3, keepdims=True), 0.0)  # (i, a, o, w)
-    p_o = np.einsum("aso,is,iaow->iaow", HYPERGEOMETRIC, utilities.priors, s1)  # P(o, w | a) up to a constant
-    joint = HYPERGEOMETRIC[None] * utilities.priors[:, None, :, None]
-    certain = (np.count_nonzero(joint > 0, axis=2) == 1).astype(float)  # (i, a, o): belief is a point mass
-    total = p_o.sum(axis=2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, np.einsum("iaow,iao->iaw", p_o, certain) / np.where(total > 0, total, 1.0), np.nan)
-
-
 def bet_distribution(alpha: np.ndarray, lapse: np.ndarray, utilities: _Utilities, access_blind: bool = False) -> np.ndarray:
     """Predicted bets (1 - lapse) L1 + lapse / 4, batched like :func:`listener`."""
     lapse = np.atleast_1d(np.asarray(lapse, float))[:, None, None, None, None]
@@ -144,11 +132,11 @@ class KnowledgeFit:
     blind: ListenerFit
     counts: np.ndarray  # (stories, 3, 4, 4) soft counts
     utilities: _Utilities
-    seconds: float
     seed: int
+    seconds: float = 0.0  # wall time, estimates and bootstrap
+    cpu_seconds: float = 0.0  # CPU time (one thread)
     units: int = 0
     bootstrap: Optional[np.ndarray] = None  # (resamples, len(estimate_names()))
-    bootstrap_failed: int = 0
 
     @property
     def access_gain(self) -> float:
@@ -260,32 +248,31 @@ def fit_knowledge(counts: np.ndarray, priors: np.ndarray, seed: int = 0, starts:
     """Fit the access-aware and the access-blind listener to soft counts (stories x 3 access x 4 w x 4 s) with
     ``priors`` (stories x 4). ``unit_counts`` (units x stories x 3 x 4 x 4) enables the bootstrap. Deterministic given ``seed``."""
     counts = check_counts(counts)
-    started = time.perf_counter()
-    utilities = _Utilities.of(priors)
-    rng = np.random.default_rng(seed)
-    first = _starts(rng, starts)
-    aware, aware_x = _fit_listener(counts, utilities, False, first)
-    blind, blind_x = _fit_listener(counts, utilities, True, first)
-    fit = KnowledgeFit(aware, blind, counts, utilities, 0.0, seed)
-    if unit_counts is not None:
-        fit.units = len(unit_counts)
-        if resamples > 0 and len(unit_counts) >= 2:
-            fit.bootstrap, fit.bootstrap_failed = _bootstrap(np.asarray(unit_counts, float), utilities, (aware_x, blind_x), rng,
-                                                             resamples)
-    fit.seconds = time.perf_counter() - started
+    started, cpu = time.perf_counter(), time.process_time()
+    with threadpool_limits(limits=1):
+        utilities = _Utilities.of(priors)
+        rng = np.random.default_rng(seed)
+        first = _starts(rng, starts)
+        aware, aware_x = _fit_listener(counts, utilities, False, first)
+        blind, blind_x = _fit_listener(counts, utilities, True, first)
+        fit = KnowledgeFit(aware, blind, counts, utilities, seed)
+        if unit_counts is not None:
+            fit.units = len(unit_counts)
+            if resamples > 0 and len(unit_counts) >= 2:
+                fit.bootstrap = _bootstrap(np.asarray(unit_counts, float), utilities, (aware_x, blind_x), rng, resamples)
+    fit.seconds, fit.cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     return fit
 
 
 def _bootstrap(unit_counts: np.ndarray, utilities: _Utilities, thetas: tuple[np.ndarray, np.ndarray], rng: np.random.Generator,
-               resamples: int) -> tuple[np.ndarray, int]:
+               resamples: int) -> np.ndarray:
     units = len(unit_counts)
     flat = unit_counts.reshape(units, -1)
     weights = rng.multinomial(units, np.full(units, 1 / units), size=resamples)
-    draws, failed = [], 0
+    draws = []
     for w in weights:
         counts = (w @ flat).reshape(unit_counts.shape[1:])
         if counts.sum() <= 0:
-            failed += 1
             continue
         fits = []
         for blind, theta in zip((False, True), thetas):
@@ -296,7 +283,7 @@ def _bootstrap(unit_counts: np.ndarray, utilities: _Utilities, thetas: tuple[np.
             row += [fit.alpha, fit.lapse, fit.correlation, fit.log_likelihood / fit.observations]
         row.append((fits[0].log_likelihood - fits[1].log_likelihood) / fits[0].observations)
         draws.append(row)
-    return np.array(draws).reshape(len(draws), len(estimate_names())), failed
+    return np.array(draws).reshape(len(draws), len(estimate_names()))
 
 
 def simulate_bets(alpha: float, lapse: float, priors: np.ndarray, trials_per_cell: int, rng: np.random.Generator,
