@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 RsaModel = Literal["yoon2020_polite_speaker", "gs2013_listener", "gs2013_access_blind_listener"]
 Experiment = Literal["exp1_coded", "exp2_probabilities"]
 Goal = Literal["informational", "social", "both"]
-Parameter = Literal["alpha", "negation_cost", "omega_inf", "omega_soc", "omega_pres", "phi", "lapse", "correlation",
-                    "log_likelihood_per_observation", "access_gain_per_observation"]
+Parameter = Literal["alpha", "negation_cost", "omega_inf", "omega_soc", "omega_pres", "phi", "informational_emphasis", "lapse",
+                    "correlation", "log_likelihood_per_observation", "access_gain_per_observation"]
 PARAMETERS = get_args(Parameter)
 
 
@@ -36,7 +36,9 @@ class FitParameterRow(BaseModel):
     parameter: Parameter = Field(
         description="alpha: speaker optimality; negation_cost: cost c of 'It wasn't ...'; omega_inf, omega_soc, omega_pres: "
                     "the goal's weights on informational, social and presentational utility (sum 1); phi: the goal weight the "
-                    "speaker projects (1 = informative, 0 = kind); lapse: share of bets spread evenly over 0-3; correlation: "
+                    "speaker projects (1 = informative, 0 = kind); informational_emphasis: omega_inf + omega_pres x phi, the goal's "
+                    "weight on being or appearing informative (1 minus it: on being or appearing kind); lapse: share of bets spread "
+                    "evenly over 0-3; correlation: "
                     "Pearson r of predictions with the source's proportions (Study 2: goal x state x utterance; Study 1: access "
                     "x observe x state); log_likelihood_per_observation; access_gain_per_observation: log-likelihood per "
                     "observation of the access-using listener minus the access-blind one's (> 0: the source uses access)")

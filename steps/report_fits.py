@@ -14,11 +14,10 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from steps.rsa_polite import GOALS, PAPER_WEIGHTS, informational_emphasis
+
 MAX_SOURCES = 8  # sources drawn in the per-cell figures (every source is in the tables)
-GOALS = ("informational", "social", "both")
-# Yoon et al. (2020), Table 1 (full model; Bayesian posterior estimates on the human data) and the reported fit.
-PAPER_WEIGHTS = {"informational": (0.36, 0.02, 0.62, 0.49), "social": (0.25, 0.31, 0.44, 0.37), "both": (0.36, 0.11, 0.54, 0.36)}
-PAPER_R2 = 0.97
+PAPER_R2 = 0.97  # Yoon et al. (2020): variance explained by the full model on the human data
 
 
 def _png(fig) -> str:
@@ -66,6 +65,16 @@ def _fmt(value, digits: int = 2) -> str:
 # ---------------------------------------------------------------- Study 2
 
 
+def _paper_line() -> str:
+    parts = []
+    for goal in GOALS:
+        w_inf, w_soc, w_pres, phi = PAPER_WEIGHTS[goal]
+        emphasis = informational_emphasis(np.array([w_inf, w_soc, w_pres]), phi)
+        parts.append(f"{goal} ω = ({w_inf:.2f}, {w_soc:.2f}, {w_pres:.2f}), φ̂ = {phi:.2f}, informational emphasis {emphasis:.2f}")
+    return ("The paper's estimates on its human data (Table 1, Bayesian posterior): " + "; ".join(parts)
+            + f"; r² = {PAPER_R2}.")
+
+
 def _study2(parameters: pd.DataFrame, predictions: pd.DataFrame) -> str:
     parts = ["<h2>Study 2: the paper's model (Yoon, Tessler, Goodman &amp; Frank 2020)</h2>",
              "<p>The polite speaker S2 chooses among the 8 utterances by weighing informational utility (ln L1(s|w)), social "
@@ -73,9 +82,9 @@ def _study2(parameters: pd.DataFrame, predictions: pd.DataFrame) -> str:
              "listener's inference about the speaker's goal matches the goal weight φ̂ she wants to project, 1 = informative, "
              "0 = kind), minus a cost c for negation, with speaker optimality α. Weights ω and φ̂ are fitted per goal "
              "condition, α and c per source, by maximum likelihood (Experiment 2: the distributions as expected counts); "
-             "95% intervals by refitting on bootstrap resamples of participants (humans) or items (models). "
-             "The paper's estimates on its human data (Table 1): informational ω = (.36, .02, .62), φ̂ = .49; social "
-             f"(.25, .31, .44), φ̂ = .37; both (.36, .11, .54), φ̂ = .36; r² = {PAPER_R2}.</p>"]
+             "95% intervals by re-estimating on bootstrap resamples of participants (humans) or items (models). The "
+             "informational emphasis ω_inf + ω_pres φ̂ is the goal's weight on being or appearing informative (the rest is on "
+             "being or appearing kind). " + _paper_line() + "</p>"]
     if parameters.empty:
         return "".join(parts) + "<p>No Study 2 source with utterance choices or distributions to fit.</p>"
     inputs = parameters.inputs.dropna().unique()
@@ -86,10 +95,12 @@ def _study2(parameters: pd.DataFrame, predictions: pd.DataFrame) -> str:
     for label, part in labelled.groupby("label", sort=False):
         for goal in GOALS:
             rows.append({"source": label, "goal": goal, **{name: _with_interval(_pick(part, key, goal)) for name, key in (
-                ("ω_inf", "omega_inf"), ("ω_soc", "omega_soc"), ("ω_pres", "omega_pres"), ("φ̂", "phi"))}})
+                ("ω_inf", "omega_inf"), ("ω_soc", "omega_soc"), ("ω_pres", "omega_pres"), ("φ̂", "phi"),
+                ("informational emphasis", "informational_emphasis"))}})
         first = part.iloc[0]
         r = _pick(part, "correlation")
-        fits.append({"source": label, "α": _with_interval(_pick(part, "alpha")), "negation cost c": _with_interval(_pick(part, "negation_cost")),
+        fits.append({"source": label, "α": _with_interval(_pick(part, "alpha")),
+                     "negation cost c": _with_interval(_pick(part, "negation_cost")),
                      "r (goal × state × utterance)": _with_interval(r),
                      "r²": _fmt(r["estimate"] ** 2) if r is not None and not pd.isna(r["estimate"]) else "NA",
                      "observations": _fmt(first.observations, 1), f"{first.unit}s": int(first.units), "resamples": int(first.resamples),
@@ -166,7 +177,8 @@ def _study1(parameters: pd.DataFrame, predictions: pd.DataFrame) -> str:
         gain = _pick(aware, "access_gain_per_observation")
         rows.append({"source": label, "α": _with_interval(_pick(aware, "alpha")), "lapse": _with_interval(_pick(aware, "lapse")),
                      "r": _with_interval(_pick(aware, "correlation")), "α (access-blind)": _with_interval(_pick(blind, "alpha")),
-                     "r (access-blind)": _with_interval(_pick(blind, "correlation")), "access gain (log-lik per obs.)": _with_interval(gain),
+                     "r (access-blind)": _with_interval(_pick(blind, "correlation")),
+                     "access gain (log-lik per obs.)": _with_interval(gain),
                      "verdict": _verdict(gain), "observations": _fmt(first.observations, 1), f"{first.unit}s": int(first.units),
                      "prior": first.inputs, "fit time (s)": _fmt(first.seconds, 1)})
     parts.append(_table(pd.DataFrame(rows)))

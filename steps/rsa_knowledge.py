@@ -215,7 +215,8 @@ def _correlation(counts: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def _fit_listener(counts: np.ndarray, utilities: _Utilities, access_blind: bool, starts: list[np.ndarray]) -> tuple[ListenerFit, np.ndarray]:
+def _fit_listener(counts: np.ndarray, utilities: _Utilities, access_blind: bool,
+                  starts: list[np.ndarray]) -> tuple[ListenerFit, np.ndarray]:
     fun = _objective(counts, utilities, access_blind)
     best = min((_minimise(fun, s) for s in starts), key=lambda r: r.fun)
     alpha, lapse = (float(v[0]) for v in _params(best.x[None, :]))
