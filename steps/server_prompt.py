@@ -187,9 +187,11 @@ async def question_ids(
     replies = replies or ReplyTokenizer(client, model)
     context, remainder = await context_ids(client, model, messages, replies)
     forms = [(label, form) for label, label_forms in options.items() for form in label_forms]
-    found = await asyncio.gather(*(option_ids(replies, remainder, form) for _, form in forms))
+    found = await asyncio.gather(*(option_ids(replies, remainder, form) for _, form in forms), return_exceptions=True)
     per_label: dict[str, list[tuple[int, ...]]] = {label: [] for label in options}
     for (label, _), ids in zip(forms, found):
+        if isinstance(ids, BaseException):
+            raise ids  # the first failing option in the study's order, whichever answer came first
         per_label[label].append(ids)
     result = {label: tuple(seqs) for label, seqs in per_label.items()}
     overlap = overlapping_options(result)
