@@ -85,9 +85,11 @@ async def run(urls: list[str], model: ModelSpec, rows: dict[int, int]) -> None:
                         s, t = await joined_ids_agree(client, model, messages, q, question.options)
                         same, total = same + s, total + t
             print(f"\nStudy {number}, {n} rows, {len(results)} questions; option ids on their own = joined-text ids: {same} of {total}")
-            print(f"{'question':<12} {'mass (starts with)':>19} {'mass (+ eot)':>13} {'mean P(eot|option)':>19} {'TV distance':>12} same top")
+            print(f"{'question':<12} {'mass (starts with)':>19} {'mass (+ eot)':>13} {'mean P(eot|option)':>19} "
+                  f"{'TV distance':>12} same top")
             for instance, r in results:
-                print(f"{instance:<12} {r['mass_start']:>19.4g} {r['mass_eot']:>13.4g} {r['p_eot']:>19.4g} {r['tv']:>12.3f} {r['same_top']}")
+                print(f"{instance:<12} {r['mass_start']:>19.4g} {r['mass_eot']:>13.4g} {r['p_eot']:>19.4g} {r['tv']:>12.3f} "
+                      f"{r['same_top']}")
             for key in ("mass_start", "mass_eot", "p_eot", "tv"):
                 values = [r[key] for _, r in results]
                 print(f"  {key}: median {statistics.median(values):.4g}, min {min(values):.4g}, max {max(values):.4g}")

@@ -2,12 +2,13 @@
 
 Methods (``--scoring``):
 
-* ``exact`` (default): each option's full log-probability as the model's reply under the
-  template its SERVER uses for Experiment 1 (``steps/server_prompt.py``: token ids from
-  ``/tokenize``), one ``/v1/completions`` request per question instance with every option
-  as a token-id prompt (echo + logprobs). Context ids are identical across the options by
-  construction; the embedded server evaluates the context once and each option as a
-  continuation of it.
+* ``exact`` (default): the log-probability that the model's reply *starts with* each option
+  (the sum of the option's own token log-probabilities, whatever would follow), under the
+  template its SERVER uses for Experiment 1, in the token-level context the model itself
+  sees (``steps/server_prompt.py``); one ``/v1/completions`` request per question instance
+  with every option as a token-id prompt (echo + logprobs). Context ids are identical across
+  the options by construction; the embedded server evaluates the context once and each
+  option as a continuation of it.
 * ``first-token``: a repaired variant of the seed's method (longest top-20 prefix,
   collisions reported), on the same server-rendered context.
 * ``seed-literal``: the seed's Study 1 method verbatim, for reproduction only: its own
@@ -16,6 +17,8 @@ Methods (``--scoring``):
 
 First-token methods cannot tell options apart that start with the same word (Study 2: all
 start with 'It'): :func:`check_scoring_method` refuses such a study before any request.
+:func:`check_scoring_server` scores one real question of each kind before the first row, so
+a server or tokenizer that cannot score the study stops the step with the cause.
 A row that cannot be scored completely, or whose server returned an impossible number
 (log-probability not finite or > 0, options carrying more than all the mass), is 'failed'
 with the reason: no probability is ever filled in for an option the engine did not score.

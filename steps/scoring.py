@@ -2,7 +2,8 @@
 
 Exact method. The server echoes, for each prompt (context ids + option ids, see
 ``steps/server_prompt.py``), every prompt token's log-probability; an option's score is the
-sum of its own tokens' log-probabilities (natural log). A log-probability that is missing,
+sum of its own tokens' log-probabilities (natural log): the log-probability that the reply
+*starts with* the option, whatever follows it. A log-probability that is missing,
 not finite or above 0 is impossible: the option is unscorable and the row fails with the
 reason (:func:`checked_logprob`), never an 'ok' row with a broken number.
 

@@ -81,7 +81,8 @@ def test_a_reply_without_an_answer_fails_with_its_reason():
     assert "cut off at max_tokens=4096 before it ended (no </think>); raise --max-tokens" in no_answer_reason(cut, "length", 4096)
     assert "never ended (no </think>; finish_reason 'stop')" in no_answer_reason(cut, "stop", 4096)
     assert no_answer_reason(SplitReply("", TRACE, "think-tags"), "stop", 10).startswith("empty answer after the reasoning trace")
-    assert no_answer_reason(SplitReply("", None, None), "length", 10) == "empty answer: generation stopped at max_tokens=10; raise --max-tokens"
+    empty = no_answer_reason(SplitReply("", None, None), "length", 10)
+    assert empty == "empty answer: generation stopped at max_tokens=10; raise --max-tokens"
     assert no_answer_reason(SplitReply("It was good.", TRACE, "server"), "stop", 10) is None
 
 
