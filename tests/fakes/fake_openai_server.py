@@ -14,9 +14,10 @@ socket level: reset connections, truncate bodies, hang. It answers
   with ``chat_template`` (by default :func:`fake_chat_template`, a format no real model
   uses, so a test proves nothing depends on a template the project knows; ``None``: the
   server has no chat template and refuses, like vLLM for a base model);
-* ``POST /v1/completions`` (``max_tokens: 1``) with a FAKE tokenizer (digits one per
-  token, a space its own token, words with their leading space, ``[[role]]`` markers and
-  ``<s>`` special) whose ids are handed out on first sight, and deterministic pseudo
+* ``POST /v1/completions`` (``max_tokens: 1``) with a FAKE tokenizer (:class:`FakeTokenizer`:
+  digits one per token, a space its own token, words with their leading space, ``[[role]]``
+  markers and ``<s>`` special) whose ids are handed out on first sight, or the REAL one given
+  as ``tokenizer`` (``tests/fakes/real_tokenizer.py``: Qwen's BPE), and deterministic pseudo
   log-probabilities; ``prompt`` is text (BOS ``<s>`` prepended), token ids, or a list of
   either. Echo returns every prompt token like vLLM (the first with no log-probability).
   VLLM-SHAPED COST: ``usage.prompt_tokens`` counts every prompt token of every prompt
@@ -24,6 +25,12 @@ socket level: reset connections, truncate bodies, hang. It answers
   ``prompt_tokens_total`` sums them over the server's life. ``prompt_logprobs=False``
   imitates a server that returns only the generated token's logprobs;
   ``logprob_overrides`` ({token text: value}) makes the server echo an impossible value.
+
+Reasoning replies (``reasoning``): ``True``/``'tags'`` (the model writes ``<think>...</think>``),
+``'prompt-opened'`` (only ``</think>``, as after DeepSeek-R1's ``<think>\n`` generation prompt),
+``'server'`` (split as vLLM's ``deepseek_r1`` parser does, the trace in ``server_trace_field``);
+``trace_words`` lengthens the trace, and a reply longer than the request's ``max_tokens`` is cut
+there (``finish_reason: length``).
 
 Faults come from ``fault_script`` (consumed one per chat request, in arrival order),
 ``completion_faults`` (one per ``/v1/completions`` request: ``no_choices``, a JSON reply
