@@ -1,4 +1,4 @@
-"""``grace-pipeline``: run the pipeline on this machine, validate inputs, inspect the plan, run it on Argo.
+"""``grace-pipeline``: run the pipeline on this machine, validate inputs, inspect the plan, fit the papers' models, run it on Argo.
 
 Exit codes: :data:`steps.errors.EXIT_CODES` (printed by ``grace-pipeline --help``, and the
 README's table); every error a user can see is a :class:`~steps.errors.GraceError` carrying
@@ -19,11 +19,14 @@ from rich.table import Table
 
 from pipeline import __version__
 from pipeline.cli_options import (
+    HUMAN_FORMAT_HELP,
+    add_fit_options,
     add_input_options,
     add_registry_option,
     add_run_options,
     config_from_args,
     csv_list,
+    fit_settings_from_args,
     human_paths,
     study_paths,
 )
@@ -35,8 +38,11 @@ from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
 from pipeline.run_setup import load_run_inputs
 from pipeline.runner.local import run_local
+from pipeline.runner.refit import refit
 from pipeline.runner.summary import print_summary
-from steps.errors import EXIT_CODES, EXIT_INTERRUPTED, GraceError
+from steps.errors import EXIT_CODES, EXIT_INTERRUPTED, ConfigError, GraceError
+from steps.human import HUMAN_FORMATS
+from steps.store import open_store
 from steps.studies import available_studies
 
 
@@ -64,6 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="List the model registry (with --registry FILE: merged with yours)")
     add_registry_option(models)
+
+    fit = sub.add_parser("fit", help="Fit the papers' models to a finished run again, with other options, without calling any model",
+                         description="Fit Yoon et al. (2020)'s polite speaker (Study 2) and Goodman & Stuhlmueller (2013)'s "
+                                     "knowledge-sensitive listener (Study 1) to every source of a finished run (humans, each model's "
+                                     "Experiment 1 coded answers and Experiment 2 probabilities); write fits/ and rewrite report.html.")
+    fit.add_argument("run", metavar="RUN", help="The run's folder: a path (grace-output/run-1234abcd), file:///... or s3://bucket/prefix/run-id")
+    fit.add_argument("--studies", default="", help="Which studies to fit (default: every study with an analysis table)")
+    for number in HUMAN_FORMATS:
+        fit.add_argument(f"--human{number}", metavar="PATH", default="",
+                         help=f"Human data for study {number}: {HUMAN_FORMAT_HELP[number]} (default: the file the run's manifest "
+                              "records, when it is still there unchanged)")
+    fit.add_argument("--s3-endpoint", metavar="URL", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL)")
+    fit.add_argument("--no-report", action="store_true", help="Do not rewrite the run's report.html")
+    fit.add_argument("--wait-for-lock", type=float, default=0.0, metavar="SECONDS",
+                     help="When a run holds this run's fit or report node (exit 7), wait up to this long")
+    add_fit_options(fit)
 
     plan = sub.add_parser("plan", help="Print the DAG (nodes and dependencies) as JSON")
     plan.add_argument("--models", default=EMBEDDED_DEFAULT)
@@ -98,6 +120,27 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _cmd_fit(args: argparse.Namespace, console: Console) -> int:
+    try:
+        studies = [int(n) for n in csv_list(args.studies, "studies")] if args.studies.strip() else None
+    except ValueError as exc:
+        raise ConfigError(f"--studies must list study numbers like '1,2', got {args.studies!r}") from exc
+    human = {n: value.strip() for n in HUMAN_FORMATS if (value := getattr(args, f"human{n}", "") or "").strip()}
+    result = refit(open_store(args.run, args.s3_endpoint), fit_settings_from_args(args), human, studies, args.s3_endpoint,
+                   report=not args.no_report, lock_wait_s=args.wait_for_lock)
+    for note in result.notes:
+        print(note)
+    table = Table(title=f"Fits of {result.run_id} (CPU seconds per source, one thread)")
+    table.add_column("source")
+    table.add_column("CPU s", justify="right")
+    for source, seconds in result.seconds.items():
+        table.add_row(source, f"{seconds:.1f}")
+    console.print(table)
+    for path in result.outputs:
+        print(f"  {path}")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace, console: Console) -> int:
     title = "Model registry (pipeline/models.yaml" + (f" + {args.registry})" if args.registry else ")")
     table = Table(title=title)
@@ -121,6 +164,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _cmd_validate(args, console)
         if args.command == "models":
             return _cmd_models(args, console)
+        if args.command == "fit":
+            return _cmd_fit(args, console)
         cluster = run_cluster_command(args, console, start_embedded)
         if cluster is not None:
             return cluster

@@ -21,6 +21,7 @@ from pipeline.config import (
     example_study_path,
 )
 from pipeline.registry import EMBEDDED_DEFAULT
+from schemas.fits import BootstrapMethod, FitSettings, SemanticsMode
 from schemas.probabilities import ScoringMethod
 from schemas.settings import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingSettings
 from steps.errors import ConfigError
@@ -133,6 +134,37 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="Poll each --endpoint's /health up to this long before starting (a vLLM sidecar loading its model)")
     parser.add_argument("--wait-for-lock", type=float, default=0.0, metavar="SECONDS",
                         help="When another run holds this run id (exit 7), wait up to this long for it to finish (default: fail at once)")
+    add_fit_options(parser)
+
+
+def add_fit_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options of the papers' model fits (stage ``fit``, command ``grace-pipeline fit``) to ``parser``."""
+    defaults = FitSettings()
+    parser.add_argument("--fit-semantics", metavar="PATH", default="",
+                        help="Study 2 polite-speaker fit: literal-semantics norming judgements (CSV, path or s3://; one row per "
+                             "judgement: state, positivity, utterance, judgment, optional subid; default: Yoon et al. 2020's, shipped)")
+    parser.add_argument("--fit-semantics-mode", choices=typing.get_args(SemanticsMode), default=defaults.semantics_mode,
+                        help="joint: the semantics are inferred with the choices, constrained by the norming judgements, as the "
+                             "paper does; fixed: held at the norming judgements (default: %(default)s)")
+    parser.add_argument("--fit-resamples", type=int, default=defaults.resamples,
+                        help="Bootstrap resamples per source for the fits' intervals (0: none; default: %(default)s)")
+    parser.add_argument("--fit-bootstrap", choices=typing.get_args(BootstrapMethod), default=defaults.bootstrap,
+                        help="Study 2: newton re-estimates each resample with Newton steps from the estimate (fast); refit runs "
+                             "the optimiser to convergence (slower; default: %(default)s)")
+    parser.add_argument("--fit-starts", type=int, default=defaults.starts,
+                        help="Optimiser starts of the Study 2 fit (default: %(default)s)")
+    parser.add_argument("--fit-seed", type=int, default=defaults.seed,
+                        help="Seed of the fits' starts and resamples: the same data and seed give the same fit (default: %(default)s)")
+
+
+def fit_settings_from_args(args: argparse.Namespace) -> FitSettings:
+    """The fit settings of parsed options (ConfigError on invalid values)."""
+    try:
+        return FitSettings(seed=args.fit_seed, resamples=args.fit_resamples, starts=args.fit_starts, semantics=args.fit_semantics or None,
+                           semantics_mode=args.fit_semantics_mode, bootstrap=args.fit_bootstrap)
+    except ValidationError as exc:
+        details = "; ".join(f"--fit-{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid option value: {details}") from exc
 
 
 def csv_list(value: str, what: str) -> list[str]:
@@ -185,7 +217,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             min_option_mass=args.min_option_mass, extractor_url=args.extractor_url or None, extractor_model=args.extractor_model,
             extractor_api_key_env=args.extractor_api_key_env, extractor_json_mode=args.extractor_json_mode,
             extractor_concurrency=args.extractor_concurrency, min_extraction_confidence=args.min_extraction_confidence,
-            lock_wait_s=args.wait_for_lock,
+            lock_wait_s=args.wait_for_lock, fit=fit_settings_from_args(args),
         )
     except ValidationError as exc:
         details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

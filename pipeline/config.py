@@ -14,6 +14,7 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.plan import ALL_STAGES
+from schemas.fits import FitSettings
 from schemas.probabilities import ScoringMethod
 from schemas.settings import SamplingSettings
 from steps.extract import DEFAULT_JSON_MODE, JSON_MODE_HELP, JsonMode
@@ -82,6 +83,7 @@ class RunConfig(BaseModel):
                                              description="Flag rows whose extraction confidence is below this")
     lock_wait_s: float = Field(0.0, ge=0.0, description="Wait this long for another run holding this run id's nodes (steps.run_lock) "
                                                      "before giving up")
+    fit: FitSettings = Field(FitSettings(), description="How the papers' models are fitted (stage fit; grace-pipeline fit)")
 
 
 def derive_run_id(input_hashes: dict[int, str], template_hashes: dict[int, str], sampling: SamplingSettings) -> str:

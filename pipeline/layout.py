@@ -19,7 +19,8 @@ from schemas.structured import STRUCTURED_ROW_MODELS
 from steps.studies import StudySpec
 
 # stage -> the folder (and Argo artifact name) holding its tables.
-STAGE_FOLDERS = {"query": "exp1", "extract": "structured", "probabilities": "exp2", "validate": "validation", "merge": "analysis"}
+STAGE_FOLDERS = {"query": "exp1", "extract": "structured", "probabilities": "exp2", "validate": "validation", "merge": "analysis",
+                 "fit": "fits"}
 REPORT_KEY = "report.html"
 COMPARISON_STEM = "comparison/human_model_comparison"  # the long human-vs-model table for R (.parquet, .csv)
 
@@ -59,6 +60,11 @@ def validation_keys(study: int) -> tuple[str, str]:
 def analysis_stem(study: int) -> str:
     """The analysis-ready table of one study (stem; .parquet and .csv are written)."""
     return f"analysis/study{study}_analysis"
+
+
+def fit_stems(study: int) -> tuple[str, str]:
+    """(parameters, predictions) stems of the papers' model fitted to one study's sources (each with a ``_codebook.csv``)."""
+    return f"fits/study{study}_rsa_parameters", f"fits/study{study}_rsa_predictions"
 
 
 def codebook_key(study: int) -> str:

@@ -31,11 +31,12 @@ STUDY_STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "validate": ("query", "extract", "probabilities"),
     "merge": ("validate", "query", "extract", "probabilities"),
 }
-NON_BLOCKING_STAGES = ("validate",)  # a failure here does not stop dependents: broken data can still be merged and inspected
+# a failure here does not stop dependents: broken data can still be merged and inspected, a failed fit leaves the report
+NON_BLOCKING_STAGES = ("validate", "fit")
 # (stage, dependency) that only orders work: a failed Experiment 2 does not stop Experiment 1
 ORDER_ONLY = frozenset({("query", "probabilities")})
 SERVED_STAGES = ("query", "probabilities")  # stages that send requests to the model under study (extract uses the extractor)
-RUN_STAGES = ("report",)  # one node for the whole run, after everything else
+RUN_STAGES = ("fit", "report")  # one node each for the whole run, after everything else, in this order
 ALL_STAGES: tuple[str, ...] = ("query", "extract", "probabilities", *STUDY_STAGE_DEPENDENCIES, *RUN_STAGES)  # as users list them
 _ARGO_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
 

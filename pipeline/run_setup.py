@@ -20,6 +20,7 @@ from steps.human import HumanTable, load_human_table
 from steps.inputs import StudyTable, load_study_table
 from steps.llm_client import redact_url
 from steps.probabilities import check_scoring_method
+from steps.rsa_polite import load_literal_semantics
 from steps.studies import StudySpec, load_study
 
 Inputs = dict[int, tuple[StudySpec, StudyTable]]
@@ -73,9 +74,20 @@ def load_run_inputs(config: RunConfig) -> tuple[Inputs, HumanData]:
             human[number] = load_human_table(number, path, encoding=config.encoding, s3_endpoint=config.s3_endpoint)
         except InputValidationError as exc:
             problems.append(exc)
+    if "fit" in config.stages and 2 in config.studies:
+        problems += check_fit_inputs(config)
     if problems:
         raise problems[0] if len(problems) == 1 else InputValidationError.combine(problems)
     return loaded, human
+
+
+def check_fit_inputs(config: RunConfig) -> list[InputValidationError]:
+    """The problems of the Study 2 fit's norming file (``--fit-semantics``; the shipped one by default), found before any model time."""
+    try:
+        load_literal_semantics(config.fit.semantics, config.s3_endpoint)
+    except InputValidationError as exc:
+        return [exc]
+    return []
 
 
 def run_id_for(config: RunConfig, inputs: Inputs) -> str:

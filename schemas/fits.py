@@ -12,6 +12,29 @@ from typing import Literal, Optional, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+DEFAULT_FIT_SEED = 20200301
+DEFAULT_RESAMPLES = 200
+DEFAULT_STARTS = 8
+SemanticsMode = Literal["joint", "fixed"]
+BootstrapMethod = Literal["newton", "refit"]
+
+
+class FitSettings(BaseModel):
+    """How the papers' models are fitted (``grace-pipeline run`` and ``grace-pipeline fit`` options ``--fit-*``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = Field(DEFAULT_FIT_SEED, description="Seed of the optimiser's starts and the bootstrap resamples")
+    resamples: int = Field(DEFAULT_RESAMPLES, ge=0, le=10000, description="Bootstrap resamples per source (0: no intervals)")
+    starts: int = Field(DEFAULT_STARTS, ge=1, le=100, description="Optimiser starts of the polite speaker (Study 2)")
+    semantics: Optional[str] = Field(None, description="Study 2 literal semantics norming file (path or s3://; default: the paper's, "
+                                                      "shipped in steps/data)")
+    semantics_mode: SemanticsMode = Field("joint", description="joint: the semantics are inferred with the choices, constrained by "
+                                                               "the norming judgements (as the paper does); fixed: held at the "
+                                                               "norming judgements' posterior mean")
+    bootstrap: BootstrapMethod = Field("newton", description="newton: k-step bootstrap from the estimate (fast); refit: each "
+                                                             "resample refitted to convergence (Study 2; slower)")
+
 RsaModel = Literal["yoon2020_polite_speaker", "gs2013_listener", "gs2013_access_blind_listener"]
 Experiment = Literal["exp1_coded", "exp2_probabilities"]
 Goal = Literal["informational", "social", "both"]

@@ -17,40 +17,24 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
 from schemas.analysis import codebook
-from schemas.fits import FitParameterRow, FitPredictionRow
+from schemas.fits import FitParameterRow, FitPredictionRow, FitSettings
 from schemas.inputs import Study1Input, Study2Input
 from schemas.probabilities import ASSESSMENTS, FRAMES
 from steps import rsa_knowledge, rsa_polite
 from steps.store import Store
 from steps.tables import write_table
 
-DEFAULT_SEED = 20200301
 JOINT_COLUMNS = [f"prob_{f}_{a}" for f in FRAMES for a in ASSESSMENTS]  # the order of rsa_polite.UTTERANCES
 PROMPT_COLUMNS = {1: [c for c in Study1Input.model_fields if c != "participant_id"],
                   2: [c for c in Study2Input.model_fields if c not in ("Participant_ID", "Utterance")]}
 LEVEL = 0.95
-
-
-@dataclass(frozen=True)
-class FitOptions:
-    """How to fit: seed, bootstrap resamples and method (Study 2: ``newton`` k-step or ``refit``), optimiser starts, and the
-    Study 2 literal semantics: the norming file (None: the paper's, shipped) and whether they are inferred ``joint`` ly with
-    the choices as in the paper or held ``fixed`` at the norming data."""
-
-    seed: int = DEFAULT_SEED
-    resamples: int = rsa_polite.DEFAULT_RESAMPLES
-    starts: int = rsa_polite.DEFAULT_STARTS
-    semantics: Optional[str] = None
-    semantics_mode: str = "joint"
-    bootstrap: str = "newton"
-    s3_endpoint: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -155,10 +139,12 @@ def _polite_counts(frame: pd.DataFrame, values: np.ndarray, units: pd.Series) ->
     return per_unit.sum(axis=0), per_unit
 
 
-def fit_study2(table: Optional[pd.DataFrame], human: Optional[pd.DataFrame], options: FitOptions, code_version: str,
-               run_id: Optional[str] = None, semantics: Optional[rsa_polite.LiteralSemantics] = None) -> FitTables:
-    """The polite speaker fitted to every Study 2 source: parameter rows, prediction rows, seconds per source."""
-    semantics = semantics or rsa_polite.load_literal_semantics(options.semantics, options.s3_endpoint)
+def fit_study2(table: Optional[pd.DataFrame], human: Optional[pd.DataFrame], options: FitSettings, code_version: str,
+               run_id: Optional[str] = None, semantics: Optional[rsa_polite.LiteralSemantics] = None,
+               s3_endpoint: Optional[str] = None) -> FitTables:
+    """The polite speaker fitted to every Study 2 source: parameter rows, prediction rows, seconds per source. The norming file
+    of ``options.semantics`` is read unless ``semantics`` are given."""
+    semantics = semantics or rsa_polite.load_literal_semantics(options.semantics, s3_endpoint)
     how = ("inferred jointly with the choices, constrained by the norming judgements" if options.semantics_mode == "joint"
            else "fixed at the norming judgements' posterior mean")
     inputs = f"literal semantics {how}: {semantics.source} (sha256 {semantics.sha256[:12]})"
@@ -287,7 +273,7 @@ def study1_sources(table: Optional[pd.DataFrame], human: Optional[pd.DataFrame])
 RSA_MODEL_OF = {"access_aware": "gs2013_listener", "access_blind": "gs2013_access_blind_listener"}
 
 
-def fit_study1(table: Optional[pd.DataFrame], human: Optional[pd.DataFrame], options: FitOptions, code_version: str,
+def fit_study1(table: Optional[pd.DataFrame], human: Optional[pd.DataFrame], options: FitSettings, code_version: str,
                run_id: Optional[str] = None) -> FitTables:
     """Both Study 1 listeners fitted to every source: parameter rows, prediction rows, seconds per source."""
     params: list[dict] = []
@@ -339,13 +325,14 @@ def _knowledge_predictions(data: KnowledgeData, listener: rsa_knowledge.Listener
 # ---------------------------------------------------------------- both studies, and writing
 
 
-FITTERS: dict[int, Callable[..., FitTables]] = {1: fit_study1, 2: fit_study2}
-
-
-def fit_study(study: int, table: Optional[pd.DataFrame], human: Optional[pd.DataFrame], options: FitOptions, code_version: str,
-              run_id: Optional[str] = None) -> FitTables:
+def fit_study(study: int, table: Optional[pd.DataFrame], human: Optional[pd.DataFrame], options: FitSettings, code_version: str,
+              run_id: Optional[str] = None, s3_endpoint: Optional[str] = None) -> FitTables:
     """The paper's model of ``study`` fitted to every source of that study (see the module docstring)."""
-    return FITTERS[study](table, human, options, code_version, run_id)
+    if study == 1:
+        return fit_study1(table, human, options, code_version, run_id)
+    if study == 2:
+        return fit_study2(table, human, options, code_version, run_id, s3_endpoint=s3_endpoint)
+    raise ValueError(f"there is no model of study {study} to fit")
 
 
 def write_fit_tables(tables: FitTables, store: Store, parameters_stem: str, predictions_stem: str) -> list[str]:

@@ -25,6 +25,7 @@ import pandas as pd
 from schemas.probabilities import PERCENT_BINS, STATES
 from steps import comparison
 from steps.human import HumanTable
+from steps.report_fits import fits_section
 
 MAX_MODEL_PANELS = 8  # models drawn in the human-comparison figures (every model is in the tables)
 
@@ -283,9 +284,11 @@ def _human_section(study: int, table: Optional[pd.DataFrame], human, rows: pd.Da
 
 
 def render_report(tables: dict[int, pd.DataFrame], validations: dict[int, dict], run_id: str, code_version: str,
-                  human: Optional[dict[int, HumanTable]] = None, comparison_table: Optional[pd.DataFrame] = None) -> str:
+                  human: Optional[dict[int, HumanTable]] = None, comparison_table: Optional[pd.DataFrame] = None,
+                  fits: Optional[dict[int, tuple[pd.DataFrame, pd.DataFrame]]] = None) -> str:
     """The HTML report for the analysis tables of a run (study number -> table), with the human data files given
-    (study -> table) and the long comparison table (computed here when not given)."""
+    (study -> table), the long comparison table (computed here when not given) and the papers' model fits (study ->
+    parameters and predictions tables, :mod:`steps.report_fits`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -315,6 +318,7 @@ def render_report(tables: dict[int, pd.DataFrame], validations: dict[int, dict],
         parts.append(_findings_section(tables.get(1), _frame(human.get(1))))
     for study in sorted(set(tables) | set(human)):
         parts.append(_human_section(study, tables.get(study), human.get(study), comparison_table[comparison_table.study == study]))
+    parts.append(fits_section(fits, sorted(set(tables) | set(human))))  # the papers' models (steps/report_fits.py)
     parts.append("<h2>Extraction confidence and timing</h2>" + _confidence_timing_plot(tables))
     style = ("<style>body{font-family:sans-serif;max-width:1300px;margin:2em auto;color:#222}"
              "table.t{border-collapse:collapse;font-size:12px;margin:.5em 0}"

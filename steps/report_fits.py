@@ -104,7 +104,7 @@ def _study2(parameters: pd.DataFrame, predictions: pd.DataFrame) -> str:
                      "r (goal × state × utterance)": _with_interval(r),
                      "r²": _fmt(r["estimate"] ** 2) if r is not None and not pd.isna(r["estimate"]) else "NA",
                      "observations": _fmt(first.observations, 1), f"{first.unit}s": int(first.units), "resamples": int(first.resamples),
-                     "log-likelihood": _fmt(first.log_likelihood, 1), "fit time (s)": _fmt(first.seconds, 1),
+                     "log-likelihood": _fmt(first.log_likelihood, 1), "fit CPU s": _fmt(first.cpu_seconds, 1),
                      "notes": first.notes if isinstance(first.notes, str) else ""})
     parts.append("<h3>Goal weights per source and goal</h3>" + _table(pd.DataFrame(rows)))
     parts.append("<h3>Shared parameters and fit per source</h3>" + _table(pd.DataFrame(fits)))
@@ -180,7 +180,8 @@ def _study1(parameters: pd.DataFrame, predictions: pd.DataFrame) -> str:
                      "r (access-blind)": _with_interval(_pick(blind, "correlation")),
                      "access gain (log-lik per obs.)": _with_interval(gain),
                      "verdict": _verdict(gain), "observations": _fmt(first.observations, 1), f"{first.unit}s": int(first.units),
-                     "prior": first.inputs, "fit time (s)": _fmt(first.seconds, 1)})
+                     "prior": first.inputs, "fit CPU s": _fmt(first.cpu_seconds, 1),
+                     "notes": first.notes if isinstance(first.notes, str) else ""})
     parts.append(_table(pd.DataFrame(rows)))
     if not predictions.empty:
         parts.append(_study1_figure(_labelled(predictions)))
@@ -220,7 +221,8 @@ def _finish(fig, axes, title: str) -> str:
     handles = {label: h for ax in np.ravel(axes) for h, label in zip(*ax.get_legend_handles_labels())}
     fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.06, right=0.84, top=0.92, bottom=0.08, hspace=0.5, wspace=0.12)
+    height = fig.get_size_inches()[1]
+    fig.subplots_adjust(left=0.06, right=0.84, top=1 - 0.55 / height, bottom=0.4 / height, hspace=0.5, wspace=0.12)
     return _png(fig)
 
 

@@ -43,7 +43,7 @@ ALPHA_BOUNDS = (0.05, 40.0)
 LAPSE_BOUNDS = (1e-4, 0.5)
 PRIOR_PSEUDOCOUNT = 0.5
 DEFAULT_STARTS = 4
-DEFAULT_RESAMPLES = 200
+DEFAULT_RESAMPLES = 200  # as schemas.fits.DEFAULT_RESAMPLES
 BOOTSTRAP_METHOD = "both listeners refitted to convergence from the estimates (SLSQP)"
 LISTENERS = ("access_aware", "access_blind")
 
@@ -225,9 +225,20 @@ def _fit_listener(counts: np.ndarray, utilities: _Utilities, access_blind: bool,
     fit = ListenerFit(LISTENERS[int(access_blind)], alpha, lapse, -best.fun * total, total, predicted, _correlation(counts, predicted))
     if not best.success:
         fit.notes.append(f"optimiser: {best.message}")
-    if alpha >= ALPHA_BOUNDS[1] * 0.999:
-        fit.notes.append(f"alpha at its upper bound {ALPHA_BOUNDS[1]:g}")
+    fit.notes += bound_notes(alpha, lapse)
     return fit, best.x
+
+
+def bound_notes(alpha: float, lapse: float) -> list[str]:
+    """What an estimate at a bound means (such a fit describes the source poorly: read its other numbers with care)."""
+    notes = []
+    if alpha >= ALPHA_BOUNDS[1] * 0.999:
+        notes.append(f"alpha at its upper bound {ALPHA_BOUNDS[1]:g} (near-deterministic bets)")
+    if alpha <= ALPHA_BOUNDS[0] * 1.001:
+        notes.append(f"alpha at its lower bound {ALPHA_BOUNDS[0]:g} (the bets do not follow an informative speaker)")
+    if lapse >= LAPSE_BOUNDS[1] * 0.999:
+        notes.append(f"lapse at its upper bound {LAPSE_BOUNDS[1]:g} (half the bets look random to the model)")
+    return notes
 
 
 def check_counts(counts: np.ndarray) -> np.ndarray:

@@ -40,14 +40,16 @@ here (its WebPPL code puts the cost in an utterance prior instead, a reparameter
 from __future__ import annotations
 
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import numpy as np
 from scipy import optimize
 from threadpoolctl import threadpool_limits
 
+from schemas.fits import DEFAULT_RESAMPLES, DEFAULT_STARTS, SemanticsMode
 from schemas.probabilities import ASSESSMENTS
 from steps.errors import InputValidationError
 from steps.inputs import cell_problem, missing_column_message, open_csv
@@ -61,10 +63,7 @@ N_PHI = 40
 PHI_GRID = (np.arange(N_PHI) + 0.5) / N_PHI
 ALPHA_BOUNDS = (0.05, 40.0)
 COST_BOUNDS = (0.0, 10.0)
-DEFAULT_STARTS = 8
-DEFAULT_RESAMPLES = 200
-SemanticsMode = Literal["joint", "fixed"]
-SEMANTICS_MODES: tuple[str, ...] = ("joint", "fixed")
+SEMANTICS_MODES: tuple[str, ...] = typing.get_args(SemanticsMode)
 SHIPPED_SEMANTICS = Path(__file__).parent / "data" / "yoon2020_literal_semantics.csv"
 SHIPPED_SEMANTICS_CITATION = ("Yoon, Tessler, Goodman & Frank (2020), Open Mind 4:71-87, literal semantics norming "
                               "(github.com/ejyoon/polite_speaker 02_analysis/01_data/literal_semantics.csv, commit 8813932)")
@@ -168,7 +167,8 @@ def load_literal_semantics(path: Optional[str | Path] = None, s3_endpoint: Optio
     if problems:
         raise InputValidationError(file.path, problems)
     named = subid is not None and len(participants) >= 2
-    return LiteralSemantics(per_true.sum(axis=0), judged, file.path, file.sha256, per_true if named else None,
+    source = file.path if path else f"the paper's norming data, shipped: {SHIPPED_SEMANTICS_CITATION}"
+    return LiteralSemantics(per_true.sum(axis=0), judged, source, file.sha256, per_true if named else None,
                             per_judged if named else None)
 
 
@@ -492,6 +492,8 @@ def _at_bounds(params: PoliteParameters) -> list[str]:
     notes = []
     if params.alpha >= ALPHA_BOUNDS[1] * 0.999:
         notes.append(f"alpha at its upper bound {ALPHA_BOUNDS[1]:g} (near-deterministic choices)")
+    if params.alpha <= ALPHA_BOUNDS[0] * 1.001:
+        notes.append(f"alpha at its lower bound {ALPHA_BOUNDS[0]:g} (the choices do not follow the speaker's utilities)")
     if params.cost >= COST_BOUNDS[1] * 0.999:
         notes.append(f"negation cost at its upper bound {COST_BOUNDS[1]:g}")
     return notes
@@ -511,19 +513,25 @@ def hessian(problem: _Problem, x: np.ndarray, step: float = 1e-5) -> np.ndarray:
     return (out + out.T) / 2
 
 
-def newton_refit(problem: _Problem, start: np.ndarray, curvature: np.ndarray, steps: int = _NEWTON_STEPS) -> np.ndarray:
+def newton_refit(problem: _Problem, start: np.ndarray, curvature: np.ndarray, steps: int = _NEWTON_STEPS,
+                 solved: Optional[dict] = None) -> np.ndarray:
     """Projected Newton steps on ``problem`` from ``start`` with a fixed ``curvature`` (the estimate's Hessian; eigenvalues
     floored at 1e-6 of the largest), a bound's coordinate held while the gradient pushes outward, each step capped at 2
-    (unconstrained units) and halved until the objective does not increase."""
+    (unconstrained units) and halved until the objective does not increase; stops when it no longer decreases.
+    ``solved`` caches the eigendecomposition per set of free coordinates (share it between resamples)."""
     lows, highs = (np.array(b) for b in zip(*problem.bounds))
+    solved = {} if solved is None else solved
     x = np.clip(start, lows, highs)
     value, grad = problem(x)
     for _ in range(steps):
         free = ~(((x <= lows + 1e-12) & (grad > 0)) | ((x >= highs - 1e-12) & (grad < 0)))
         if not free.any():
             break
-        eigenvalues, vectors = np.linalg.eigh(curvature[np.ix_(free, free)])
-        eigenvalues = np.maximum(np.abs(eigenvalues), _EIGEN_FLOOR * max(np.abs(eigenvalues).max(), 1e-12))
+        key = free.tobytes()
+        if key not in solved:
+            eigenvalues, vectors = np.linalg.eigh(curvature[np.ix_(free, free)])
+            solved[key] = (np.maximum(np.abs(eigenvalues), _EIGEN_FLOOR * max(np.abs(eigenvalues).max(), 1e-12)), vectors)
+        eigenvalues, vectors = solved[key]
         step = np.zeros_like(x)
         step[free] = -(vectors @ ((vectors.T @ grad[free]) / eigenvalues))
         largest = np.abs(step).max()
@@ -536,9 +544,9 @@ def newton_refit(problem: _Problem, start: np.ndarray, curvature: np.ndarray, st
                 break
         else:
             break
-        moved = np.abs(trial - x).max()
+        decrease = value - trial_value
         x, value, grad = trial, trial_value, trial_grad
-        if moved < 1e-8:
+        if decrease < 1e-10 * max(1.0, abs(value)):
             break
     return x
 
@@ -553,6 +561,7 @@ def _bootstrap(unit_counts: np.ndarray, semantics: LiteralSemantics, problem: _P
     if problem.joint and people is not None and people_judged is not None:  # the norming participants are resampled too
         norming_weights = rng.multinomial(len(people), np.full(len(people), 1 / len(people)), size=resamples)
     curvature = hessian(problem, estimate) if method == "newton" else None
+    solved: dict = {}
     draws = []
     for r, w in enumerate(weights):
         counts = (w @ flat).reshape(len(GOALS), 4, 8)
@@ -562,7 +571,7 @@ def _bootstrap(unit_counts: np.ndarray, semantics: LiteralSemantics, problem: _P
         if norming_weights is not None and people is not None and people_judged is not None:
             norming = (np.tensordot(norming_weights[r], people, axes=1), np.tensordot(norming_weights[r], people_judged, axes=1))
         resampled = _Problem(counts, semantics, problem.joint, norming)
-        x = newton_refit(resampled, estimate, curvature) if curvature is not None else _minimise(resampled, estimate).x
+        x = newton_refit(resampled, estimate, curvature, solved=solved) if curvature is not None else _minimise(resampled, estimate).x
         params = PoliteParameters.from_vector(resampled.full(x))
         named = params.named()
         named[(None, "correlation")] = cell_correlation(counts, speaker_distribution(params))

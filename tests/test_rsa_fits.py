@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from schemas.analysis import codebook
-from schemas.fits import FitParameterRow, FitPredictionRow
+from schemas.fits import FitParameterRow, FitPredictionRow, FitSettings
 from steps import fit as fits
 from steps import report_fits, rsa_knowledge, rsa_polite
 from steps.errors import InputValidationError
@@ -189,7 +189,7 @@ def write_pattern_file(path, participants: int = 200):
 
 def test_the_paper_pattern_orders_the_goals_as_the_paper_does(tmp_path):
     human = load_human_table(2, write_pattern_file(tmp_path / "speaker_production.csv")).frame
-    table = fits.fit_study2(None, human, fits.FitOptions(resamples=20), "test").parameters
+    table = fits.fit_study2(None, human, FitSettings(resamples=20), "test").parameters
     est = table.set_index(["goal", "parameter"]).estimate
     emphasis = {g: est[(g, "informational_emphasis")] for g in rsa_polite.GOALS}
     # informational speakers weight information most, kind speakers kindness most, both in between
@@ -203,7 +203,7 @@ def test_the_paper_pattern_orders_the_goals_as_the_paper_does(tmp_path):
 
 def test_the_same_seed_gives_the_same_fit(tmp_path):
     human = load_human_table(2, write_pattern_file(tmp_path / "p.csv", participants=30)).frame
-    options = fits.FitOptions(resamples=4, starts=3, seed=5)
+    options = FitSettings(resamples=4, starts=3, seed=5)
     first, second = (fits.fit_study2(None, human, options, "test") for _ in range(2))
     columns = ["parameter", "goal", "estimate", "lower", "upper"]
     pd.testing.assert_frame_equal(first.parameters[columns], second.parameters[columns])
@@ -246,7 +246,7 @@ def test_the_listener_draws_the_papers_inferences():
 
 def test_an_access_using_source_is_fit_better_by_the_access_using_listener():
     frame = human1_frame(3.0, 0.05, access_blind=False, seed=1)
-    result = fits.fit_study1(None, frame, fits.FitOptions(resamples=40), "test")
+    result = fits.fit_study1(None, frame, FitSettings(resamples=40), "test")
     est = result.parameters.set_index(["rsa_model", "parameter"])
     assert est.loc[("gs2013_listener", "alpha"), "estimate"] == pytest.approx(3.0, rel=0.2)
     assert est.loc[("gs2013_listener", "lapse"), "estimate"] == pytest.approx(0.05, abs=0.03)
@@ -256,8 +256,8 @@ def test_an_access_using_source_is_fit_better_by_the_access_using_listener():
 
 
 def test_an_access_blind_source_is_not_fit_better_by_the_access_using_listener():
-    blind = fits.fit_study1(None, human1_frame(3.0, 0.05, access_blind=True, seed=2), fits.FitOptions(resamples=40), "test")
-    aware = fits.fit_study1(None, human1_frame(3.0, 0.05, access_blind=False, seed=2), fits.FitOptions(resamples=40), "test")
+    blind = fits.fit_study1(None, human1_frame(3.0, 0.05, access_blind=True, seed=2), FitSettings(resamples=40), "test")
+    aware = fits.fit_study1(None, human1_frame(3.0, 0.05, access_blind=False, seed=2), FitSettings(resamples=40), "test")
     b, a = (r.parameters.set_index(["rsa_model", "parameter"]) for r in (blind, aware))
     gain = b.loc[("gs2013_listener", "access_gain_per_observation")]
     assert gain.estimate < 0 and gain.upper < 0  # the access-blind listener fits it better
@@ -271,7 +271,7 @@ def test_an_access_blind_source_is_not_fit_better_by_the_access_using_listener()
 
 def test_fit_tables_are_written_with_codebooks(tmp_path):
     human = load_human_table(2, write_pattern_file(tmp_path / "p.csv", participants=20)).frame
-    tables = fits.fit_study2(None, human, fits.FitOptions(resamples=3, starts=2), "test", run_id="run-x")
+    tables = fits.fit_study2(None, human, FitSettings(resamples=3, starts=2), "test", run_id="run-x")
     store = LocalStore(tmp_path / "run")
     outputs = fits.write_fit_tables(tables, store, "fits/study2_rsa_parameters", "fits/study2_rsa_predictions")
     assert len(outputs) == 6
@@ -287,8 +287,8 @@ def test_fit_tables_are_written_with_codebooks(tmp_path):
 
 def test_the_report_section_shows_parameters_and_figures(tmp_path):
     human2 = load_human_table(2, write_pattern_file(tmp_path / "p.csv", participants=20)).frame
-    study2 = fits.fit_study2(None, human2, fits.FitOptions(resamples=3, starts=2), "test")
-    study1 = fits.fit_study1(None, human1_frame(3.0, 0.05, False, seed=3, trials=2), fits.FitOptions(resamples=5), "test")
+    study2 = fits.fit_study2(None, human2, FitSettings(resamples=3, starts=2), "test")
+    study1 = fits.fit_study1(None, human1_frame(3.0, 0.05, False, seed=3, trials=2), FitSettings(resamples=5), "test")
     page = report_fits.fits_section({1: (study1.parameters, study1.predictions), 2: (study2.parameters, study2.predictions)}, [1, 2])
     assert "Yoon, Tessler, Goodman" in page and "Goodman &amp; Stuhlmüller" in page
     assert page.count("<img") == 2 and "informational emphasis" in page and "access gain" in page

@@ -38,7 +38,7 @@ from pipeline.plan import SERVED_STAGES, Node, blocks, build_plan
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
 from pipeline.run_setup import HumanData, Inputs, extractor_api_key, load_run_inputs, resolve_models, run_id_for
-from pipeline.runner.study_stages import run_merge, run_report, run_validation, stage_tables
+from pipeline.runner.study_stages import run_fits, run_merge, run_report, run_validation, stage_tables
 from schemas.settings import ModelSpec
 from steps.checkpoint import open_checkpoint
 from steps.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, GraceError, ServerError
@@ -264,6 +264,12 @@ def _run_study_node(node: Node, spec: StudySpec, table: StudyTable, models, conf
     return result
 
 
+def _run_fit_node(node: Node, studies: list[int], run_id: str, store: Store, human: HumanData, config: RunConfig) -> NodeResult:
+    """The papers' models fitted to every source of the run (blocking: runs in a thread; CPU only)."""
+    outputs, seconds = run_fits(studies, run_id, store, human, config.fit, config.s3_endpoint)
+    return NodeResult(node, outputs=outputs, done=len(seconds))
+
+
 def _run_report_node(node: Node, studies: list[int], run_id: str, store: Store, human: HumanData) -> NodeResult:
     """The quality report and the human-vs-model comparison table (blocking: runs in a thread)."""
     return NodeResult(node, outputs=run_report(studies, run_id, store, human), done=1)
@@ -385,6 +391,8 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
                                     config, run_id, inputs, models, servers, human)
 
             async def run_node(node: Node) -> NodeResult:
+                if node.stage == "fit":
+                    return await asyncio.to_thread(_run_fit_node, node, sorted(inputs), run_id, store, human, config)
                 if node.study is None:
                     return await asyncio.to_thread(_run_report_node, node, sorted(inputs), run_id, store, human)
                 spec, table = inputs[node.study]

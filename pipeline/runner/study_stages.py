@@ -1,4 +1,5 @@
-"""The whole-study nodes of the local runner: validation and the analysis-ready merge.
+"""The whole-study and whole-run nodes of the local runner: validation, the analysis-ready merge, the papers' model fits
+and the report.
 
 They read the per-model stage tables from the run's store (as a cluster node reads its
 artifacts), so they work on any run, including one whose model stages ran earlier.
@@ -12,12 +13,14 @@ from typing import Optional
 
 import pandas as pd
 
-from pipeline.layout import COMPARISON_STEM, REPORT_KEY, analysis_stem, codebook_key, validation_keys
+from pipeline.layout import COMPARISON_STEM, REPORT_KEY, analysis_stem, codebook_key, fit_stems, validation_keys
 from pipeline.manifest import code_version
 from schemas.analysis import FACTOR_COLUMNS, analysis_row_model, codebook
+from schemas.fits import FitSettings
 from schemas.human import ComparisonRow
 from steps import comparison
 from steps.errors import ValidationFailedError
+from steps.fit import fit_study, write_fit_tables
 from steps.merge import merge_study
 from steps.store import Store
 from steps.studies import StudySpec
@@ -78,6 +81,34 @@ def run_merge(spec: StudySpec, tables: dict, store: Store) -> list[str]:
     return outputs + [store.uri(codebook_at)]
 
 
+def run_fits(studies: list[int], run_id: str, store: Store, human: Optional[dict], settings: FitSettings,
+             s3_endpoint: Optional[str] = None) -> tuple[list[str], dict[str, float]]:
+    """Fit the papers' models to every source of each study with an analysis table or human data; write the parameter and
+    prediction tables with their codebooks. Returns where they are and each source's CPU seconds."""
+    human = human or {}
+    outputs: list[str] = []
+    seconds: dict[str, float] = {}
+    for study in studies:
+        table = read_table(store, analysis_stem(study))
+        if table is None and study not in human:
+            continue
+        tables = fit_study(study, table, human[study].frame if study in human else None, settings, code_version(), run_id,
+                           s3_endpoint)
+        outputs += write_fit_tables(tables, store, *fit_stems(study))
+        seconds.update({f"study {study}: {source}": s for source, s in tables.seconds.items()})
+    return outputs, seconds
+
+
+def read_fits(studies: list[int], store: Store) -> dict[int, tuple[pd.DataFrame, pd.DataFrame]]:
+    """Study -> (parameters, predictions) of the fits in the run's store (studies without fits are left out)."""
+    found = {}
+    for study in studies:
+        parameters, predictions = (read_table(store, stem) for stem in fit_stems(study))
+        if parameters is not None and predictions is not None:
+            found[study] = (parameters, predictions)
+    return found
+
+
 def run_report(studies: list[int], run_id: str, store: Store, human: Optional[dict] = None) -> list[str]:
     """Write the long human-vs-model comparison table and ``report.html`` from the run's analysis tables, validation
     results and the validated human data (study -> table); return where they are."""
@@ -93,6 +124,6 @@ def run_report(studies: list[int], run_id: str, store: Store, human: Optional[di
     comparison_codebook = COMPARISON_STEM + "_codebook.csv"
     store.write_bytes(comparison_codebook, pd.DataFrame(codebook(ComparisonRow)).to_csv(index=False).encode("utf-8"))
     outputs.append(store.uri(comparison_codebook))
-    page = render_report(tables, validations, run_id, code_version(), human, frame)
+    page = render_report(tables, validations, run_id, code_version(), human, frame, fits=read_fits(studies, store))
     store.write_bytes(REPORT_KEY, page.encode("utf-8"))
     return [store.uri(REPORT_KEY), *outputs]
