@@ -165,7 +165,9 @@ def test_dag_mirrors_the_local_plan(rendered):
         assert tasks[name]["withParam"] == f"{{{{tasks.plan.outputs.parameters.{name}}}}}"
     assert set(_depends_targets(tasks["validate"]["depends"])) == {"plan", *model_tasks}
     assert "(validate.Succeeded || validate.Failed)" in tasks["merge"]["depends"]  # a failed validation does not block merge
-    assert _main(rendered)["dag"]["target"] == "report validate"  # ... but fails the workflow (Argo judges the targets)
+    assert _main(rendered)["dag"]["target"] == "fit report validate"  # ... but fails the workflow (Argo judges the targets)
+    assert set(_depends_targets(tasks["fit"]["depends"])) == {"plan", *model_tasks, "validate", "merge"}
+    assert "(fit.Succeeded || fit.Failed)" in tasks["report"]["depends"]  # a failed fit does not block the report
     assert templates["main"]["dag"]["failFast"] is False
     assert rendered["metadata"]["name"] == TEMPLATE_NAME
 
@@ -279,7 +281,7 @@ def test_three_models_each_loaded_once_then_a_resubmit_loads_nothing_and_a_faile
     # --registry in every step it would be requested as 'acme-chat' and the server would refuse it)
     repository.write_bytes("inputs/my-models.yaml", b"models:\n  - {name: acme-chat, hf_id: acme/chat-7b, served_name: fake-model}\n")
     with FakeOpenAIServer() as shared:
-        parameters = {"models": f"{THREE},acme-chat", "endpoints": f"acme-chat={shared.url}", "limit": "3",
+        parameters = {"models": f"{THREE},acme-chat", "endpoints": f"acme-chat={shared.url}", "limit": "3", "fit-resamples": "10",
                       "registry": "s3://grace/inputs/my-models.yaml", "human2": "s3://grace/inputs/speaker_production.csv",
                       "extractor-url": shared.url, "extractor-model": "fake-model", "run-id": "cluster-test"}
         argo = FakeArgo(rendered, parameters, repository, secrets, configmaps, tmp_path / "first")

@@ -9,11 +9,11 @@ mutex (one extraction job at a time: a shared API rate limit). So each model is 
 (:mod:`pipeline.cluster.placement`: GPU count, GPU memory and /dev/shm are fixed per template, as
 Kubernetes quantities must be), one for models on an existing endpoint or the embedded CPU
 model, and ``extract-only`` for models whose served tables are already complete. Then
-validate, merge (per study) and report. The ``plan`` step routes models and skips finished
-ones, so a re-submit loads nothing that is done.
+validate, merge (per study), fit (the papers' models, every study) and report. The ``plan``
+step routes models and skips finished ones, so a re-submit loads nothing that is done.
 
-The DAG's ``target`` is ``report validate``: a failed validation (exit 5) does not block
-merge and report, and still ends the workflow Failed (Argo judges a DAG by its target
+The DAG's ``target`` is ``fit report validate``: a failed validation (exit 5) or fit does not
+block merge and report, and still ends the workflow Failed (Argo judges a DAG by its target
 tasks), so ``grace-pipeline retry`` can re-run it.
 
 Every step is a Container template calling ``grace-pipeline`` in the steps image, with
@@ -47,6 +47,7 @@ from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, DEFAULT_EXTRACTOR_CONC
 from pipeline.layout import COMPARISON_STEM, REPORT_KEY, STAGE_FOLDERS
 from pipeline.plan import NON_BLOCKING_STAGES, RUN_STAGES, SERVED_STAGES, STUDY_STAGE_DEPENDENCIES
 from pipeline.registry import load_registry
+from schemas.fits import BootstrapMethod, FitSettings, SemanticsMode
 from schemas.probabilities import ScoringMethod
 from schemas.settings import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE
 from steps.errors import RunLockedError, ServerError, StorageError
@@ -135,6 +136,15 @@ PARAMETERS = (
                       "json_schema (vLLM/OpenAI), llama_schema (llama.cpp)", JSON_MODES),
     WorkflowParameter("extractor-concurrency", str(DEFAULT_EXTRACTOR_CONCURRENCY),
                       "Extractor requests in flight (one extraction job runs at a time)"),
+    WorkflowParameter("fit-semantics", "", "Literal-semantics norming judgements for the Study 2 polite-speaker fit as "
+                      "s3://bucket/key (empty: Yoon et al. 2020's, in the image)"),
+    WorkflowParameter("fit-semantics-mode", FitSettings().semantics_mode, "joint: the Study 2 fit infers the semantics with the "
+                      "choices, constrained by the norming judgements (as the paper does); fixed: holds them at the norming data",
+                      typing.get_args(SemanticsMode)),
+    WorkflowParameter("fit-resamples", str(FitSettings().resamples), "Bootstrap resamples per source for the fits' intervals"),
+    WorkflowParameter("fit-bootstrap", FitSettings().bootstrap, "Study 2 fit intervals: newton (k-step, fast) or refit (each "
+                      "resample refitted to convergence)", typing.get_args(BootstrapMethod)),
+    WorkflowParameter("fit-seed", str(FitSettings().seed), "Seed of the fits' starts and resamples"),
     WorkflowParameter("run-id", "", "Name of the run (empty: derived from inputs, prompts and sampling, so re-submitting resumes)"),
     WorkflowParameter("steps-image", STEPS_IMAGE, "The grace-pipeline steps image"),
 )
@@ -152,7 +162,8 @@ def common_run_args() -> list[str]:
     """Options every ``grace-pipeline run`` step gets from the workflow's parameters (which studies and models: per step)."""
     args = [f"--study{n}={_wf(f'study{n}')}" for n in available_studies()]
     for option in ("registry", "limit", "replications", "temperature", "max-tokens", "seed", "scoring", "concurrency",
-                   "max-failed-fraction", "extractor-url", "extractor-model", "extractor-json-mode", "extractor-concurrency"):
+                   "max-failed-fraction", "extractor-url", "extractor-model", "extractor-json-mode", "extractor-concurrency",
+                   "fit-semantics", "fit-semantics-mode", "fit-resamples", "fit-bootstrap", "fit-seed"):
         args.append(f"--{option}={_wf(option)}")
     return args + ["--store", WORKDIR]
 
@@ -263,16 +274,20 @@ def _extract_step() -> Container:
 
 
 def human_args() -> list[str]:
-    """The human data files: validated by the plan step, read by the report step (the other steps do not use them)."""
+    """The human data files: validated by the plan step, read by the fit and report steps (the other steps do not use them)."""
     return [f"--human{n}={_wf(f'human{n}')}" for n in HUMAN_FORMATS]
 
 
+# run stage -> the stage folders it reads (every study's)
+RUN_STAGE_INPUTS = {"fit": ("merge",), "report": ("validate", "merge", "fit")}
+
+
 def _study_step(stage: str) -> Container:
-    """``stage`` (validate, merge) for one study over every model's tables, or a run stage (report)."""
+    """``stage`` (validate, merge) for one study over every model's tables, or a run stage (fit, report) over every study."""
     per_study = stage in STUDY_STAGE_DEPENDENCIES
     studies = _in("study") if per_study else _wf("studies")
-    inputs_from = STUDY_STAGE_DEPENDENCIES[stage] if per_study else ("validate", "merge")
-    if per_study:
+    inputs_from = STUDY_STAGE_DEPENDENCIES[stage] if per_study else RUN_STAGE_INPUTS[stage]
+    if per_study or stage in STAGE_FOLDERS:
         outputs = [_artifact(STAGE_FOLDERS[stage], STAGE_FOLDERS[stage])]
     else:
         outputs = [_artifact("report", REPORT_KEY), _artifact("comparison", COMPARISON_STEM.split("/")[0])]
@@ -329,7 +344,7 @@ def build_workflow_template(namespace: str | None = None) -> WorkflowTemplate:
         model_dags["endpoint"] = _model_dag("model-on-endpoint", _serve_step(None), extract)
         study_steps = {stage: _study_step(stage) for stage in (*STUDY_STAGE_DEPENDENCIES, *RUN_STAGES)}
         model_tasks = [*model_dags, "extract-only"]
-        with DAG(name="main", fail_fast=False, target=" ".join((*RUN_STAGES, *NON_BLOCKING_STAGES))):
+        with DAG(name="main", fail_fast=False, target=" ".join(dict.fromkeys((*RUN_STAGES, *NON_BLOCKING_STAGES)))):
             Task(name="plan", template=plan)
             for name, dag in model_dags.items():
                 Task(name=name, template=dag, arguments={"run-id": plan_out % "run-id", "model": "{{item}}"},
@@ -338,7 +353,7 @@ def build_workflow_template(namespace: str | None = None) -> WorkflowTemplate:
                  with_param=plan_out % "extract-only", depends="plan")
             for stage, container in study_steps.items():
                 arguments = {"run-id": plan_out % "run-id", "models": plan_out % "models"}
-                after = STUDY_STAGE_DEPENDENCIES.get(stage, STUDY_STAGE_DEPENDENCIES)
+                after = STUDY_STAGE_DEPENDENCIES.get(stage) or (*STUDY_STAGE_DEPENDENCIES, *RUN_STAGES[:RUN_STAGES.index(stage)])
                 study_tasks = [f"({s}.Succeeded || {s}.Failed)" if s in NON_BLOCKING_STAGES else s for s in after if s in study_steps]
                 depends = " && ".join(["plan", *model_tasks, *study_tasks])
                 if stage in STUDY_STAGE_DEPENDENCIES:
