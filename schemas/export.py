@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from schemas.fits import FitParameterRow, FitPredictionRow
 from schemas.human import ComparisonRow, Human1Trial, Human2Trial
 from schemas.inputs import Study1Input, Study2Input
 from schemas.probabilities import Study1Probabilities, Study2Probabilities
@@ -33,6 +34,8 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "study1_human_trial": Human1Trial,
     "study2_human_trial": Human2Trial,
     "human_model_comparison": ComparisonRow,
+    "rsa_fit_parameters": FitParameterRow,
+    "rsa_fit_predictions": FitPredictionRow,
     "model_registry_entry": ModelSpec,
     "sampling_settings": SamplingSettings,
 }
