@@ -242,107 +242,123 @@ def _speaker_part(x: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray, 
 
 class _Problem:
     """Negative log-likelihood (per production observation) of production ``counts`` and, with joint semantics, of the
-    norming judgements, with its exact gradient; :meth:`predict` gives S2."""
+    norming judgements, with its exact gradient. Vectorised over data rows: ``counts`` may be (rows, 3, 4, 8) and
+    ``norming`` (rows, 8, 4) each; :meth:`batch` evaluates one parameter vector per data row in one pass."""
 
     def __init__(self, counts: np.ndarray, semantics: LiteralSemantics, joint: bool,
                  norming: Optional[tuple[np.ndarray, np.ndarray]] = None):
-        total = float(counts.sum())
-        if total <= 0:
+        counts = np.asarray(counts, float)
+        rows = counts if counts.ndim == 4 else counts[None]
+        totals = rows.sum(axis=(1, 2, 3))
+        if np.any(totals <= 0):
             raise ValueError("no observations to fit")
-        self.total = total
-        self.counts = counts / total
+        self.total = totals
+        self.counts = rows / totals[:, None, None, None]
         self.joint = joint
         true, judged = norming if norming is not None else (semantics.true, semantics.judged)
-        self.k, self.n = (true + 1.0) / total, (judged + 2.0) / total  # the paper's uniform prior on theta, on the logit scale
+        # the paper's uniform prior on theta, on the logit scale: k + 1 of n + 2
+        self.k = np.broadcast_to(np.asarray(true, float) + 1.0, (len(rows), 8, 4)) / totals[:, None, None]
+        self.n = np.broadcast_to(np.asarray(judged, float) + 2.0, (len(rows), 8, 4)) / totals[:, None, None]
         self.fixed_eta = _logit(semantics.accept)
         self.bounds = _SPEAKER_BOUNDS + ([(-_THETA_LOGIT, _THETA_LOGIT)] * N_SEMANTICS if joint else [])
 
     def full(self, x: np.ndarray) -> np.ndarray:
-        """The full vector (speaker part and logit theta) of an optimiser vector."""
-        return np.asarray(x, float) if self.joint else np.concatenate([x, self.fixed_eta.ravel()])
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """S2(w | s, goal): (3, 4, 8)."""
-        return np.exp(self.evaluate(x, gradient=False)[2])
+        """The full vector(s) (speaker part and logit theta) of optimiser vector(s)."""
+        x = np.asarray(x, float)
+        if self.joint:
+            return x
+        eta = np.broadcast_to(self.fixed_eta.ravel(), x.shape[:-1] + (N_SEMANTICS,))
+        return np.concatenate([x, eta], axis=-1)
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        value, grad, _ = self.evaluate(x, gradient=True)
-        assert grad is not None
-        return value, grad
+        """Objective and gradient at one vector (a one-row problem)."""
+        values, grads, _ = self.batch(np.asarray(x, float)[None, :])
+        assert grads is not None
+        return float(values[0]), grads[0]
 
-    def evaluate(self, x: np.ndarray, gradient: bool = True) -> tuple[float, Optional[np.ndarray], np.ndarray]:
-        """(objective, gradient or None, log S2) at ``x``."""
-        full = self.full(x)
-        alpha, cost, omega, phi, _ = _speaker_part(full)
-        theta = _sigmoid(full[N_SPEAKER:].reshape(8, 4))
+    def batch(self, xs: np.ndarray, rows: Optional[np.ndarray] = None,
+              gradient: bool = True) -> tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
+        """(objectives, gradients or None, log S2) of vectors ``xs`` (B, n), row b on data row ``rows[b]`` (default: b)."""
+        rows = np.arange(len(xs)) if rows is None else np.asarray(rows)
+        counts, k, n = self.counts[rows], self.k[rows], self.n[rows]
+        full = self.full(xs)
+        size = len(full)
+        alpha, cost = np.exp(full[:, 0]), full[:, 1]
+        per_goal = full[:, 2:N_SPEAKER].reshape(size, len(GOALS), 3)
+        logits = np.concatenate([per_goal[..., :2], np.zeros((size, len(GOALS), 1))], axis=2)
+        omega = np.exp(logits - logits.max(axis=2, keepdims=True))
+        omega /= omega.sum(axis=2, keepdims=True)
+        phi = _sigmoid(per_goal[..., 2])
+        theta = _sigmoid(full[:, N_SPEAKER:].reshape(size, 8, 4))
+        a4, c4 = alpha[:, None, None, None], cost[:, None, None, None]
         # literal listener
-        total_theta = theta.sum(axis=1)
-        l0 = theta / total_theta[:, None]
-        log_l0_t = (np.log(theta) - np.log(total_theta)[:, None]).T  # (s, w)
-        social0 = l0 @ VALUES
-        # S1 on the phi grid (phi, s, w) and at each goal's projected phi_hat (g, s, w)
-        util1 = PHI_GRID[:, None, None] * log_l0_t[None] + (1 - PHI_GRID)[:, None, None] * social0[None, None, :] - cost * NEGATED
-        s1 = _softmax(alpha * util1)
-        util1_hat = phi[:, None, None] * log_l0_t[None] + (1 - phi)[:, None, None] * social0[None, None, :] - cost * NEGATED
-        s1_hat = _softmax(alpha * util1_hat)
+        total_theta = theta.sum(axis=2)
+        l0 = theta / total_theta[..., None]
+        log_l0_t = (np.log(theta) - np.log(total_theta)[..., None]).transpose(0, 2, 1)  # (B, s, w)
+        social0 = l0 @ VALUES  # (B, w)
+        # S1 on the phi grid (B, phi, s, w) and at each goal's projected phi_hat (B, g, s, w)
+        util1 = (PHI_GRID[None, :, None, None] * log_l0_t[:, None] + (1 - PHI_GRID)[None, :, None, None] * social0[:, None, None, :]
+                 - c4 * NEGATED)
+        s1 = _softmax(a4 * util1)
+        util1_hat = phi[..., None, None] * log_l0_t[:, None] + (1 - phi)[..., None, None] * social0[:, None, None, :] - c4 * NEGATED
+        s1_hat = _softmax(a4 * util1_hat)
         # L1(s, phi | w) ∝ S1: its state marginal, and its density at phi_hat (the grid integrates the normaliser)
-        by_state = s1.sum(axis=0)  # (s, w)
-        z = by_state.sum(axis=0)  # (w,) = N_PHI x the integral over phi
-        l1_s = by_state / z
+        by_state = s1.sum(axis=1)  # (B, s, w)
+        z = by_state.sum(axis=1)  # (B, w) = N_PHI x the integral over phi
+        l1_s = by_state / z[:, None, :]
         log_l1_s = np.log(np.maximum(l1_s, _TINY))
-        social1 = VALUES @ l1_s
-        at_hat = s1_hat.sum(axis=1)  # (g, w)
-        pres = np.log(np.maximum(at_hat, _TINY)) - np.log(z)[None, :] + np.log(N_PHI)  # ln L1(phi_hat | w)
-        util2 = (omega[:, 0, None, None] * log_l1_s[None] + omega[:, 1, None, None] * social1[None, None, :]
-                 + omega[:, 2, None, None] * pres[:, None, :] - cost * NEGATED)
-        x2 = alpha * util2
-        top = x2.max(axis=2, keepdims=True)
-        log_s2 = x2 - (top + np.log(np.exp(np.maximum(x2 - top, _MIN_EXPONENT)).sum(axis=2, keepdims=True)))
-        value = -float((self.counts * log_s2).sum())
+        social1 = np.einsum("s,bsw->bw", VALUES, l1_s)
+        at_hat = s1_hat.sum(axis=2)  # (B, g, w)
+        pres = np.log(np.maximum(at_hat, _TINY)) - np.log(z)[:, None, :] + np.log(N_PHI)  # ln L1(phi_hat | w)
+        util2 = (omega[..., 0, None, None] * log_l1_s[:, None] + omega[..., 1, None, None] * social1[:, None, None, :]
+                 + omega[..., 2, None, None] * pres[:, :, None, :] - c4 * NEGATED)
+        x2 = a4 * util2
+        top = x2.max(axis=3, keepdims=True)
+        log_s2 = x2 - (top + np.log(np.exp(np.maximum(x2 - top, _MIN_EXPONENT)).sum(axis=3, keepdims=True)))
+        values = -(counts * log_s2).sum(axis=(1, 2, 3))
         if self.joint:
-            value -= float((self.k * np.log(theta) + (self.n - self.k) * np.log1p(-theta)).sum())
+            values -= (k * np.log(theta) + (n - k) * np.log1p(-theta)).sum(axis=(1, 2))
         if not gradient:
-            return value, None, log_s2
+            return values, None, log_s2
         # ---- reverse mode
-        g2 = -(self.counts - self.counts.sum(axis=2, keepdims=True) * np.exp(log_s2))  # d/d x2
-        d_alpha = float((g2 * util2).sum())
-        gu = alpha * g2
-        d_omega = np.column_stack([(gu * log_l1_s[None]).sum(axis=(1, 2)), (gu * social1[None, None, :]).sum(axis=(1, 2)),
-                                   (gu * pres[:, None, :]).sum(axis=(1, 2))])
-        d_cost = -float((gu * NEGATED).sum())
-        d_log_l1_s = (gu * omega[:, 0, None, None]).sum(axis=0)
-        d_social1 = (gu * omega[:, 1, None, None]).sum(axis=(0, 1))
-        d_pres = (gu * omega[:, 2, None, None]).sum(axis=1)  # (g, w)
-        d_omega_logits = omega[:, :2] * (d_omega[:, :2] - (omega * d_omega).sum(axis=1, keepdims=True))
+        g2 = -(counts - counts.sum(axis=3, keepdims=True) * np.exp(log_s2))  # d/d x2
+        d_alpha = (g2 * util2).sum(axis=(1, 2, 3))
+        gu = a4 * g2
+        d_omega = np.stack([(gu * log_l1_s[:, None]).sum(axis=(2, 3)), (gu * social1[:, None, None, :]).sum(axis=(2, 3)),
+                            (gu * pres[:, :, None, :]).sum(axis=(2, 3))], axis=2)  # (B, g, 3)
+        d_cost = -(gu * NEGATED).sum(axis=(1, 2, 3))
+        d_log_l1_s = (gu * omega[..., 0, None, None]).sum(axis=1)
+        d_social1 = (gu * omega[..., 1, None, None]).sum(axis=(1, 2))
+        d_pres = (gu * omega[..., 2, None, None]).sum(axis=2)  # (B, g, w)
+        d_omega_logits = omega[..., :2] * (d_omega[..., :2] - (omega * d_omega).sum(axis=2, keepdims=True))
         # the presentational term: through S1 at phi_hat, and through the normaliser z
-        d_s1_hat = np.broadcast_to(np.where(at_hat > _TINY, d_pres / np.maximum(at_hat, _TINY), 0.0)[:, None, :], s1_hat.shape)
-        d_x1_hat = s1_hat * (d_s1_hat - (s1_hat * d_s1_hat).sum(axis=2, keepdims=True))
-        d_alpha += float((d_x1_hat * util1_hat).sum())
-        d_util1_hat = alpha * d_x1_hat
-        d_cost -= float((d_util1_hat * NEGATED).sum())
-        d_phi = (d_util1_hat * (log_l0_t[None] - social0[None, None, :])).sum(axis=(1, 2))
-        d_phi_logit = d_phi * phi * (1 - phi)
+        d_s1_hat = np.where(at_hat > _TINY, d_pres / np.maximum(at_hat, _TINY), 0.0)[:, :, None, :]
+        d_x1_hat = s1_hat * (d_s1_hat - (s1_hat * d_s1_hat).sum(axis=3, keepdims=True))
+        d_alpha += (d_x1_hat * util1_hat).sum(axis=(1, 2, 3))
+        d_util1_hat = a4 * d_x1_hat
+        d_cost -= (d_util1_hat * NEGATED).sum(axis=(1, 2, 3))
+        d_phi = (d_util1_hat * (log_l0_t[:, None] - social0[:, None, None, :])).sum(axis=(2, 3))
         # through L1 to S1 on the grid
-        d_l1_s = VALUES[:, None] * d_social1[None, :] + np.where(l1_s > _TINY, d_log_l1_s / np.maximum(l1_s, _TINY), 0.0)
-        d_z = -(d_l1_s * l1_s).sum(axis=0) / z - d_pres.sum(axis=0) / z
-        d_by_state = d_l1_s / z + d_z[None, :]
-        d_x1 = s1 * (d_by_state[None] - (s1 * d_by_state[None]).sum(axis=2, keepdims=True))
-        d_alpha += float((d_x1 * util1).sum())
-        d_util1 = alpha * d_x1
-        d_cost -= float((d_util1 * NEGATED).sum())
-        grad = [np.array([d_alpha * alpha, d_cost]), np.column_stack([d_omega_logits, d_phi_logit]).ravel()]
+        d_l1_s = VALUES[None, :, None] * d_social1[:, None, :] + np.where(l1_s > _TINY, d_log_l1_s / np.maximum(l1_s, _TINY), 0.0)
+        d_z = -(d_l1_s * l1_s).sum(axis=1) / z - d_pres.sum(axis=1) / z
+        d_by_state = (d_l1_s / z[:, None, :] + d_z[:, None, :])[:, None]
+        d_x1 = s1 * (d_by_state - (s1 * d_by_state).sum(axis=3, keepdims=True))
+        d_alpha += (d_x1 * util1).sum(axis=(1, 2, 3))
+        d_util1 = a4 * d_x1
+        d_cost -= (d_util1 * NEGATED).sum(axis=(1, 2, 3))
+        per_goal_grad = np.concatenate([d_omega_logits, (d_phi * phi * (1 - phi))[..., None]], axis=2).reshape(size, -1)
+        grads = [(d_alpha * alpha)[:, None], d_cost[:, None], per_goal_grad]
         if self.joint:
-            d_log_l0_t = (d_util1 * PHI_GRID[:, None, None]).sum(axis=0) + (d_util1_hat * phi[:, None, None]).sum(axis=0)
-            d_social0 = ((d_util1 * (1 - PHI_GRID)[:, None, None]).sum(axis=(0, 1))
-                         + (d_util1_hat * (1 - phi)[:, None, None]).sum(axis=(0, 1)))
-            d_log_l0 = d_log_l0_t.T  # (w, s)
-            d_l0 = d_social0[:, None] * VALUES[None, :]
-            d_theta = d_log_l0 / theta + d_l0 / total_theta[:, None]
-            d_total = -d_log_l0.sum(axis=1) / total_theta - (d_l0 * theta).sum(axis=1) / total_theta ** 2
-            d_theta += d_total[:, None]
-            d_theta += -self.k / theta + (self.n - self.k) / (1 - theta)
-            grad.append((d_theta * theta * (1 - theta)).ravel())
-        return value, np.concatenate(grad), log_s2
+            d_log_l0 = ((d_util1 * PHI_GRID[None, :, None, None]).sum(axis=1)
+                        + (d_util1_hat * phi[..., None, None]).sum(axis=1)).transpose(0, 2, 1)  # (B, w, s)
+            d_social0 = ((d_util1 * (1 - PHI_GRID)[None, :, None, None]).sum(axis=(1, 2))
+                         + (d_util1_hat * (1 - phi)[..., None, None]).sum(axis=(1, 2)))
+            d_l0 = d_social0[:, :, None] * VALUES[None, None, :]
+            d_theta = d_log_l0 / theta + d_l0 / total_theta[..., None]
+            d_total = -d_log_l0.sum(axis=2) / total_theta - (d_l0 * theta).sum(axis=2) / total_theta ** 2
+            d_theta += d_total[..., None] - k / theta + (n - k) / (1 - theta)
+            grads.append((d_theta * theta * (1 - theta)).reshape(size, -1))
+        return values, np.concatenate(grads, axis=1), log_s2
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -444,7 +460,7 @@ def _estimate(problem: _Problem, starts: list[np.ndarray]) -> optimize.OptimizeR
 def log_speaker2(params: PoliteParameters) -> np.ndarray:
     """log S2(w | s, goal): (3 goals, 4 states, 8 utterances)."""
     dummy = LiteralSemantics(np.zeros((8, 4)), np.zeros((8, 4)), "", "")
-    return _Problem(np.ones((3, 4, 8)), dummy, joint=True).evaluate(params.vector(), gradient=False)[2]
+    return _Problem(np.ones((3, 4, 8)), dummy, joint=True).batch(params.vector()[None, :], gradient=False)[2][0]
 
 
 def fit_polite(counts: np.ndarray, semantics: LiteralSemantics, seed: int = 0, starts: int = DEFAULT_STARTS,
@@ -513,42 +529,54 @@ def hessian(problem: _Problem, x: np.ndarray, step: float = 1e-5) -> np.ndarray:
     return (out + out.T) / 2
 
 
-def newton_refit(problem: _Problem, start: np.ndarray, curvature: np.ndarray, steps: int = _NEWTON_STEPS,
-                 solved: Optional[dict] = None) -> np.ndarray:
-    """Projected Newton steps on ``problem`` from ``start`` with a fixed ``curvature`` (the estimate's Hessian; eigenvalues
-    floored at 1e-6 of the largest), a bound's coordinate held while the gradient pushes outward, each step capped at 2
-    (unconstrained units) and halved until the objective does not increase; stops when it no longer decreases.
-    ``solved`` caches the eigendecomposition per set of free coordinates (share it between resamples)."""
+def newton_refits(problem: _Problem, start: np.ndarray, curvature: np.ndarray, steps: int = _NEWTON_STEPS) -> np.ndarray:
+    """Each data row of ``problem`` re-estimated from ``start`` by projected Newton steps with a fixed ``curvature`` (the
+    estimate's Hessian; eigenvalues floored at 1e-6 of the largest): a bound's coordinate is held while the gradient pushes
+    outward, a step is capped at 2 (unconstrained units) and halved until the objective does not increase, and a row stops
+    when it no longer decreases. All rows advance together (one vectorised evaluation per step). Returns (rows, n)."""
     lows, highs = (np.array(b) for b in zip(*problem.bounds))
-    solved = {} if solved is None else solved
-    x = np.clip(start, lows, highs)
-    value, grad = problem(x)
+    count = len(problem.counts)
+    xs = np.tile(np.clip(start, lows, highs), (count, 1))
+    values, grads, _ = problem.batch(xs)
+    assert grads is not None
+    active = np.ones(count, bool)
+    solved: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
     for _ in range(steps):
-        free = ~(((x <= lows + 1e-12) & (grad > 0)) | ((x >= highs - 1e-12) & (grad < 0)))
-        if not free.any():
+        rows = np.flatnonzero(active)
+        if not len(rows):
             break
-        key = free.tobytes()
-        if key not in solved:
-            eigenvalues, vectors = np.linalg.eigh(curvature[np.ix_(free, free)])
-            solved[key] = (np.maximum(np.abs(eigenvalues), _EIGEN_FLOOR * max(np.abs(eigenvalues).max(), 1e-12)), vectors)
-        eigenvalues, vectors = solved[key]
-        step = np.zeros_like(x)
-        step[free] = -(vectors @ ((vectors.T @ grad[free]) / eigenvalues))
-        largest = np.abs(step).max()
-        if largest > 2.0:
-            step *= 2.0 / largest
+        free = ~(((xs[rows] <= lows + 1e-12) & (grads[rows] > 0)) | ((xs[rows] >= highs - 1e-12) & (grads[rows] < 0)))
+        step = np.zeros((len(rows), len(start)))
+        for pattern in np.unique(free, axis=0):
+            if not pattern.any():
+                continue
+            key = pattern.tobytes()
+            if key not in solved:
+                eigenvalues, vectors = np.linalg.eigh(curvature[np.ix_(pattern, pattern)])
+                solved[key] = (np.maximum(np.abs(eigenvalues), _EIGEN_FLOOR * max(np.abs(eigenvalues).max(), 1e-12)), vectors)
+            eigenvalues, vectors = solved[key]
+            group = np.flatnonzero((free == pattern).all(axis=1))
+            step[np.ix_(group, np.flatnonzero(pattern))] = -(((grads[rows[group]][:, pattern] @ vectors) / eigenvalues) @ vectors.T)
+        largest = np.abs(step).max(axis=1)
+        step *= np.where(largest > 2.0, 2.0 / np.maximum(largest, 1e-300), 1.0)[:, None]
+        moved = np.zeros(len(rows), bool)
+        new_values = values[rows].copy()
+        pending = np.arange(len(rows))
         for scale in (1.0, 0.5, 0.25, 0.125, 0.0625):
-            trial = np.clip(x + scale * step, lows, highs)
-            trial_value, trial_grad = problem(trial)
-            if trial_value <= value:
+            if not len(pending):
                 break
-        else:
-            break
-        decrease = value - trial_value
-        x, value, grad = trial, trial_value, trial_grad
-        if decrease < 1e-10 * max(1.0, abs(value)):
-            break
-    return x
+            trial = np.clip(xs[rows[pending]] + scale * step[pending], lows, highs)
+            trial_values, trial_grads, _ = problem.batch(trial, rows[pending])
+            assert trial_grads is not None
+            better = trial_values <= values[rows[pending]]
+            done = pending[better]
+            xs[rows[done]], grads[rows[done]], new_values[done] = trial[better], trial_grads[better], trial_values[better]
+            moved[done] = True
+            pending = pending[~better]
+        decrease = values[rows] - new_values
+        values[rows] = new_values
+        active[rows] = moved & (decrease >= 1e-10 * np.maximum(1.0, np.abs(new_values)))
+    return xs
 
 
 def _bootstrap(unit_counts: np.ndarray, semantics: LiteralSemantics, problem: _Problem, estimate: np.ndarray,
@@ -556,29 +584,29 @@ def _bootstrap(unit_counts: np.ndarray, semantics: LiteralSemantics, problem: _P
     units = len(unit_counts)
     flat = unit_counts.reshape(units, -1)
     weights = rng.multinomial(units, np.full(units, 1 / units), size=resamples)
+    counts = (weights @ flat).reshape(resamples, len(GOALS), 4, 8)
+    counts = counts[counts.sum(axis=(1, 2, 3)) > 0]
     people, people_judged = semantics.participant_true, semantics.participant_judged
-    norming_weights = None
+    norming = None
     if problem.joint and people is not None and people_judged is not None:  # the norming participants are resampled too
-        norming_weights = rng.multinomial(len(people), np.full(len(people), 1 / len(people)), size=resamples)
-    curvature = hessian(problem, estimate) if method == "newton" else None
-    solved: dict = {}
+        picks = rng.multinomial(len(people), np.full(len(people), 1 / len(people)), size=resamples)[:len(counts)]
+        norming = (np.tensordot(picks, people, axes=1), np.tensordot(picks, people_judged, axes=1))
+    resampled = _Problem(counts, semantics, problem.joint, norming)
+    if method == "newton":
+        xs = newton_refits(resampled, estimate, hessian(problem, estimate))
+    else:
+        xs = np.array([_minimise(_Problem(c, semantics, problem.joint, None if norming is None else (norming[0][i], norming[1][i])),
+                                 estimate).x for i, c in enumerate(counts)])
+    predicted = np.exp(resampled.batch(xs, gradient=False)[2])
     draws = []
-    for r, w in enumerate(weights):
-        counts = (w @ flat).reshape(len(GOALS), 4, 8)
-        if counts.sum() <= 0:
-            continue
-        norming = None
-        if norming_weights is not None and people is not None and people_judged is not None:
-            norming = (np.tensordot(norming_weights[r], people, axes=1), np.tensordot(norming_weights[r], people_judged, axes=1))
-        resampled = _Problem(counts, semantics, problem.joint, norming)
-        x = newton_refit(resampled, estimate, curvature, solved=solved) if curvature is not None else _minimise(resampled, estimate).x
+    for i, x in enumerate(xs):
         params = PoliteParameters.from_vector(resampled.full(x))
         named = params.named()
-        named[(None, "correlation")] = cell_correlation(counts, speaker_distribution(params))
+        named[(None, "correlation")] = cell_correlation(counts[i], predicted[i])
         for g, goal in enumerate(GOALS):
-            if counts[g].sum() <= 0:
-                named.update({(goal, n): float("nan") for n in PARAMETER_NAMES})
-        draws.append([named[k] for k in estimate_names()])
+            if counts[i, g].sum() <= 0:
+                named.update({(goal, name): float("nan") for name in PARAMETER_NAMES})
+        draws.append([named[key] for key in estimate_names()])
     return np.array(draws).reshape(len(draws), len(estimate_names()))
 
 
