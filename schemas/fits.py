@@ -75,8 +75,9 @@ class FitParameterRow(BaseModel):
     resamples: int = Field(ge=0, description="Bootstrap resamples that were refitted")
     observations: float = Field(ge=0, description="Observations fitted: trials, coded answers, or distinct prompts (Experiment 2)")
     log_likelihood: float = Field(description="Log-likelihood of the source's data at the estimate (whole fit)")
-    seconds: float = Field(ge=0, description="Wall time of the source's fit with its bootstrap")
-    cpu_seconds: float = Field(ge=0, description="CPU time of the source's fit with its bootstrap (one thread): its cost on one core")
+    wall_ms: float = Field(ge=0, description="Wall time of the source's fit with its bootstrap (milliseconds)")
+    cpu_ms: float = Field(ge=0, description="CPU time of the source's fit with its bootstrap (milliseconds, one thread): its cost on "
+                                            "one core")
     seed: int = Field(description="Seed of the starts and resamples (the same data and seed give the same fit)")
     inputs: str = Field(description="What the model was given: Study 2 the literal semantics file (and sha256); Study 1 the prior")
     notes: Optional[str] = Field(None, description="Estimates at a bound, optimiser warnings")

@@ -159,7 +159,7 @@ def fit_study2(table: Optional[pd.DataFrame], human: Optional[pd.DataFrame], opt
         resamples = 0 if fit.bootstrap is None else len(fit.bootstrap)
         common = {"run_id": run_id, "study": 2, "rsa_model": "yoon2020_polite_speaker", **source.fields(), "unit": source.unit,
                   "units": fit.units, "resamples": resamples, "observations": fit.observations, "log_likelihood": fit.log_likelihood,
-                  "seconds": fit.seconds, "cpu_seconds": fit.cpu_seconds, "seed": options.seed, "inputs": inputs,
+                  "wall_ms": fit.seconds * 1000, "cpu_ms": fit.cpu_seconds * 1000, "seed": options.seed, "inputs": inputs,
                   "notes": "; ".join(fit.notes) or None, "code_version": code_version}
         estimates = fit.estimates()
         for column, (goal, name) in enumerate(names):
@@ -290,7 +290,7 @@ def fit_study1(table: Optional[pd.DataFrame], human: Optional[pd.DataFrame], opt
         for listener in (fit.aware, fit.blind):
             common = {"run_id": run_id, "study": 1, "rsa_model": RSA_MODEL_OF[listener.listener], **source.fields(), "goal": None,
                       "unit": source.unit, "units": fit.units, "resamples": resamples, "observations": listener.observations,
-                      "log_likelihood": listener.log_likelihood, "seconds": fit.seconds, "cpu_seconds": fit.cpu_seconds,
+                      "log_likelihood": listener.log_likelihood, "wall_ms": fit.seconds * 1000, "cpu_ms": fit.cpu_seconds * 1000,
                       "seed": options.seed, "inputs": data.prior_note, "notes": "; ".join(listener.notes) or None,
                       "code_version": code_version}
             for column, (who, name) in enumerate(names):

@@ -103,8 +103,9 @@ def _study2(parameters: pd.DataFrame, predictions: pd.DataFrame) -> str:
                      "negation cost c": _with_interval(_pick(part, "negation_cost")),
                      "r (goal × state × utterance)": _with_interval(r),
                      "r²": _fmt(r["estimate"] ** 2) if r is not None and not pd.isna(r["estimate"]) else "NA",
-                     "observations": _fmt(first.observations, 1), f"{first.unit}s": int(first.units), "resamples": int(first.resamples),
-                     "log-likelihood": _fmt(first.log_likelihood, 1), "fit CPU s": _fmt(first.cpu_seconds, 1),
+                     "observations": _fmt(first.observations, 1), "bootstrap units": f"{int(first.units)} {first.unit}s",
+                     "resamples": int(first.resamples),
+                     "log-likelihood": _fmt(first.log_likelihood, 1), "fit CPU s": _fmt(first.cpu_ms / 1000, 1),
                      "notes": first.notes if isinstance(first.notes, str) else ""})
     parts.append("<h3>Goal weights per source and goal</h3>" + _table(pd.DataFrame(rows)))
     parts.append("<h3>Shared parameters and fit per source</h3>" + _table(pd.DataFrame(fits)))
@@ -179,8 +180,9 @@ def _study1(parameters: pd.DataFrame, predictions: pd.DataFrame) -> str:
                      "r": _with_interval(_pick(aware, "correlation")), "α (access-blind)": _with_interval(_pick(blind, "alpha")),
                      "r (access-blind)": _with_interval(_pick(blind, "correlation")),
                      "access gain (log-lik per obs.)": _with_interval(gain),
-                     "verdict": _verdict(gain), "observations": _fmt(first.observations, 1), f"{first.unit}s": int(first.units),
-                     "prior": first.inputs, "fit CPU s": _fmt(first.cpu_seconds, 1),
+                     "verdict": _verdict(gain), "observations": _fmt(first.observations, 1),
+                     "bootstrap units": f"{int(first.units)} {first.unit}s",
+                     "prior": first.inputs, "fit CPU s": _fmt(first.cpu_ms / 1000, 1),
                      "notes": first.notes if isinstance(first.notes, str) else ""})
     parts.append(_table(pd.DataFrame(rows)))
     if not predictions.empty:

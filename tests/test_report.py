@@ -34,12 +34,13 @@ def report(tmp_path_factory):
 def test_report_is_self_contained_with_every_section(report):
     text = report.read_text(encoding="utf-8")
     assert "http://" not in text and "https://" not in text  # opens offline
-    assert text.count("data:image/png;base64,") == 4
+    assert text.count("data:image/png;base64,") == 6  # 2 of them: the papers' models fitted (steps/report_fits.py)
     for heading in ("Validation", "Rows per model and study", "Study 1: extracted answers by access x observe",
                     "Study 1: Experiment 2 distributions", "Study 2: coded answers (Experiment 1) by goal x state",
                     "Study 1: the paper's findings (Goodman &amp; Stuhlmueller 2013)",
                     "Study 1: models compared with human participants", "Study 2: models compared with human participants",
-                    "Extraction confidence and timing"):
+                    "Study 1: the paper's model (Goodman &amp; Stuhlmüller 2013)",
+                    "Study 2: the paper's model (Yoon, Tessler, Goodman &amp; Frank 2020)", "Extraction confidence and timing"):
         assert f"<h2>{heading}</h2>" in text
     assert "fake-model" in text and "other-model" in text
     assert "600 trials from 50 participants" in text and "180 trials from 20 participants" in text
