@@ -23,13 +23,15 @@ The model (Open Mind 4: 71-87, section "Model" and its Supplementary Materials):
 
 Fit (:func:`fit_polite`): maximum likelihood of counts n[goal, state, utterance], which may be expected counts
 (summed probabilities: the cross-entropy of a model's Experiment 2 distributions), plus, for joint semantics, the
-binomial likelihood of the norming judgements. Parameters are optimised on an unconstrained scale within bounds
-(log α; ω as the softmax of two logits and a 0; logit φ̂; logit θ; c in [0, 10]) by SLSQP with the exact gradient
-(reverse-mode, written out in :meth:`_Problem.evaluate`). The speaker's parameters are first fitted with the
-semantics fixed from :data:`DEFAULT_STARTS` starts drawn from a seeded generator; the best is then freed jointly
-with the semantics. The same counts and seed give the same fit. Intervals: percentile bootstrap, resampling the
-source's units (participants or items) and, for joint semantics, the norming participants; each resample is
-refitted from the estimate.
+binomial likelihood of the norming judgements (with the paper's uniform prior on θ: k + 1 of n + 2). Parameters are
+optimised on an unconstrained scale within bounds (log α; ω as the softmax of two logits and a 0; logit φ̂; logit θ;
+c in [0, 10]) by L-BFGS-B (BLAS on one thread) with the exact gradient (reverse mode, written out in
+:meth:`_Problem.batch`, vectorised over data rows). Each of :data:`DEFAULT_STARTS` starts (neutral, the paper's
+estimates, then random ones from a seeded generator) runs 150 iterations; the best 3 run to convergence. The same counts
+and seed give the same fit. Intervals: percentile bootstrap, resampling the source's units (participants or items)
+and, for joint semantics, the norming participants; each resample is re-estimated from the estimate, by default with
+up to 12 projected Newton steps using the estimate's Hessian, every resample at once (a k-step bootstrap), or
+optionally refitted to convergence.
 
 Stated differences from the paper: it reports Bayesian posterior estimates (priors α ~ U(0, 20), c ~ U(1, 10),
 ω ~ Dir(1, 1, 1), φ̂ ~ U(0, 1), θ with the norming posterior), here they are maximum-likelihood estimates within
