@@ -316,6 +316,9 @@ def test_three_models_each_loaded_once_then_a_resubmit_loads_nothing_and_a_faile
         people = comparison[(comparison.source == "human") & (comparison.goal == "informational") & (comparison.state == 0)]
         assert people.set_index("option").value["It was terrible"] == pytest.approx(0.58)
         assert "600 trials from 50 participants" in run.read_bytes("report.html").decode()
+        fits = read_table(run, "fits/study2_rsa_parameters")  # the fit step after merge: humans and every model, in the bucket
+        assert "human" in set(fits.source) and set(fits.model.dropna()) == {*THREE.split(","), "acme-chat"}
+        assert "Study 2: the paper's model (Yoon" in run.read_bytes("report.html").decode()
         assert b"FAKE vLLM serving" in run.read_bytes("logs/gemma-2-27b-it/vllm.log")  # the sidecar's log is kept
         assert any(k.startswith("checkpoints/exp1/llama-3.1-8b-instruct_study1/part-") for k in run.list("checkpoints"))
         for pod in argo.pods:
