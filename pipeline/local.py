@@ -41,7 +41,7 @@ from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
 from pipeline.run_setup import HumanData, Inputs, extractor_api_key, load_run_inputs, resolve_models, run_id_for
 from pipeline.study_stages import run_merge, run_report, run_validation, stage_tables
-from schemas.settings import ModelSpec
+from schemas.settings import AnalysisSettings, ModelSpec
 from steps.checkpoint import open_checkpoint
 from steps.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, GraceError, ServerError
 from steps.extract import EMBEDDED_JSON_MODE, Extractor, JsonMode, run_extract_step
@@ -252,9 +252,10 @@ def _run_study_node(node: Node, spec: StudySpec, table: StudyTable, models, conf
     return result
 
 
-def _run_report_node(node: Node, studies: list[int], run_id: str, store: Store, human: HumanData) -> NodeResult:
+def _run_report_node(node: Node, studies: list[int], run_id: str, store: Store, human: HumanData,
+                     settings: AnalysisSettings) -> NodeResult:
     """The quality report and the human-vs-model comparison table (blocking: runs in a thread)."""
-    return NodeResult(node, outputs=run_report(studies, run_id, store, human), done=1)
+    return NodeResult(node, outputs=run_report(studies, run_id, store, human, settings), done=1)
 
 
 async def _execute(nodes: list[Node], run_node) -> list[NodeResult]:
@@ -372,7 +373,7 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
 
             async def run_node(node: Node) -> NodeResult:
                 if node.study is None:
-                    return await asyncio.to_thread(_run_report_node, node, sorted(inputs), run_id, store, human)
+                    return await asyncio.to_thread(_run_report_node, node, sorted(inputs), run_id, store, human, config.analysis)
                 spec, table = inputs[node.study]
                 if node.model is None:
                     return await asyncio.to_thread(_run_study_node, node, spec, table, models, config, store)

@@ -31,6 +31,7 @@ from steps.responses import (
     Responses,
     human_responses,
     model_sources,
+    plural,
 )
 
 JEFFREYS_METHOD = "Jeffreys 95% interval over trials (one per participant)"
@@ -38,7 +39,7 @@ JEFFREYS_METHOD = "Jeffreys 95% interval over trials (one per participant)"
 
 def unit_bootstrap_method(unit: str) -> str:
     """How a unit-bootstrap interval was computed, in words."""
-    return f"bootstrap over {unit}s ({stats.BOOTSTRAP_RESAMPLES} resamples, 95% percentile)"
+    return f"bootstrap over {plural(unit)} ({stats.BOOTSTRAP_RESAMPLES} resamples, 95% percentile)"
 
 
 def cell_label(study: int, cell: tuple) -> str:
@@ -79,7 +80,7 @@ def cell_estimates(responses: Responses, cell: tuple, seed: int = stats.SEED) ->
     if boot is None:
         nan = np.full(len(value), np.nan)
         return {"value": value, "lower": nan, "upper": nan, "n": len(names), "units": len(names), "interval": None}
-    lower, upper = stats.percentile_interval(boot, value, what=f"cell mean over {responses.unit}s")
+    lower, upper = stats.percentile_interval(boot, value, what=f"cell mean over {plural(responses.unit)}")
     return {"value": value, "lower": lower, "upper": upper, "n": len(names), "units": len(names),
             "interval": unit_bootstrap_method(responses.unit)}
 

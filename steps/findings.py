@@ -32,7 +32,7 @@ import pandas as pd
 
 from schemas.settings import AnalysisSettings
 from steps import stats
-from steps.responses import Responses
+from steps.responses import Responses, plural
 
 Kind = Literal["greater", "not greater", "estimate"]
 Term = tuple[tuple, str, float]  # (cell, option, weight)
@@ -77,7 +77,7 @@ def unit_values(contrasts: tuple[Contrast, ...], responses: Responses, cells: li
 
 
 def _plural(n: int, unit: str) -> str:
-    return f"{n} {unit}" + ("" if n == 1 else "es" if unit.endswith("s") else "s")
+    return f"{n} {plural(unit, n)}"
 
 
 def _tests(contrast: Contrast, d: np.ndarray, margin: float, seed: int) -> dict:

@@ -184,6 +184,13 @@ def model_sources(table: Optional[pd.DataFrame], study: int, measure: str, check
     return out
 
 
+def plural(unit: str, n: int = 2) -> str:
+    """``unit`` in the plural when ``n`` is not 1: 'story' -> 'stories', 'participant' -> 'participants'."""
+    if n == 1:
+        return unit
+    return unit[:-1] + "ies" if unit.endswith("y") and unit[-2:-1] not in "aeiou" else unit + "s"
+
+
 def experiment_label(experiment: str) -> str:
     """'Exp 2 probabilities' or 'Exp 1 coded' for an experiment key."""
     return "Exp 2 probabilities" if experiment == "exp2_probabilities" else "Exp 1 coded"
