@@ -113,7 +113,7 @@ def agreement(human: Responses, model, cells: list[tuple], seed: int = stats.SEE
     h = _ratio(sums.sum(axis=0), counts.sum(axis=0))
     m, m_boot = _model_side(model, cells, resamples, seed)
     shared = np.isfinite(h[:, 0]) & np.isfinite(m[:, 0])
-    out = {"cells": int(shared.sum())}
+    out: dict[str, float] = {"cells": int(shared.sum())}
     keys = ("js_raw", "js_corrected", "js_lower", "js_upper", "r_raw", "r_corrected", "r_lower", "r_upper")
     out.update({k: float("nan") for k in keys})
     if not shared.any():
@@ -146,7 +146,8 @@ def noise_ceiling(human: Responses, cells: list[tuple], splits: int = SPLITS, se
     mean divergence scaled to the full sample (what that perfect model's raw divergence would be)."""
     sums, counts = _participant_sums(human, cells)
     n_people = len(sums)
-    out = {"participants": n_people, "splits": splits, "reliability": float("nan"), "r_ceiling": float("nan"), "js_floor": float("nan")}
+    out: dict[str, float] = {"participants": n_people, "splits": splits, "reliability": float("nan"), "r_ceiling": float("nan"),
+                             "js_floor": float("nan")}
     if n_people < 4:
         return out
     rng = np.random.default_rng(seed)

@@ -78,12 +78,12 @@ def exclusion_counts(table: Optional[pd.DataFrame], human: Optional[pd.DataFrame
 
     def count(frame: pd.DataFrame, source: str, label: str) -> None:
         fails = failures(frame, source)
-        row = {"source": label, "trials": len(frame)}
+        row: dict[str, object] = {"source": label, "trials": len(frame)}
         for check in CHECKS:
             row[f"fail {check}"] = int(fails[check].fillna(False).sum())
             row[f"unchecked {check}"] = int(fails[check].isna().sum())
-        row["excluded"] = int((~kept(frame, source, checks)).sum())
-        row["kept"] = row["trials"] - row["excluded"]
+        excluded = int((~kept(frame, source, checks)).sum())
+        row["excluded"], row["kept"] = excluded, len(frame) - excluded
         rows.append(row)
 
     if human is not None:

@@ -110,7 +110,7 @@ def evaluate(contrasts: tuple[Contrast, ...], responses: Responses, cells: list[
     for j, i in enumerate(tested):
         rows[i].update(holm_claim=adjusted[2 * j], holm_counter=adjusted[2 * j + 1], testable=bool(testable[2 * j]),
                        level=settings.alpha / k)
-    by_key = {}
+    by_key: dict[str, str] = {}
     order = sorted(range(len(contrasts)), key=lambda i: contrasts[i].kind == "not greater")  # premises first
     for i in order:
         verdict, why = _verdict(contrasts[i], rows[i], responses.unit, settings, by_key)
@@ -134,26 +134,25 @@ def _not_testable(row: dict, unit: str, alpha: float) -> str:
 def _verdict(contrast: Contrast, row: dict, unit: str, settings: AnalysisSettings, by_key: dict) -> tuple[str, str]:
     """(verdict, reason in words) of one finding for one source, given its corrected tests and its premise's verdict."""
     if contrast.kind == "estimate":
-        return "estimate", f"two-sided p = {stats.format_p(row['p_two_sided'])} (no verdict: direction not stated by the paper)"
+        return "estimate", f"two-sided {stats.p_text(row['p_two_sided'])} (no verdict: direction not stated by the paper)"
     if row["n"] < 2 or not row["testable"]:
         return "not testable", _not_testable(row, unit, settings.alpha)
     alpha, margin = settings.alpha, settings.equivalence_margin
     claim, counter = row["holm_claim"] <= alpha, row["holm_counter"] <= alpha
-    effect = f"effect {row['effect']:.3f} [{row['lower']:.3f}, {row['upper']:.3f}]"
     if contrast.kind == "greater":
         if claim and row["lower"] > 0:
-            return "reproduced", f"greater than 0: p = {stats.format_p(row['p_claim'])}, Holm {stats.format_p(row['holm_claim'])}; {effect}"
+            return "reproduced", f"greater than 0: {stats.p_text(row['p_claim'])}, {stats.p_text(row['holm_claim'], 'Holm p')}"
         if counter:
-            return "not reproduced", (f"shown below the margin {margin:g}: p = {stats.format_p(row['p_counter'])}, Holm "
-                                      f"{stats.format_p(row['holm_counter'])}; {effect}")
-        return "inconclusive", f"neither greater than 0 nor below the margin {margin:g} after correction; {effect}"
+            return "not reproduced", (f"shown below the margin {margin:g}: {stats.p_text(row['p_counter'])}, "
+                                      f"{stats.p_text(row['holm_counter'], 'Holm p')}")
+        return "inconclusive", f"neither shown greater than 0 nor below the margin {margin:g} after correction"
     if counter:
-        return "not reproduced", (f"still greater, above the margin {margin:g}: p = {stats.format_p(row['p_counter'])}, Holm "
-                                  f"{stats.format_p(row['holm_counter'])}; {effect}")
+        return "not reproduced", (f"still greater, above the margin {margin:g}: {stats.p_text(row['p_counter'])}, "
+                                  f"{stats.p_text(row['holm_counter'], 'Holm p')}")
     if not claim:
-        return "inconclusive", f"not shown below the margin {margin:g} after correction; {effect}"
+        return "inconclusive", f"not shown below the margin {margin:g} after correction"
     premise = by_key.get(contrast.requires, "reproduced") if contrast.requires else "reproduced"
-    below = f"below the margin {margin:g}: p = {stats.format_p(row['p_claim'])}, Holm {stats.format_p(row['holm_claim'])}; {effect}"
+    below = f"below the margin {margin:g}: {stats.p_text(row['p_claim'])}, {stats.p_text(row['holm_claim'], 'Holm p')}"
     if premise == "reproduced":
         return "reproduced", below
     if premise == "not reproduced":

@@ -114,7 +114,8 @@ def _header(ctx: ReportContext) -> str:
 
 
 def _validation(ctx: ReportContext) -> str:
-    status = [f"<li>Study {n}: {'passed' if v.get('passed') else '<b class=bad>FAILED</b>'}</li>" for n, v in sorted(ctx.validations.items())]
+    status = [f"<li>Study {n}: {'passed' if v.get('passed') else '<b class=bad>FAILED</b>'}</li>"
+              for n, v in sorted(ctx.validations.items())]
     return "<h2>Validation</h2><ul>" + "".join(status) + "</ul>" + "<h2>Rows per model and study</h2>" + _table(_counts(ctx.tables))
 
 
@@ -136,15 +137,16 @@ def _study2_answers(ctx: ReportContext) -> str:
     if 2 not in ctx.tables:
         return ""
     t = ctx.tables[2]
+    counts = pd.crosstab([t.model_name, t.Goal_simplified, t.State_number], t.response_cleaned.fillna("(not coded)"))
     return ("<h2>Study 2: coded answers (Experiment 1) by goal x state</h2><p>Counts of coded answers (rows, not independent "
-            "units).</p>" + _table(pd.crosstab([t.model_name, t.Goal_simplified, t.State_number], t.response_cleaned.fillna("(not coded)"))))
+            "units).</p>" + _table(counts))
 
 
 def _human_section(ctx: ReportContext, study: int) -> str:
     """Models beside the human participants (or the models alone, said in one line, without human data)."""
     human: Optional[HumanTable] = ctx.human.get(study)
-    assert ctx.comparison is not None  # render_report fills it
-    rows = ctx.comparison[ctx.comparison.study == study]
+    table = ctx.comparison if ctx.comparison is not None else comparison.comparison_frame([])
+    rows = table[table.study == study]
     flag = f"--human{study}"
     what = "speaker production (Yoon, Tessler, Goodman &amp; Frank 2020 format)" if study == 2 else "listener judgements"
     parts = [f"<h2>Study {study}: models compared with human participants</h2>"]

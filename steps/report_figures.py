@@ -130,8 +130,8 @@ def scatter(rows: pd.DataFrame, study: int) -> str:
                 continue
             for level in levels:
                 dots = sel[sel[factor] == level]
-                ax.scatter(dots.value.astype(float), dots.human.astype(float), s=14, marker=marker, color=colours[level],
-                           facecolors="none" if marker == "o" else None, label=f"{factor} {level}")
+                style = {"facecolors": "none", "edgecolors": colours[level]} if marker == "o" else {"color": colours[level]}
+                ax.scatter(dots.value.astype(float), dots.human.astype(float), s=14, marker=marker, **style)
             if len(sel) >= 3 and sel.value.std() > 0 and sel.human.std() > 0:
                 titles.append(f"{label} r = {np.corrcoef(sel.value.astype(float), sel.human.astype(float))[0, 1]:.2f}")
         ax.plot([0, 1], [0, 1], ":", color="grey", linewidth=1)
@@ -143,7 +143,15 @@ def scatter(rows: pd.DataFrame, study: int) -> str:
         ax.tick_params(labelsize=7)
     axes[0][0].set_ylabel("humans", fontsize=8)
     what = "utterance share per goal x state" if study == 2 else "normalised bet per access x observe"
-    return _finish(fig, axes, f"Study {study}: models against humans, every {what} (o Exp 2, x Exp 1; dotted: identity)")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="s", linestyle="", color=colours[level], label=f"{factor} {level}") for level in levels]
+    handles += [Line2D([], [], marker="o", linestyle="", color="grey", markerfacecolor="none", label="Exp 2"),
+                Line2D([], [], marker="x", linestyle="", color="grey", label="Exp 1 coded")]
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.8), fontsize=7)
+    fig.suptitle(f"Study {study}: models against humans, every {what}\n(o Exp 2, x Exp 1 coded; dotted: identity)", fontsize=9)
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.76, bottom=0.14, wspace=0.3)
+    return png(fig)
 
 
 def per_item_effects(contrasts: tuple[Contrast, ...], results: list[SourceResult], margin: float, title: str) -> str:

@@ -42,6 +42,8 @@ def rules_text(ctx: ReportContext, unit_models: str) -> str:
             "longer greater' finding is reproduced when the difference is shown below +margin (the upper test of TOST; the "
             "lower one, p(TOST lower), is shown but not required since 'not greater' includes a reversal) and its "
             "cancellation is reproduced; not reproduced when it is shown above the margin or there was no reading to lose. "
+            "'p (claim)' is the one-sided p of the paper's claim (greater than 0, or below the margin), 'Holm p' the same "
+            "corrected; 'why' gives the test behind each verdict. "
             "Effects: mean difference with a 95% bootstrap interval over units and d<sub>z</sub> (mean / SD of the unit "
             "differences); for models, the effect divided by the humans' (bootstrap over items and participants), shown "
             "when the human effect's interval excludes 0.</p>")
@@ -54,7 +56,7 @@ def _display(frame: pd.DataFrame, paper: str) -> pd.DataFrame:
         paper: frame[paper].where(frame.finding.ne(frame.finding.shift()), ""),
         "source": frame.source, "unit": frame.unit, "n": frame.n,
         "effect [95%]": [_interval(v, lo, hi) for v, lo, hi in zip(frame.effect, frame.lower, frame.upper)],
-        "d_z": frame.d_z, "p": [stats.format_p(p) for p in frame.p], "p (Holm)": [stats.format_p(p) for p in frame.p_holm],
+        "d_z": frame.d_z, "p (claim)": [stats.format_p(p) for p in frame.p], "Holm p (claim)": [stats.format_p(p) for p in frame.p_holm],
         "p (TOST lower)": [stats.format_p(p) for p in frame.p_tost_lower],
         "÷ human effect [95%]": [_interval(v, lo, hi) for v, lo, hi in zip(frame.ratio, frame.ratio_lower, frame.ratio_upper)],
         "verdict": [f"<span class='{VERDICT_STYLE.get(v, '')}'>{v}</span>" for v in frame.verdict],

@@ -197,3 +197,9 @@ def format_p(p: float) -> str:
     if p is None or not np.isfinite(p):
         return "NA"
     return "< .001" if p < 0.001 else f"{p:.3f}".lstrip("0") if p < 1 else "1"
+
+
+def p_text(p: float, name: str = "p") -> str:
+    """'p < .001' or 'p = .016' (``name`` replaces 'p', e.g. 'Holm p')."""
+    text = format_p(p)
+    return f"{name} {text}" if text.startswith("<") else f"{name} = {text}"

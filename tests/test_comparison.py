@@ -82,7 +82,8 @@ def test_study1_humans_and_exclusions(tmp_path):
     human = load_human_table(1, write_human1(tmp_path / "h1.csv")).frame
     rows = comparison.comparison_rows(1, None, human)
     bet = _row(rows, measure="bet", cell="access=3, observe=2", option="2")
-    assert bet["unit"] == "participant" and bet["n"] == 20 and bet["value"] == pytest.approx(np.mean([(80 + p % 5) / 100 for p in range(20)]))
+    assert bet["unit"] == "participant" and bet["n"] == 20
+    assert bet["value"] == pytest.approx(np.mean([(80 + p % 5) / 100 for p in range(20)]))
     excluded = comparison.comparison_rows(1, None, human, ["prior"])  # every 4th participant answered 2
     assert _row(excluded, measure="bet", cell="access=3, observe=2", option="2")["n"] == 15
     knowledge = _row(rows, measure="knowledge", cell="access=3, observe=2", option="yes")
