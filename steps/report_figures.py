@@ -103,7 +103,7 @@ def _finish(fig, axes, title: str) -> str:
     handles = {label: h for ax in axes.ravel() for h, label in zip(*ax.get_legend_handles_labels())}
     fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.05, right=0.86, top=0.92, bottom=0.08, hspace=0.45, wspace=0.12)
+    fig.subplots_adjust(left=0.05, right=0.86, top=1 - 0.55 / fig.get_figheight(), bottom=0.08, hspace=0.45, wspace=0.12)
     return png(fig)
 
 
