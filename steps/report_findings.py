@@ -33,7 +33,8 @@ def rules_text(ctx: ReportContext, unit_models: str) -> str:
     s = ctx.settings
     return (f"<p>Each finding is a contrast of mean responses, computed per <b>unit</b> and paired within it: models: per "
             f"{unit_models} (Experiment 1 replications and repeated prompts averaged within the item; Experiment 2 one value "
-            "per distinct prompt); humans: per participant (item differences among people are not modelled). Tests are exact sign-flip tests over units; within each source all "
+            "per distinct prompt); humans: per participant (item differences among people are not modelled). "
+            "Tests are exact sign-flip tests over units; within each source all "
             f"its tests are Holm-corrected (familywise &alpha; = {s.alpha:g}) after Tarone's screen: a test whose smallest "
             "attainable p cannot reach the corrected level is <b>not testable</b> (n units cannot give p below 2<sup>-n</sup>). "
             "A 'greater' finding is <b>reproduced</b> when its one-sided test is significant and the 95% interval of the effect "
