@@ -6,6 +6,9 @@ In cell (informative, heart0) 29 of 50 say "It was terrible" (0.58), 11 "It wasn
 every other cell: participant i says utterance i % 8.
 Study 1 (this project's long format): 20 participants x the 9 access x observe cells; bets
 with the upper-bounded reading at full access (3 of 3 seen).
+Study 2 with the paper's directions (:func:`write_human2_paper`): 120 participants drawing, with a
+fixed seed, from per-cell chances in which every effect Yoon et al. (2020) report points the
+published way (more negation with both goals, most in bad states; white lies with a kind goal).
 """
 
 from __future__ import annotations
