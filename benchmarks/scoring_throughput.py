@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 
 from pipeline.config import example_study_path
-from pipeline.embedded import EmbeddedServers, default_workers
+from pipeline.model_server.embedded import EmbeddedServers, default_workers
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
 from schemas.settings import ModelSpec
 from steps.inputs import load_study_table

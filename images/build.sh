@@ -19,5 +19,5 @@ if [[ "${1:-}" == "--push" ]]; then
   docker push "${image}"
   echo "pushed ${image}"
 fi
-vllm=$(python3 -c 'from pipeline.workflow import VLLM_IMAGE; print(VLLM_IMAGE)' 2>/dev/null || true)
-echo "vLLM image used by the workflow: ${vllm:-see pipeline/workflow.py VLLM_IMAGE}"
+vllm=$(python3 -c 'from pipeline.cluster.workflow import VLLM_IMAGE; print(VLLM_IMAGE)' 2>/dev/null || true)
+echo "vLLM image used by the workflow: ${vllm:-see pipeline/cluster/workflow.py VLLM_IMAGE}"

@@ -12,7 +12,6 @@ import asyncio
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Optional, Sequence
 
 from rich.console import Console
@@ -28,13 +27,15 @@ from pipeline.cli_options import (
     human_paths,
     study_paths,
 )
-from pipeline.cluster_cli import add_cluster_commands, run_cluster_command
+from pipeline.cluster.cluster_cli import add_cluster_commands, run_cluster_command
 from pipeline.config import STAGES, RunConfig
-from pipeline.local import RunResult, run_local
+from pipeline.model_server.embedded import start_embedded
 from pipeline.plan import build_plan, plan_as_dicts
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
 from pipeline.run_setup import load_run_inputs
+from pipeline.runner.local import run_local
+from pipeline.runner.summary import print_summary
 from steps.errors import EXIT_CODES, EXIT_INTERRUPTED, GraceError
 from steps.studies import available_studies
 
@@ -72,35 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def print_summary(console: Console, result: RunResult) -> None:
-    """Rows done/failed per model x study, time and tokens/s, then where the outputs are."""
-    table = Table(title=f"Run {result.run_id}")
-    table.add_column("stage")
-    table.add_column("model")
-    table.add_column("study")
-    for column in ("ok", "failed", "resumed", "time", "tokens/s"):
-        table.add_column(column, justify="right")
-    for r in result.results:
-        rate = f"{r.completion_tokens / r.wall_s:.1f}" if r.completion_tokens and r.wall_s else "-"
-        table.add_row(r.node.stage, str(r.node.model or "all"), str(r.node.study or "all"), str(r.done), str(r.failed), str(r.resumed),
-                      f"{r.wall_s:.1f} s", rate)
-    console.print(table)
-    print(f"Outputs of {result.run_id} ({result.wall_s:.1f} s): {result.run_uri}")
-    for r in result.results:
-        for path in r.outputs:
-            print(f"  {path}")
-    reports = [p for r in result.results if r.node.stage == "report" and r.error is None for p in r.outputs if p.endswith(".html")]
-    for report in reports:
-        print(f"Quality report: {Path(report).as_uri() if result.run_path else report}")
-    for error in result.errors:
-        print(f"error: {error}")
-
-
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     started = time.perf_counter()
     config = config_from_args(args)
     err = Console(stderr=True)
-    result = asyncio.run(run_local(config, ProgressReporter(err), started))
+    result = asyncio.run(run_local(config, ProgressReporter(err), started, start_embedded))
     print_summary(console, result)
     return result.exit_code
 
@@ -144,7 +121,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _cmd_validate(args, console)
         if args.command == "models":
             return _cmd_models(args, console)
-        cluster = run_cluster_command(args, console)
+        cluster = run_cluster_command(args, console, start_embedded)
         if cluster is not None:
             return cluster
         nodes = build_plan(csv_list(args.models, "models"), [int(s) for s in csv_list(args.studies, "studies")],

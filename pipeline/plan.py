@@ -1,7 +1,7 @@
 """The DAG, described once: which nodes run, and after what.
 
-Both runners read this: the local runner (``pipeline.local``) executes it on one
-machine; the Argo workflow (``pipeline.workflow``) is generated from it. A node is one
+Both runners read this: the local runner (``pipeline.runner.local``) executes it on one
+machine; the Argo workflow (``pipeline.cluster.workflow``) is generated from it. A node is one
 stage for one model x study (or a whole-run stage, model/study None). Node names are
 valid Argo task names (``^[a-zA-Z0-9][-a-zA-Z0-9]*$``).
 
@@ -23,7 +23,7 @@ from steps.errors import ConfigError
 
 # stage -> stages it waits for, per model x study.
 # Experiment 2 does not read Experiment 1, but both use the model's one server: Experiment 2 goes first, so that a
-# model's serve step (pipeline.serve) ends when its queries end and extraction, the one stage serialized across models,
+# model's serve step (pipeline.cluster.serve) ends when its queries end and extraction, the one stage serialized across models,
 # starts at once; the order only sequences the work (ORDER_ONLY: a failed Experiment 2 does not stop Experiment 1).
 STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {"probabilities": (), "query": ("probabilities",), "extract": ("query",)}
 # whole-study stages -> stages they wait for, for every model of that study.

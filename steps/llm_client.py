@@ -1,8 +1,8 @@
 """The module that sends requests to model servers (vLLM, llama.cpp, hosted APIs) and the LLM extractor.
 
 Other HTTP in the project is not requests to a model: the health polls of a starting
-server (``pipeline.local.wait_for_health``, ``pipeline.embedded``) and the Argo API client
-(``pipeline.argo_api``, via Hera's requests-based service).
+server (``pipeline.runner.local.wait_for_health``, ``pipeline.model_server.embedded``) and the Argo API client
+(``pipeline.cluster.argo_api``, via Hera's requests-based service).
 
 Contracts:
 

@@ -5,7 +5,7 @@ Retry-After and the retryable status codes) and the artifact store (:mod:`steps.
 run in a worker thread, never on the event loop). A hand-written loop is kept instead of a
 library (tenacity, stamina): the HTTP loop must give its concurrency slot back while it
 sleeps and honour Retry-After, which is a few lines here and awkward to express there, and
-both loops share this one pure, tested delay function. (``pipeline.argo_api.ArgoClient.wait``
+both loops share this one pure, tested delay function. (``pipeline.cluster.argo_api.ArgoClient.wait``
 is a status poll that tolerates 3 transient failures in a row, not a retry loop; Hera's
 service makes single requests.)
 """

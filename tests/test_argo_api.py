@@ -13,7 +13,7 @@ import requests
 import responses
 from hera.shared import global_config
 
-from pipeline.argo_api import ArgoClient, ArgoError, NodeState
+from pipeline.cluster.argo_api import ArgoClient, ArgoError, NodeState
 from steps.errors import ConfigError
 
 HOST = "https://argo.example.org:2746"

@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from pipeline.workflow import render_yaml
+from pipeline.cluster.workflow import render_yaml
 
 CRDS = Path(__file__).resolve().parents[2] / "shared" / "argo-crds"
 VERSIONS = ("v3.6.19", "v3.7.18", "v4.1.2")

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from pipeline import __version__
-from pipeline.workflow import (
+from pipeline.cluster.workflow import (
     ARTIFACT_REPOSITORY,
     ENDPOINT_SECRET,
     EXTRACTOR_SECRET,
@@ -94,7 +94,7 @@ def expected_template() -> str:
 
 def test_chart_copy_is_the_generated_template(expected_template):
     assert GOLDEN.exists(), f"{GOLDEN} is missing: {REGENERATE}"
-    assert GOLDEN.read_bytes() == expected_template.encode(), f"{GOLDEN} differs from pipeline/workflow.py: {REGENERATE}"
+    assert GOLDEN.read_bytes() == expected_template.encode(), f"{GOLDEN} differs from pipeline/cluster/workflow.py: {REGENERATE}"
 
 
 def test_workflowtemplate_is_emitted_byte_for_byte(manifests, docs, expected_template):
@@ -134,7 +134,7 @@ def test_workflowtemplate_refers_to_what_the_chart_installs(docs):
 
 
 def test_model_cache_is_the_pvc_the_gpu_steps_mount(docs, chart):
-    from pipeline.workflow import MODEL_CACHE_PVC
+    from pipeline.cluster.workflow import MODEL_CACHE_PVC
 
     pvc = one(docs, "PersistentVolumeClaim", MODEL_CACHE_PVC)
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"] and pvc["spec"]["resources"]["requests"]["storage"] == "500Gi"

@@ -11,8 +11,8 @@ import pytest
 import responses
 
 from pipeline.cli import main
-from pipeline.local import wait_for_health
-from pipeline.workflow import render_yaml
+from pipeline.cluster.workflow import render_yaml
+from pipeline.runner.local import wait_for_health
 from steps.errors import ServerError
 from tests.fakes.fake_openai_server import FakeOpenAIServer
 from tests.test_argo_api import HOST, NS, PREPARE_OK, QUERY_POD_FAILED, STATUS_MIXED, SUBMITTED, TOKEN, WF, WF_URL, _workflow
@@ -59,7 +59,7 @@ def test_submit_rejects_bad_parameters_before_calling_argo(argo_env, capsys, par
 
 
 def test_submit_wait_follows_until_the_end(argo_env, capsys, monkeypatch):
-    import pipeline.argo_api as argo_api
+    import pipeline.cluster.argo_api as argo_api
 
     monkeypatch.setattr(argo_api.time, "sleep", lambda s: None)
     with responses.RequestsMock() as mocked:

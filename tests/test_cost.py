@@ -1,11 +1,11 @@
-"""The cluster cost model (pipeline/cost.py) and where models are placed (pipeline/placement.py)."""
+"""The cluster cost model (pipeline/cluster/cost.py) and where models are placed (pipeline/cluster/placement.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.cost import estimate, format_costs, hub_download_gb_per_minute, startup_timeout_s
-from pipeline.placement import gpu_class, gpu_classes
+from pipeline.cluster.cost import estimate, format_costs, hub_download_gb_per_minute, startup_timeout_s
+from pipeline.cluster.placement import gpu_class, gpu_classes
 from pipeline.registry import load_registry
 
 LINEUP = [m for m in load_registry().values() if m.engine == "vllm"]

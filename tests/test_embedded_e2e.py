@@ -62,7 +62,7 @@ def _llama_servers() -> set[int]:
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if b"pipeline.embedded_server" in (proc / "cmdline").read_bytes():
+                if b"pipeline.model_server.embedded_server" in (proc / "cmdline").read_bytes():
                     found.add(int(proc.name))
             except OSError:
                 pass

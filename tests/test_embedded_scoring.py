@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from pipeline.embedded import EmbeddedServers, gguf_path
+from pipeline.model_server.embedded import EmbeddedServers, gguf_path
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
 from steps.llm_client import LLMClient
 from steps.probabilities import score_exact, score_row, scoring_messages

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import pipeline.local
+import pipeline.runner.local
 from pipeline.cli import build_parser, main
 from pipeline.config import example_study_path
 from steps.errors import EXIT_CODES
@@ -44,7 +44,7 @@ def test_1_unexpected_error_is_recorded_and_the_summary_printed(tmp_path, fake_s
     def broken(*args):
         raise RuntimeError("a bug in merge")
 
-    monkeypatch.setattr(pipeline.local, "run_merge", broken)
+    monkeypatch.setattr(pipeline.runner.local, "run_merge", broken)
     assert _run(fake_server, tmp_path, "--studies", "2", "--limit", "2", "--stages", "query,validate,merge") == 1
     out, err = capsys.readouterr()
     assert "merge-study2: unexpected RuntimeError: a bug in merge" in out and "Traceback" in err

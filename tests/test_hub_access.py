@@ -6,7 +6,7 @@ import httpx
 import pytest
 import respx
 
-from pipeline.hub_access import check_hub_access
+from pipeline.cluster.hub_access import check_hub_access
 from pipeline.registry import load_registry
 from steps.errors import ConfigError
 

@@ -26,7 +26,7 @@ def test_image_copies_every_package():
 
 def test_workflow_runs_the_images_user_and_the_tag_the_build_script_makes():
     from pipeline import __version__
-    from pipeline.workflow import STEPS_IMAGE, STEPS_UID, VLLM_IMAGE
+    from pipeline.cluster.workflow import STEPS_IMAGE, STEPS_UID, VLLM_IMAGE
 
     dockerfile = (REPO / "images" / "steps.Dockerfile").read_text()
     assert f"--uid {STEPS_UID} " in dockerfile and re.findall(r"^USER (\S+)$", dockerfile, re.MULTILINE)[-1] == str(STEPS_UID)

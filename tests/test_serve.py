@@ -9,8 +9,8 @@ import time
 import httpx
 import pytest
 
+from pipeline.cluster.serve import vllm_args, wait_until_healthy, watch_server, write_vllm_args
 from pipeline.registry import load_registry
-from pipeline.serve import vllm_args, wait_until_healthy, watch_server, write_vllm_args
 from steps.errors import ServerError
 from tests.fakes.fake_openai_server import FakeOpenAIServer
 

@@ -13,10 +13,8 @@ import yaml
 from hera.workflows import WorkflowTemplate
 from hera.workflows import models as m
 
-from pipeline.placement import gpu_class, gpu_classes
-from pipeline.plan import SERVED_STAGES, STAGE_DEPENDENCIES
-from pipeline.registry import load_registry
-from pipeline.workflow import (
+from pipeline.cluster.placement import gpu_class, gpu_classes
+from pipeline.cluster.workflow import (
     EXTRACTION_MUTEX,
     HF_SECRET,
     KEY_PREFIX,
@@ -26,6 +24,8 @@ from pipeline.workflow import (
     TEMPLATE_NAME,
     render_yaml,
 )
+from pipeline.plan import SERVED_STAGES, STAGE_DEPENDENCIES
+from pipeline.registry import load_registry
 from steps.store import open_store
 from steps.tables import read_table
 from tests.fakes.argo_executor import FakeArgo, _depends_targets

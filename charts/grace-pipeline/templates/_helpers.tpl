@@ -1,6 +1,6 @@
 {{/*
 Resource names are fixed, not prefixed with the release name: the generated WorkflowTemplate
-(pipeline/workflow.py) refers to them by these exact names. Hence one release per namespace.
+(pipeline/cluster/workflow.py) refers to them by these exact names. Hence one release per namespace.
 */}}
 
 {{- define "grace-pipeline.chart" -}}
@@ -16,7 +16,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: grace-pipeline
 {{- end }}
 
-{{/* The ServiceAccount the workflow pods run as (pipeline.workflow.SERVICE_ACCOUNT). */}}
+{{/* The ServiceAccount the workflow pods run as (pipeline.cluster.workflow.SERVICE_ACCOUNT). */}}
 {{- define "grace-pipeline.serviceAccountName" -}}
 grace-pipeline-workflow
 {{- end }}

@@ -39,7 +39,7 @@ whole prompt (measured by ``benchmarks/scoring_throughput.py``; see the README).
 ``usage.prompt_tokens`` counts every prompt token and
 ``usage.prompt_tokens_details.cached_tokens`` those not evaluated again (the shared prefix).
 
-Run: ``python -m pipeline.embedded_server --model M.gguf --port N --alias NAME --chat-format gemma``.
+Run: ``python -m pipeline.model_server.embedded_server --model M.gguf --port N --alias NAME --chat-format gemma``.
 """
 
 from __future__ import annotations

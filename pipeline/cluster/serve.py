@@ -3,9 +3,9 @@
 With ``--vllm-dir DIR`` the model is served by the pod's vLLM sidecar, which waits for
 ``DIR/args`` (its command-line arguments, written here from the registry entry: the
 template is the same for every model of a GPU class) and writes ``DIR/exit-code`` when vLLM
-exits (see ``pipeline.workflow.VLLM_WRAPPER``). The step then
+exits (see ``pipeline.cluster.workflow.VLLM_WRAPPER``). The step then
 
-* waits for ``/health`` at most the model's start-up time (:func:`pipeline.cost.startup_timeout_s`),
+* waits for ``/health`` at most the model's start-up time (:func:`pipeline.cluster.cost.startup_timeout_s`),
   failing at once if the sidecar exited;
 * runs Experiment 1 and Experiment 2 of every study of the run (the local runner's plan
   for the served stages) while a watchdog polls ``/health``: a server that exited, or that
@@ -25,11 +25,11 @@ from typing import Optional
 
 import httpx
 
+from pipeline.cluster.cost import startup_timeout_s
 from pipeline.config import RunConfig
-from pipeline.cost import startup_timeout_s
-from pipeline.local import RunResult, run_local
 from pipeline.progress import ProgressReporter
 from pipeline.registry import resolve_model
+from pipeline.runner.local import RunResult, ServerStarter, run_local
 from schemas.settings import ModelSpec
 from steps.errors import ConfigError, ServerError
 
@@ -113,12 +113,12 @@ async def watch_server(http: httpx.AsyncClient, url: str, vllm_dir: Path, model:
 
 
 async def serve(config: RunConfig, progress: ProgressReporter, started: float, vllm_dir: Optional[Path], port: int,
-                poll_s: float = POLL_S, dead_after_s: float = DEAD_AFTER_S) -> RunResult:
+                poll_s: float = POLL_S, dead_after_s: float = DEAD_AFTER_S, start_server: Optional[ServerStarter] = None) -> RunResult:
     """Run the served stages of ``config.models`` (one model) against its one server; see the module docstring."""
     if len(config.models) != 1:
         raise ConfigError(f"serve runs one model, got {list(config.models)}")
     if vllm_dir is None:
-        return await run_local(config, progress, started)
+        return await run_local(config, progress, started, start_server)
     model = resolve_model(config.models[0], external=False)
     url = f"http://localhost:{port}"
     write_vllm_args(vllm_dir, model, port)

@@ -8,7 +8,7 @@ WorkflowTemplate reads as output parameters:
 
 - ``run-id``: the given run id, or the one derived from inputs, prompts and sampling
   (the same as a local run's, so re-submitting the same inputs resumes);
-- ``<gpu class>.json`` for every class of :func:`pipeline.placement.gpu_classes`: the models
+- ``<gpu class>.json`` for every class of :func:`pipeline.cluster.placement.gpu_classes`: the models
   whose served stages still have work, served by a vLLM sidecar of that class;
 - ``endpoint.json``: models served by an existing endpoint (or the embedded CPU model);
 - ``extract-only.json``: models whose served tables are complete but not their extraction
@@ -28,12 +28,12 @@ from typing import Optional
 
 import httpx
 
+from pipeline.cluster.cost import estimate, format_costs
+from pipeline.cluster.hub_access import check_hub_access
+from pipeline.cluster.placement import gpu_class, gpu_classes
 from pipeline.config import RunConfig, checkpoint_store
-from pipeline.cost import estimate, format_costs
-from pipeline.hub_access import check_hub_access
 from pipeline.layout import stage_keys
 from pipeline.manifest import write_manifest
-from pipeline.placement import gpu_class, gpu_classes
 from pipeline.plan import SERVED_STAGES
 from pipeline.registry import load_registry
 from pipeline.run_setup import load_run_inputs, resolve_models, run_id_for
@@ -41,7 +41,7 @@ from schemas.settings import ModelSpec
 from steps.store import Store
 from steps.tables import read_table
 
-HF_SECRET_NAME = "grace-hf-token"  # pipeline.workflow.HF_SECRET (not imported: the plan step needs no Hera)
+HF_SECRET_NAME = "grace-hf-token"  # pipeline.cluster.workflow.HF_SECRET (not imported: the plan step needs no Hera)
 FAILED_COLUMN = {"query": "status", "probabilities": "status", "extract": "extraction_status"}
 
 

@@ -1,4 +1,4 @@
-"""Launch the embedded model servers (``pipeline.embedded_server``) for a GGUF shipped on PyPI.
+"""Launch the embedded model servers (``pipeline.model_server.embedded_server``) for a GGUF shipped on PyPI.
 
 :class:`EmbeddedServers` starts ``workers`` single-thread server processes on free
 loopback ports (one llama.cpp server answers one request at a time; on 2 cores two
@@ -18,6 +18,8 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
+from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
@@ -78,7 +80,7 @@ def server_command(model: ModelSpec, gguf: Path, port: int) -> list[str]:
     """The embedded server command line for one single-thread worker."""
     assert model.embedded is not None
     return [
-        sys.executable, "-m", "pipeline.embedded_server",
+        sys.executable, "-m", "pipeline.model_server.embedded_server",
         "--model", str(gguf),
         "--host", "127.0.0.1",
         "--port", str(port),
@@ -151,3 +153,11 @@ class EmbeddedServers:
     def __exit__(self, *exc: object) -> Optional[bool]:
         self.stop()
         return None
+
+
+def start_embedded(stack: ExitStack, model: ModelSpec, logs: Path, workers: Optional[int]) -> tuple[list[str], int, str]:
+    """Start ``model`` on embedded servers that ``stack`` stops: (urls, worker count, server version); the runner's
+    :data:`pipeline.runner.local.ServerStarter`."""
+    count = workers or default_workers()
+    urls = stack.enter_context(EmbeddedServers(model, count, logs)).urls
+    return urls, count, f"llama-cpp-python {metadata.version('llama-cpp-python')}"

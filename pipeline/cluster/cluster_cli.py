@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.cli_options import add_run_options, config_from_args
+from pipeline.runner.local import ServerStarter
 from steps.errors import ConfigError, GraceError, WorkflowFailedError
 
 CHART_TEMPLATE_COPY = Path("files") / "workflowtemplate.yaml"
@@ -65,7 +66,7 @@ def add_cluster_commands(sub) -> None:
 
 def parse_parameters(pairs: list[str]) -> dict[str, str]:
     """-p NAME=VALUE pairs, checked against the template's parameters, their enums and the model registry before anything is sent."""
-    from pipeline.workflow import PARAMETERS
+    from pipeline.cluster.workflow import PARAMETERS
 
     known = {p.name: p for p in PARAMETERS}
     parameters: dict[str, str] = {}
@@ -89,10 +90,10 @@ def parse_parameters(pairs: list[str]) -> dict[str, str]:
 
 def _study_rows(parameters: dict[str, str], override: Optional[str]) -> dict[int, int]:
     """Rows per study of the submitted run (after ``limit``), for the cost model."""
+    from pipeline.cluster.workflow import PARAMETERS
     from pipeline.config import RunConfig, example_study_path
     from pipeline.registry import EMBEDDED_DEFAULT
     from pipeline.run_setup import load_inputs
-    from pipeline.workflow import PARAMETERS
 
     defaults = {p.name: p.default for p in PARAMETERS}
     get = lambda name: parameters.get(name, defaults[name])  # noqa: E731
@@ -114,9 +115,9 @@ def _study_rows(parameters: dict[str, str], override: Optional[str]) -> dict[int
 
 def cost_report(parameters: dict[str, str], study_rows: Optional[str]) -> str:
     """The cost model of a submission: this workflow (one load per model, weights cached) and the per-step layout it replaced."""
-    from pipeline.cost import estimate, format_costs
+    from pipeline.cluster.cost import estimate, format_costs
+    from pipeline.cluster.workflow import PARAMETERS
     from pipeline.registry import load_registry
-    from pipeline.workflow import PARAMETERS
 
     defaults = {p.name: p.default for p in PARAMETERS}
     served = {pair.split("=", 1)[0].strip() for pair in parameters.get("endpoints", "").split(";") if "=" in pair}
@@ -139,7 +140,7 @@ def cost_report(parameters: dict[str, str], study_rows: Optional[str]) -> str:
 
 
 def _client(args: argparse.Namespace):
-    from pipeline.argo_api import ArgoClient
+    from pipeline.cluster.argo_api import ArgoClient
 
     return ArgoClient.from_env(host=args.argo_server, token=args.argo_token, namespace=args.namespace, insecure=args.insecure)
 
@@ -165,10 +166,10 @@ def _follow(console: Console, client, name: str) -> int:
     return 0
 
 
-def run_cluster_command(args: argparse.Namespace, console: Console) -> Optional[int]:
+def run_cluster_command(args: argparse.Namespace, console: Console, start_server: Optional[ServerStarter] = None) -> Optional[int]:
     """Run ``args.command`` if it is a cluster command and return its exit code; None otherwise."""
     if args.command == "cluster-plan":
-        from pipeline.cluster_plan import cluster_plan
+        from pipeline.cluster.cluster_plan import cluster_plan
 
         plan = cluster_plan(config_from_args(args), Path(args.out))
         routed = {k.removesuffix(".json"): v for k, v in plan.items() if isinstance(v, list) and v and k != "study-items.json"}
@@ -179,18 +180,19 @@ def run_cluster_command(args: argparse.Namespace, console: Console) -> Optional[
         import sys
         import time
 
-        from pipeline.cli import print_summary
+        from pipeline.cluster.serve import serve
         from pipeline.progress import ProgressReporter
-        from pipeline.serve import serve
+        from pipeline.runner.summary import print_summary
 
         started = time.perf_counter()
         result = asyncio.run(serve(config_from_args(args), ProgressReporter(Console(stderr=True)), started,
-                                   Path(args.vllm_dir) if args.vllm_dir else None, args.vllm_port))
+                                   Path(args.vllm_dir) if args.vllm_dir else None, args.vllm_port,
+                                   start_server=start_server))
         print_summary(console, result)
         sys.stdout.flush()
         return max((e.exit_code for e in result.errors), default=0)
     if args.command == "render":
-        from pipeline.workflow import render_yaml
+        from pipeline.cluster.workflow import render_yaml
 
         text = render_yaml(args.namespace)
         if args.output == "-":
@@ -204,7 +206,7 @@ def run_cluster_command(args: argparse.Namespace, console: Console) -> Optional[
             console.print(f"wrote {copy}")
         return 0
     if args.command == "submit":
-        from pipeline.workflow import TEMPLATE_NAME
+        from pipeline.cluster.workflow import TEMPLATE_NAME
 
         parameters = parse_parameters(args.parameter)
         try:

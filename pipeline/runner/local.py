@@ -25,22 +25,20 @@ import time
 import traceback
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import httpx
 import pandas as pd
 
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, ENDPOINT_API_KEY_ENV, RunConfig, checkpoint_store, run_store
-from pipeline.embedded import EmbeddedServers, default_workers
 from pipeline.layout import manifest_key, stage_keys
 from pipeline.manifest import write_manifest
 from pipeline.plan import SERVED_STAGES, Node, blocks, build_plan
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
 from pipeline.run_setup import HumanData, Inputs, extractor_api_key, load_run_inputs, resolve_models, run_id_for
-from pipeline.study_stages import run_merge, run_report, run_validation, stage_tables
+from pipeline.runner.study_stages import run_merge, run_report, run_validation, stage_tables
 from schemas.settings import AnalysisSettings, ModelSpec
 from steps.checkpoint import open_checkpoint
 from steps.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, GraceError, ServerError
@@ -54,6 +52,20 @@ from steps.run_lock import RunLock
 from steps.store import Store
 from steps.studies import StudySpec
 from steps.tables import read_table, write_table
+
+ServerStarter = Callable[[ExitStack, ModelSpec, Path, Optional[int]], tuple[list[str], int, str]]
+"""Starts a model server this process owns (the embedded model): given the run's ExitStack (which stops it), the
+model, a folder for its logs and the requested worker count (None: its default), returns (urls, concurrency,
+server version). The CLI passes :func:`pipeline.model_server.embedded.start_embedded`; without one, every model
+needs an endpoint."""
+
+
+def _start_own_server(start_server: Optional[ServerStarter], stack: ExitStack, model: ModelSpec, logs: Path,
+                      workers: Optional[int], role: str) -> tuple[list[str], int, str]:
+    if start_server is None:
+        raise ConfigError(f"{role} {model.name!r} has no endpoint and this command does not start model servers itself: "
+                          "give it an endpoint (--endpoint NAME=URL)")
+    return start_server(stack, model, logs, workers)
 
 
 @dataclass
@@ -286,7 +298,8 @@ async def _execute(nodes: list[Node], run_node) -> list[NodeResult]:
     return [ended[n.name].result() for n in nodes]
 
 
-async def _connect_models(config, models, stack, http, logs: Path) -> tuple[dict[str, LLMClient], dict[str, dict]]:
+async def _connect_models(config, models, stack, http, logs: Path,
+                          start_server: Optional[ServerStarter]) -> tuple[dict[str, LLMClient], dict[str, dict]]:
     """One client per model: an existing endpoint, or embedded servers started here; each checked."""
     api_key = os.environ.get(ENDPOINT_API_KEY_ENV) or None
     clients: dict[str, LLMClient] = {}
@@ -298,9 +311,8 @@ async def _connect_models(config, models, stack, http, logs: Path) -> tuple[dict
             for url in urls if config.wait_for_endpoint_s else ():
                 await wait_for_health(http, url, config.wait_for_endpoint_s)
         else:
-            workers = config.embedded_workers or default_workers()
-            urls = stack.enter_context(EmbeddedServers(model, workers, logs)).urls
-            concurrency, version = config.concurrency or workers, f"llama-cpp-python {metadata.version('llama-cpp-python')}"
+            urls, workers, version = _start_own_server(start_server, stack, model, logs, config.embedded_workers, "model")
+            concurrency = config.concurrency or workers
             clients[name] = LLMClient(http, urls, concurrency, RetryPolicy())
         version = await check_endpoint(clients[name], model) or version
         servers[name] = {"urls": [redact_url(u) for u in urls], "concurrency": concurrency, "server_version": version,
@@ -322,7 +334,7 @@ async def check_extractor(client: LLMClient) -> None:
                               "is running; finished rows are kept, re-run when it answers") from None
 
 
-async def _make_extractor(config, clients, stack, http, logs: Path, api_key) -> Extractor:
+async def _make_extractor(config, clients, stack, http, logs: Path, api_key, start_server: Optional[ServerStarter]) -> Extractor:
     """The configured LLM extractor (checked reachable), or (offline default) the embedded model with grammar-constrained JSON."""
     model, json_mode = extractor_identity(config)
     if config.extractor_url:
@@ -330,8 +342,8 @@ async def _make_extractor(config, clients, stack, http, logs: Path, api_key) -> 
         await check_extractor(client)
         return Extractor(client, model, json_mode)
     if EMBEDDED_DEFAULT not in clients:
-        workers = config.embedded_workers or default_workers()
-        urls = stack.enter_context(EmbeddedServers(load_registry()[EMBEDDED_DEFAULT], workers, logs)).urls
+        urls, workers, _ = _start_own_server(start_server, stack, load_registry()[EMBEDDED_DEFAULT], logs, config.embedded_workers,
+                                             "the default extractor")
         clients[EMBEDDED_DEFAULT] = LLMClient(http, urls, workers, RetryPolicy())
     return Extractor(clients[EMBEDDED_DEFAULT], model, json_mode)
 
@@ -342,8 +354,10 @@ def _logs_folder(store: Store, run_id: str) -> Path:
     return local / "logs" if local else Path.home() / ".cache" / "grace-pipeline" / "logs" / run_id
 
 
-async def run_local(config: RunConfig, progress: ProgressReporter, started: float) -> RunResult:
-    """Execute the whole run on this machine and return its summary (every node's result)."""
+async def run_local(config: RunConfig, progress: ProgressReporter, started: float,
+                    start_server: Optional[ServerStarter] = None) -> RunResult:
+    """Execute the run's nodes in this process and return its summary (every node's result); models without an
+    endpoint are served by ``start_server`` (the CLI passes the embedded model server's)."""
     inputs, human = load_run_inputs(config)
     models = resolve_models(config, require_endpoints=any(s in SERVED_STAGES for s in config.stages))  # other stages need no model server
     extractor_key = extractor_api_key(config) if "extract" in config.stages else None  # fails before any model starts
@@ -363,10 +377,10 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
         check_checkpoints(nodes, inputs, models, config, run_id)  # exit 2 before any server starts
         http = make_http_client(config.request_timeout_s)
         try:
-            clients, servers = await _connect_models(config, served, stack, http, logs)
+            clients, servers = await _connect_models(config, served, stack, http, logs, start_server)
             extractor = None
             if any(n.stage == "extract" for n in nodes):
-                extractor = await _make_extractor(config, clients, stack, http, logs, extractor_key)
+                extractor = await _make_extractor(config, clients, stack, http, logs, extractor_key, start_server)
                 servers["extractor"] = {"urls": extractor.client.base_urls, "model": extractor.model, "json_mode": extractor.json_mode}
             await asyncio.to_thread(write_manifest, checkpoint_store(config, run_id), manifest_key(bool(config.checkpoint_store), nodes),
                                     config, run_id, inputs, models, servers, human)
