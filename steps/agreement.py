@@ -4,7 +4,7 @@ For one measure over the condition cells both sources have:
 
 - **Divergence**: mean Jensen-Shannon divergence (bits; 0 = same distribution) over cells.
   Sampling noise only adds divergence, so the raw value is biased upward; the bootstrap
-  bias-corrected value (2 x raw - mean of the resamples) is shown beside it, with the basic
+  bias-corrected value (2 x raw - median of the resamples) is shown beside it, with the basic
   bootstrap 95% interval (which is the interval for the corrected value and contains it).
 - **Correlation**: Pearson r over cells x options, the same correction and interval on
   Fisher's z scale.
@@ -77,8 +77,8 @@ def _corrected(raw: float, boot: np.ndarray, what: str) -> tuple[float, float, f
     boot = boot[np.isfinite(boot)]
     if not np.isfinite(raw) or len(boot) < 10:
         return float("nan"), float("nan"), float("nan")
-    q_lo, q_hi = np.percentile(boot, [2.5, 97.5])
-    estimate, lower, upper = 2 * raw - boot.mean(), 2 * raw - q_hi, 2 * raw - q_lo
+    q_lo, centre, q_hi = np.percentile(boot, [2.5, 50, 97.5])  # the median, not the mean: a few degenerate resamples
+    estimate, lower, upper = 2 * raw - centre, 2 * raw - q_hi, 2 * raw - q_lo  # (r = +-1) cannot pull it out of its interval
     stats.check_contains(estimate, lower, upper, what)
     return float(estimate), float(lower), float(upper)
 

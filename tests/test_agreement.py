@@ -96,3 +96,15 @@ def test_baselines_and_the_humans_own_distribution(tmp_path):
 
     by_hand = np.mean([jensenshannon(people.in_cell(c).mean(axis=0), np.full(8, 1 / 8), base=2) ** 2 for c in STUDY2_CELLS])
     assert uniform["js_raw"] == pytest.approx(by_hand) and np.isnan(uniform["r_raw"])  # a constant has no correlation
+
+
+@pytest.mark.parametrize("participants", [2, 3, 5])
+def test_a_tiny_pilot_gets_intervals_that_hold_their_estimates(participants):
+    """With a handful of participants many resamples are degenerate (r = +-1); the corrected values stay in their intervals."""
+    truth = _true_cells()
+    people = _people(truth, participants, 9)
+    result = agreement.agreement(people, np.roll(truth, 2, axis=1), CELLS)
+    for name in ("js", "r"):
+        estimate, low, high = result[f"{name}_corrected"], result[f"{name}_lower"], result[f"{name}_upper"]
+        assert np.isnan(estimate) or low <= estimate <= high
+    assert np.isnan(agreement.noise_ceiling(people, CELLS)["reliability"]) == (participants < 4)
