@@ -165,7 +165,8 @@ def agreement_table(ctx: ReportContext, study: int) -> pd.DataFrame:
         rows.append({"measure": measure, "source": f"humans: noise ceiling ({ceiling['splits']} split halves)",
                      "resampled": "participants", "cells": len(cells), "JS raw": ceiling["js_floor"],
                      "JS bias-corrected [95%]": "0 (by definition)",
-                     "r raw": ceiling["r_ceiling"], "r corrected [95%]": f"reliability {_interval(ceiling['reliability'], np.nan, np.nan)}"})
+                     "r raw": ceiling["r_ceiling"],
+                     "r corrected [95%]": f"reliability {_interval(ceiling['reliability'], np.nan, np.nan)}"})
     return pd.DataFrame(rows)
 
 
