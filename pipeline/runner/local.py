@@ -33,7 +33,7 @@ import pandas as pd
 
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, ENDPOINT_API_KEY_ENV, RunConfig, checkpoint_store, run_store
 from pipeline.layout import manifest_key, stage_keys
-from pipeline.manifest import write_manifest
+from pipeline.manifest import reasoning_split, write_manifest
 from pipeline.plan import SERVED_STAGES, Node, blocks, build_plan
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
@@ -317,6 +317,8 @@ async def _connect_models(config, models, stack, http, logs: Path,
         version = await check_endpoint(clients[name], model) or version
         servers[name] = {"urls": [redact_url(u) for u in urls], "concurrency": concurrency, "server_version": version,
                          "engine": "endpoint" if name in config.endpoints else model.engine}
+        if model.reasoning:
+            servers[name]["reasoning_split"] = reasoning_split(model, sidecar=False)
     return clients, servers
 
 
@@ -355,9 +357,10 @@ def _logs_folder(store: Store, run_id: str) -> Path:
 
 
 async def run_local(config: RunConfig, progress: ProgressReporter, started: float,
-                    start_server: Optional[ServerStarter] = None) -> RunResult:
+                    start_server: Optional[ServerStarter] = None, server_info: Optional[dict[str, dict]] = None) -> RunResult:
     """Execute the run's nodes in this process and return its summary (every node's result); models without an
-    endpoint are served by ``start_server`` (the CLI passes the embedded model server's)."""
+    endpoint are served by ``start_server`` (the CLI passes the embedded model server's). ``server_info``: model -> what
+    the caller knows of its server (the cluster's serve step: the vLLM sidecar's arguments), recorded in the manifest."""
     inputs, human = load_run_inputs(config)
     models = resolve_models(config, require_endpoints=any(s in SERVED_STAGES for s in config.stages))  # other stages need no model server
     extractor_key = extractor_api_key(config) if "extract" in config.stages else None  # fails before any model starts
@@ -378,6 +381,8 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
         http = make_http_client(config.request_timeout_s)
         try:
             clients, servers = await _connect_models(config, served, stack, http, logs, start_server)
+            for name, info in (server_info or {}).items():
+                servers.setdefault(name, {}).update(info)
             extractor = None
             if any(n.stage == "extract" for n in nodes):
                 extractor = await _make_extractor(config, clients, stack, http, logs, extractor_key, start_server)
