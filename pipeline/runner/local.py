@@ -40,11 +40,13 @@ from pipeline.registry import EMBEDDED_DEFAULT, load_registry
 from pipeline.run_setup import HumanData, Inputs, extractor_api_key, load_run_inputs, resolve_models, run_id_for
 from pipeline.runner.study_stages import run_merge, run_report, run_validation, stage_tables
 from schemas.settings import ModelSpec
+from steps import server_health
 from steps.checkpoint import open_checkpoint
 from steps.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, GraceError, ServerError
 from steps.extract import EMBEDDED_JSON_MODE, Extractor, JsonMode, run_extract_step
+from steps.http_session import AiohttpSession
 from steps.inputs import StudyTable
-from steps.llm_client import LLMClient, RequestFailed, RetryPolicy, make_http_client, redact_url
+from steps.llm_client import LLMClient, RequestFailed, RetryPolicy, redact_url
 from steps.outcome import enforce_failure_threshold
 from steps.probabilities import run_probability_step
 from steps.query import effective_max_tokens, run_query_step
@@ -125,23 +127,9 @@ class NodeCrashed(GraceError):
 
 
 async def wait_for_health(http: httpx.AsyncClient, url: str, timeout_s: float, poll_s: float = 2.0) -> None:
-    """Poll ``url``/health until it answers 200 (a vLLM sidecar loading its model); ServerError after ``timeout_s``."""
-    started = last_log = time.monotonic()
-    health = url.rstrip("/") + "/health"
-    while True:
-        try:
-            if (await http.get(health, timeout=10.0)).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        waited = time.monotonic() - started
-        if waited >= timeout_s:
-            raise ServerError(f"the model server at {redact_url(url)} was not healthy after {timeout_s:.0f} s (GET /health); "
-                              "check the vLLM container's log (model download, GPU memory, HF_TOKEN for gated models)")
-        if time.monotonic() - last_log >= 30:
-            print(f"waiting for {redact_url(health)} ({waited:.0f} s; the model may still be loading)", flush=True)
-            last_log = time.monotonic()
-        await asyncio.sleep(poll_s)
+    """Poll ``url``/health until it answers 200 (a vLLM server loading its model); ServerError after ``timeout_s``."""
+    await server_health.wait_until_healthy(http, url, timeout_s, poll_s=poll_s, hint="check the vLLM container's log "
+                                           "(model download, GPU memory, HF_TOKEN for gated models)")
 
 
 async def check_endpoint(client: LLMClient, model: ModelSpec) -> Optional[str]:
@@ -297,7 +285,14 @@ async def _execute(nodes: list[Node], run_node) -> list[NodeResult]:
     return [ended[n.name].result() for n in nodes]
 
 
-async def _connect_models(config, models, stack, http, logs: Path,
+def _client(sessions: list[AiohttpSession], config: RunConfig, urls: list[str], concurrency: int,
+            api_key: Optional[str] = None) -> LLMClient:
+    """A client with a connection pool of its own, sized to its concurrency (closed with the run's other pools)."""
+    sessions.append(AiohttpSession(concurrency, config.request_timeout_s))
+    return LLMClient(sessions[-1], urls, concurrency, RetryPolicy(), api_key=api_key)
+
+
+async def _connect_models(config, models, stack, sessions: list[AiohttpSession], logs: Path,
                           start_server: Optional[ServerStarter]) -> tuple[dict[str, LLMClient], dict[str, dict]]:
     """One client per model: an existing endpoint, or embedded servers started here; each checked."""
     api_key = os.environ.get(ENDPOINT_API_KEY_ENV) or None
@@ -306,13 +301,15 @@ async def _connect_models(config, models, stack, http, logs: Path,
     for name, model in models.items():
         if name in config.endpoints:
             urls, concurrency, version = list(config.endpoints[name]), config.concurrency or DEFAULT_ENDPOINT_CONCURRENCY, None
-            clients[name] = LLMClient(http, urls, concurrency, RetryPolicy(), api_key=api_key)
-            for url in urls if config.wait_for_endpoint_s else ():
-                await wait_for_health(http, url, config.wait_for_endpoint_s)
+            if config.wait_for_endpoint_s:
+                async with httpx.AsyncClient() as probe:
+                    for url in urls:
+                        await wait_for_health(probe, url, config.wait_for_endpoint_s)
+            clients[name] = _client(sessions, config, urls, concurrency, api_key)
         else:
             urls, workers, version = _start_own_server(start_server, stack, model, logs, config.embedded_workers, "model")
             concurrency = config.concurrency or workers
-            clients[name] = LLMClient(http, urls, concurrency, RetryPolicy())
+            clients[name] = _client(sessions, config, urls, concurrency)
         version = await check_endpoint(clients[name], model) or version
         servers[name] = {"urls": [redact_url(u) for u in urls], "concurrency": concurrency, "server_version": version,
                          "engine": "endpoint" if name in config.endpoints else model.engine}
@@ -333,17 +330,19 @@ async def check_extractor(client: LLMClient) -> None:
                               "is running; finished rows are kept, re-run when it answers") from None
 
 
-async def _make_extractor(config, clients, stack, http, logs: Path, api_key, start_server: Optional[ServerStarter]) -> Extractor:
-    """The configured LLM extractor (checked reachable), or (offline default) the embedded model with grammar-constrained JSON."""
+async def _make_extractor(config, clients, stack, sessions: list[AiohttpSession], logs: Path, api_key,
+                          start_server: Optional[ServerStarter]) -> Extractor:
+    """The configured LLM extractor (checked reachable; a pool of its own, sized to --extractor-concurrency), or (offline
+    default) the embedded model with grammar-constrained JSON, sharing that model's client when it is also under study."""
     model, json_mode = extractor_identity(config)
     if config.extractor_url:
-        client = LLMClient(http, [config.extractor_url], config.extractor_concurrency, RetryPolicy(), api_key=api_key)
+        client = _client(sessions, config, [config.extractor_url], config.extractor_concurrency, api_key)
         await check_extractor(client)
         return Extractor(client, model, json_mode)
     if EMBEDDED_DEFAULT not in clients:
         urls, workers, _ = _start_own_server(start_server, stack, load_registry()[EMBEDDED_DEFAULT], logs, config.embedded_workers,
                                              "the default extractor")
-        clients[EMBEDDED_DEFAULT] = LLMClient(http, urls, workers, RetryPolicy())
+        clients[EMBEDDED_DEFAULT] = _client(sessions, config, urls, workers)
     return Extractor(clients[EMBEDDED_DEFAULT], model, json_mode)
 
 
@@ -374,12 +373,12 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
         stack.enter_context(RunLock(checkpoint_store(config, run_id), [n.name for n in nodes], wait_s=config.lock_wait_s,
                                     what=f"grace-pipeline run (stages {','.join(config.stages)})"))
         check_checkpoints(nodes, inputs, models, config, run_id)  # exit 2 before any server starts
-        http = make_http_client(config.request_timeout_s)
+        sessions: list[AiohttpSession] = []  # one connection pool per client
         try:
-            clients, servers = await _connect_models(config, served, stack, http, logs, start_server)
+            clients, servers = await _connect_models(config, served, stack, sessions, logs, start_server)
             extractor = None
             if any(n.stage == "extract" for n in nodes):
-                extractor = await _make_extractor(config, clients, stack, http, logs, extractor_key, start_server)
+                extractor = await _make_extractor(config, clients, stack, sessions, logs, extractor_key, start_server)
                 servers["extractor"] = {"urls": extractor.client.base_urls, "model": extractor.model, "json_mode": extractor.json_mode}
             await asyncio.to_thread(write_manifest, checkpoint_store(config, run_id), manifest_key(bool(config.checkpoint_store), nodes),
                                     config, run_id, inputs, models, servers, human)
@@ -395,5 +394,5 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
             with progress:
                 results = await _execute(nodes, run_node)
         finally:
-            await http.aclose()
+            await asyncio.gather(*(session.aclose() for session in sessions))
     return RunResult(run_id, store, results, time.perf_counter() - started)
