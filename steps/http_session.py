@@ -23,6 +23,7 @@ retried) when no complete reply arrived: ``ConnectError``/``ConnectTimeout`` (no
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from typing import Mapping, NamedTuple, Optional, Protocol
 from urllib.parse import urlsplit
 
@@ -86,9 +87,10 @@ class AiohttpSession:
 
     Timeouts: ``connect_timeout_s`` to open a connection, ``request_timeout_s`` without a byte
     while reading (a long generation streams nothing until it ends, so this bounds the whole
-    answer); no overall limit. The proxy variables (``HTTPS_PROXY``, ``NO_PROXY``) are honoured,
-    and certificates are checked against httpx's bundle (certifi), as httpx did. The pool is
-    made on first use, inside the running event loop.
+    answer); no overall limit. The proxy variables (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``)
+    are honoured as httpx honours them, read once per server (aiohttp's own ``trust_env`` would
+    also look up ``.netrc`` in a thread for every request); certificates are checked against
+    httpx's bundle (certifi), as before. The pool is made on first use, inside the running event loop.
     """
 
     def __init__(self, max_connections: int, request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
@@ -98,18 +100,28 @@ class AiohttpSession:
         self.max_connections = max_connections
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=request_timeout_s)
         self._session: Optional[aiohttp.ClientSession] = None
+        self._proxies: dict[str, Optional[str]] = {}
+
+    def _proxy(self, url: str) -> Optional[str]:
+        """The proxy the environment names for ``url``'s server (None: direct), looked up once per server."""
+        server = url.split("/", 3)[2] if url.count("/") >= 2 else url
+        if server not in self._proxies:
+            parts = urlsplit(url)
+            proxy = urllib.request.getproxies().get(parts.scheme)
+            self._proxies[server] = None if not proxy or urllib.request.proxy_bypass(parts.hostname or "") else proxy
+        return self._proxies[server]
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0, ssl=httpx.create_ssl_context())
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, cookie_jar=aiohttp.DummyCookieJar(),
-                                              trust_env=True, auto_decompress=True)
+                                              trust_env=False, auto_decompress=True)
         return self._session
 
     async def _request(self, method: str, url: str, headers: Mapping[str, str], body: Optional[bytes],
                        timeout: Optional[aiohttp.ClientTimeout] = None) -> Reply:
         session = self._session or self._open()
         try:
-            async with session.request(method, url, data=body, headers=headers, allow_redirects=False,
+            async with session.request(method, url, data=body, headers=headers, allow_redirects=False, proxy=self._proxy(url),
                                        timeout=timeout or self._timeout) as response:
                 return Reply(response.status, response.headers, await response.read())
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:

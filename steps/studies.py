@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -34,9 +34,9 @@ class PromptTemplate:
     system: str
     user: str
 
-    @property
+    @cached_property
     def hash(self) -> str:
-        """First 16 hex digits of sha256 over the template's canonical JSON."""
+        """First 16 hex digits of sha256 over the template's canonical JSON (computed once: every row's record carries it)."""
         canonical = json.dumps({"system": self.system, "user": self.user}, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -77,7 +77,7 @@ class StudySpec:
     probability_summary: str = ""
     extraction_prompt: PromptTemplate = PromptTemplate("", "")
 
-    @property
+    @cached_property
     def probability_hash(self) -> str:
         """First 16 hex digits of sha256 over every Experiment 2 prompt and option list."""
         canonical = json.dumps(

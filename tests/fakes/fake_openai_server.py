@@ -30,7 +30,10 @@ Faults come from ``fault_script`` (consumed one per chat request, in arrival ord
 without choices; ``null_logprobs``, choices without log-probabilities; ``positive_logprob``,
 every token at an impossible +3.0) and from markers in the prompt: a user message containing ``FAIL-ALWAYS`` always gets
 HTTP 500; ``REJECT`` always gets HTTP 400. Latency per request is drawn from a
-seeded lognormal distribution (``latency_ms`` median, ``latency_sigma`` spread).
+seeded lognormal distribution (``latency_ms`` median, ``latency_sigma`` spread); with
+``latency_every_post`` the ``/tokenize`` and ``/detokenize`` requests take ``latency_ms`` too (the
+benchmark's server, whose bound is then concurrency / latency for every request). ``record_requests=False``
+keeps no ``scoring_requests`` (a long benchmark would hold every request body).
 
 Run standalone: ``python -m tests.fakes.fake_openai_server --port 8000 --latency-ms 50``.
 """
@@ -127,8 +130,11 @@ class FakeOpenAIServer:
                  fault_script: Optional[list[str]] = None, hang_s: float = 30.0, rng_seed: int = 0,
                  reasoning: bool = False, port: int = 0, prompt_logprobs: bool = True, healthy_after_s: float = 0.0,
                  completion_faults: Optional[list[str]] = None, free_text: bool = False,
-                 chat_template=fake_chat_template, logprob_overrides: Optional[dict] = None):
+                 chat_template=fake_chat_template, logprob_overrides: Optional[dict] = None,
+                 latency_every_post: bool = False, record_requests: bool = True):
         self.model = model
+        self.latency_every_post = latency_every_post
+        self.record_requests = record_requests
         self.chat_template = chat_template
         self.logprob_overrides = dict(logprob_overrides or {})
         self.prompt_tokens_total = 0
@@ -230,7 +236,8 @@ class FakeOpenAIServer:
     async def _handle_completion(self, writer: asyncio.StreamWriter, raw: bytes) -> None:
         self.completion_requests += 1
         request = json.loads(raw or b"{}")
-        self.scoring_requests.append(("/v1/completions", request))
+        if self.record_requests:
+            self.scoring_requests.append(("/v1/completions", request))
         prompts = request.get("prompt")
         if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and all(isinstance(t, int) for t in prompts)):
             prompts = [prompts]
@@ -264,7 +271,8 @@ class FakeOpenAIServer:
     async def _handle_tokenize(self, writer: asyncio.StreamWriter, raw: bytes) -> None:
         self.tokenize_requests += 1
         request = json.loads(raw or b"{}")
-        self.scoring_requests.append(("/tokenize", request))
+        if self.record_requests:
+            self.scoring_requests.append(("/tokenize", request))
         if "messages" in request:
             if self.chat_template is None:
                 await self._respond(writer, 400, json.dumps({"error": {"message": "As of transformers v4.44, default chat template is no "
@@ -346,10 +354,10 @@ class FakeOpenAIServer:
                         self._in_flight -= 1
                 elif method == "POST" and path == "/v1/completions":
                     await self._handle_completion(writer, body)
-                elif method == "POST" and path == "/tokenize":
-                    await self._handle_tokenize(writer, body)
-                elif method == "POST" and path == "/detokenize":
-                    await self._handle_detokenize(writer, body)
+                elif method == "POST" and path in ("/tokenize", "/detokenize"):
+                    if self.latency_every_post and self.latency_ms:
+                        await asyncio.sleep(self.latency_ms / 1000.0)
+                    await (self._handle_tokenize if path == "/tokenize" else self._handle_detokenize)(writer, body)
                 else:
                     await self._respond(writer, 404, b'{"error": {"message": "not found"}}')
                 if not keep:
@@ -403,8 +411,10 @@ def main() -> None:
     parser.add_argument("--model", default="fake-model")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--latency-sigma", type=float, default=0.0)
+    parser.add_argument("--latency-every-post", action="store_true", help="/tokenize and /detokenize take --latency-ms too")
     args = parser.parse_args()
-    server = FakeOpenAIServer(args.model, args.latency_ms, args.latency_sigma, port=args.port)
+    server = FakeOpenAIServer(args.model, args.latency_ms, args.latency_sigma, port=args.port,
+                              latency_every_post=args.latency_every_post, record_requests=False)
     print(f"fake server on port {args.port}", flush=True)
     asyncio.run(server._serve())
 
