@@ -17,6 +17,7 @@ from typing import Optional
 
 from pipeline.config import RunConfig
 from steps.llm_client import redact_url
+from steps.reasoning import trace_split_plan
 from steps.store import Store
 
 
@@ -75,6 +76,8 @@ def write_manifest(store: Store, key: str, config: RunConfig, run_id: str, input
         "human_data": {str(n): {"path": h.path, "sha256": h.sha256, "trials": len(h.frame), "participants": h.participants}
                        for n, h in (human or {}).items()},
         "models": {n: m.model_dump(mode="json") for n, m in models.items()},
+        # how each model's reasoning traces are split off its answers; each raw-responses row's trace_split says how they were
+        "reasoning_traces": {n: trace_split_plan(m) for n, m in models.items()},
         "sampling": config.sampling.model_dump(),
         "invocations": previous.get("invocations", []) + [invocation],
     }

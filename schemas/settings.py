@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_TEMPERATURE = 0.7  # the seed's setting
 DEFAULT_MAX_TOKENS = 256
@@ -43,7 +43,12 @@ class ModelSpec(BaseModel):
     served_name: Optional[str] = Field(None, description="Model name the server expects in requests (default: hf_id)")
     engine: Literal["vllm", "embedded"] = "vllm"
     system_role: bool = Field(True, description="The chat template accepts a system message; if not, it is prepended to the user message")
-    reasoning: bool = Field(False, description="Emits a <think> trace before the answer")
+    reasoning: bool = Field(False, description="Emits a <think> trace before the answer: the text before </think> is its trace, and "
+                            "a reply without </think> has no answer (the row fails; steps/reasoning.py)")
+    reasoning_parser: Optional[str] = Field(None, pattern=r"^[a-z0-9_]+$",
+                                            description="vLLM --reasoning-parser name for a reasoning model (DeepSeek-R1 distills: "
+                                            "deepseek_r1): the server then returns the trace in its own field and the answer alone; "
+                                            "rows record which way their trace was split (trace_split)")
     reply_prefix: str = Field("", description="Experiment 2 only: text the scored reply starts with, after the server's generation prompt "
                               "(DeepSeek-R1: an empty think block, so options are scored as the final answer); the part the "
                               "generation prompt already ends with is not repeated")
@@ -68,6 +73,13 @@ class ModelSpec(BaseModel):
     max_tokens: Optional[int] = Field(None, ge=1, description="Overrides the run's max_tokens (reasoning models need room to think)")
     embedded: Optional[EmbeddedSettings] = None
     notes: str = ""
+
+    @model_validator(mode="after")
+    def _parser_only_for_reasoning_models(self) -> "ModelSpec":
+        if self.reasoning_parser and not self.reasoning:
+            raise ValueError(f"reasoning_parser {self.reasoning_parser!r} is set but reasoning is false: set reasoning: true "
+                             "(the parser splits a reasoning model's trace) or remove reasoning_parser")
+        return self
 
     @property
     def request_model(self) -> str:
