@@ -40,7 +40,9 @@ HTTP 500; ``REJECT`` always gets HTTP 400. Latency per request is drawn from a
 seeded lognormal distribution (``latency_ms`` median, ``latency_sigma`` spread); with
 ``latency_every_post`` the ``/tokenize`` and ``/detokenize`` requests take ``latency_ms`` too (the
 benchmark's server, whose bound is then concurrency / latency for every request). ``record_requests=False``
-keeps no ``scoring_requests`` (a long benchmark would hold every request body).
+keeps no ``scoring_requests`` (a long benchmark would hold every request body); ``cache_replies`` answers a
+``/v1/completions`` body seen before with the same bytes as the first time (the benchmark repeats rows: its
+server then spends its CPU on HTTP, not on recomputing 60 kB of pseudo log-probabilities).
 
 Run standalone: ``python -m tests.fakes.fake_openai_server --port 8000 --latency-ms 50``.
 """
@@ -110,8 +112,25 @@ class FakeTokenizer:
 def fake_logprob(prefix: str, token: str) -> float:
     """Deterministic pseudo log-probability of ``token`` after ``prefix``, in [-8, -2.5] (so that no
     answer set of up to 12 options carries more than all the mass: the scorer refuses that)."""
-    digest = hashlib.sha256((prefix + "\x00" + token).encode()).digest()
-    return -2.5 - (int.from_bytes(digest[:2], "big") / 65535) * 5.5
+    return _logprob_of(hashlib.sha256((prefix + "\x00" + token).encode()))
+
+
+def _logprob_of(digest) -> float:
+    return -2.5 - (int.from_bytes(digest.digest()[:2], "big") / 65535) * 5.5
+
+
+def fake_logprobs_along(pieces: list[str], skip_first: bool) -> list[float]:
+    """``fake_logprob(prefix, piece)`` for every piece after the first (the prefix: the pieces before it,
+    without the first when ``skip_first``), hashing each prefix once: linear in the prompt, not quadratic."""
+    prefix = hashlib.sha256((pieces[0] if not skip_first and pieces else "").encode())
+    values = []
+    for i in range(1, len(pieces)):
+        if i > 1:
+            prefix.update(pieces[i - 1].encode())
+        digest = prefix.copy()
+        digest.update(("\x00" + pieces[i]).encode())
+        values.append(_logprob_of(digest))
+    return values
 
 
 FAULTS = ("ok", "500", "503", "429", "400", "timeout", "reset", "truncated", "malformed", "no_choices")
@@ -172,8 +191,10 @@ class FakeOpenAIServer:
                  completion_faults: Optional[list[str]] = None, free_text: bool = False,
                  chat_template=fake_chat_template, logprob_overrides: Optional[dict] = None, tokenizer=None,
                  trace_words: int = 0, server_trace_field: str = "reasoning_content",
-                 latency_every_post: bool = False, record_requests: bool = True):
+                 latency_every_post: bool = False, record_requests: bool = True, cache_replies: bool = False):
         self.model = model
+        self.cache_replies = cache_replies
+        self._reply_cache: dict[bytes, bytes] = {}
         self.latency_every_post = latency_every_post
         self.record_requests = record_requests
         self.chat_template = chat_template
@@ -290,16 +311,19 @@ class FakeOpenAIServer:
         for piece in pieces:
             offsets.append(position)
             position += len(piece)
-        values: list = [None]
-        for i in range(1, len(pieces)):
-            before = "".join(pieces[:i])
-            values.append(self.logprob_overrides.get(pieces[i], fake_logprob(before[skip:], pieces[i])))
+        along = fake_logprobs_along(pieces, skip_first=skip > 0)
+        values: list = [None] + [self.logprob_overrides.get(piece, value) for piece, value in zip(pieces[1:], along)]
         return {"index": index, "text": text + generated, "finish_reason": "length", "logprobs": {
             "tokens": pieces + [generated], "token_logprobs": values + [fake_logprob(scored, generated)],
             "text_offset": offsets + [position], "top_logprobs": [None] * len(pieces) + [top]}}
 
     async def _handle_completion(self, writer: asyncio.StreamWriter, raw: bytes) -> None:
         self.completion_requests += 1
+        if raw in self._reply_cache and not self.completion_faults:
+            if self.latency_ms:
+                await asyncio.sleep(self.latency_ms / 1000.0)
+            await self._respond(writer, 200, self._reply_cache[raw])
+            return
         request = json.loads(raw or b"{}")
         if self.record_requests:
             self.scoring_requests.append(("/v1/completions", request))
@@ -331,7 +355,10 @@ class FakeOpenAIServer:
         self.prompt_tokens_total += n_prompt
         usage = {"prompt_tokens": n_prompt, "completion_tokens": len(pieces), "prompt_tokens_details": {"cached_tokens": 0}}
         body = {"object": "text_completion", "model": request.get("model"), "choices": choices, "usage": usage}
-        await self._respond(writer, 200, json.dumps(body).encode())
+        encoded = json.dumps(body).encode()
+        if self.cache_replies and fault == "ok":
+            self._reply_cache[raw] = encoded
+        await self._respond(writer, 200, encoded)
 
     async def _handle_tokenize(self, writer: asyncio.StreamWriter, raw: bytes) -> None:
         self.tokenize_requests += 1
@@ -477,9 +504,10 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--latency-sigma", type=float, default=0.0)
     parser.add_argument("--latency-every-post", action="store_true", help="/tokenize and /detokenize take --latency-ms too")
+    parser.add_argument("--cache-replies", action="store_true", help="answer a /v1/completions body seen before from a cache")
     args = parser.parse_args()
     server = FakeOpenAIServer(args.model, args.latency_ms, args.latency_sigma, port=args.port,
-                              latency_every_post=args.latency_every_post, record_requests=False)
+                              latency_every_post=args.latency_every_post, record_requests=False, cache_replies=args.cache_replies)
     print(f"fake server on port {args.port}", flush=True)
     asyncio.run(server._serve())
 
