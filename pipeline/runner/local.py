@@ -1,7 +1,8 @@
 """Run the DAG on one machine: validate inputs, start or reach model servers, run nodes.
 
 Order of work (nothing is sent to a model before every input file is valid):
-inputs -> run id -> store check -> plan -> lock of every node (:mod:`steps.run_lock`) ->
+inputs -> run id -> store check -> plan -> every stage's inputs there or made by this run
+(:mod:`pipeline.runner.stage_inputs`) -> lock of every node (:mod:`steps.run_lock`) ->
 every checkpoint's fingerprint -> servers -> manifest -> nodes -> tables -> summary.
 
 Nodes run as tasks of one ``asyncio.TaskGroup``: a node starts when its dependencies have
@@ -38,6 +39,7 @@ from pipeline.plan import SERVED_STAGES, Node, blocks, build_plan
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
 from pipeline.run_setup import HumanData, Inputs, extractor_api_key, load_run_inputs, resolve_models, run_id_for
+from pipeline.runner.stage_inputs import check_stage_inputs
 from pipeline.runner.study_stages import run_merge, run_report, run_validation, stage_tables
 from schemas.settings import ModelSpec
 from steps import server_health
@@ -245,7 +247,7 @@ def _run_study_node(node: Node, spec: StudySpec, table: StudyTable, models, conf
                 spec, len(table.frame), config.replications, tables, config.min_extraction_confidence, store)
         else:
             result.outputs = run_merge(spec, tables, store)
-            result.done = sum(len(t[0]) for t in tables.values())
+            result.done = sum(len(next(t for t in model_tables if t is not None)) for model_tables in tables.values())
     except GraceError as exc:
         result.error = exc
         result.failed = 1
@@ -365,6 +367,7 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
     if config.checkpoint_store:
         checkpoint_store(config, run_id).check()
     nodes = build_plan(list(models), sorted(inputs), list(config.stages))
+    check_stage_inputs(nodes, list(config.stages), {n: spec for n, (spec, _) in inputs.items()}, models, config.scoring, store)
     served = {name: m for name, m in models.items() if any(n.model == name and n.stage in SERVED_STAGES for n in nodes)}
     logs = _logs_folder(store, run_id)
 
