@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main
-from tests.fakes.fake_openai_server import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = 2
