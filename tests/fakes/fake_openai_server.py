@@ -4,7 +4,7 @@ A hand-written HTTP/1.1 server on asyncio streams, so it can misbehave at the
 socket level: reset connections, truncate bodies, hang. It answers
 
 * ``GET /v1/models``, ``GET /version`` and ``GET /health`` (503 for the first
-  ``healthy_after_s`` seconds, like vLLM loading a model);
+  ``healthy_after_s`` seconds, or for the first ``healthy_after_polls`` polls, like vLLM loading a model);
 * ``POST /v1/chat/completions`` with a deterministic answer derived from the
   messages and seed (so two runs over the same rows give identical answers): in the
   requested format, or with ``free_text`` in words the parser cannot settle; an
@@ -36,7 +36,9 @@ Faults come from ``fault_script`` (consumed one per chat request, in arrival ord
 ``completion_faults`` (one per ``/v1/completions`` request: ``no_choices``, a JSON reply
 without choices; ``null_logprobs``, choices without log-probabilities; ``positive_logprob``,
 every token at an impossible +3.0) and from markers in the prompt: a user message containing ``FAIL-ALWAYS`` always gets
-HTTP 500; ``REJECT`` always gets HTTP 400. Latency per request is drawn from a
+HTTP 500; ``REJECT`` always gets HTTP 400. Setting ``hold_after = n`` holds every chat request after the n-th
+unanswered until it is set back to None (a run that cannot finish before the test says so, whatever the
+machine's load). Latency per request is drawn from a
 seeded lognormal distribution (``latency_ms`` median, ``latency_sigma`` spread); with
 ``latency_every_post`` the ``/tokenize`` and ``/detokenize`` requests take ``latency_ms`` too (the
 benchmark's server, whose bound is then concurrency / latency for every request). ``record_requests=False``
@@ -191,9 +193,11 @@ class FakeOpenAIServer:
                  completion_faults: Optional[list[str]] = None, free_text: bool = False,
                  chat_template=fake_chat_template, logprob_overrides: Optional[dict] = None, tokenizer=None,
                  trace_words: int = 0, server_trace_field: str = "reasoning_content",
-                 latency_every_post: bool = False, record_requests: bool = True, cache_replies: bool = False):
+                 latency_every_post: bool = False, record_requests: bool = True, cache_replies: bool = False,
+                 healthy_after_polls: int = 0):
         self.model = model
         self.cache_replies = cache_replies
+        self.hold_after: Optional[int] = None
         self._reply_cache: dict[bytes, bytes] = {}
         self.latency_every_post = latency_every_post
         self.record_requests = record_requests
@@ -206,6 +210,7 @@ class FakeOpenAIServer:
         self.tokenize_requests = 0
         self.scoring_requests: list[tuple[str, dict]] = []  # (path, body) of every /tokenize and /v1/completions request
         self.healthy_after_s = healthy_after_s
+        self.healthy_after_polls = healthy_after_polls
         self.health_requests = 0
         self._started_at = time.monotonic()
         self.latency_ms = latency_ms
@@ -384,6 +389,9 @@ class FakeOpenAIServer:
     async def _handle_chat(self, writer: asyncio.StreamWriter, raw: bytes) -> bool:
         """Answer one chat request; return False when the connection must be dropped."""
         self.chat_requests += 1
+        number = self.chat_requests
+        while self.hold_after is not None and number > self.hold_after:  # held until a test sets hold_after = None
+            await asyncio.sleep(0.01)
         request = json.loads(raw or b"{}")
         text = json.dumps(request.get("messages", []))
         fault = self.fault_script.pop(0) if self.fault_script else "ok"
@@ -433,7 +441,8 @@ class FakeOpenAIServer:
                     await self._respond(writer, 200, json.dumps(models).encode())
                 elif method == "GET" and path == "/health":
                     self.health_requests += 1
-                    healthy = time.monotonic() - self._started_at >= self.healthy_after_s
+                    healthy = (time.monotonic() - self._started_at >= self.healthy_after_s
+                               and self.health_requests > self.healthy_after_polls)
                     await self._respond(writer, 200 if healthy else 503, b"")
                 elif method == "GET" and path == "/version":
                     await self._respond(writer, 200, b'{"version": "fake-0.1"}')
