@@ -51,7 +51,6 @@ class ProbabilityQuestion:
 
     name: str
     template: PromptTemplate
-    answer_prefix: str
     options: dict[str, tuple[str, ...]]
     repeat: dict[str, tuple] = field(default_factory=dict)
 
@@ -81,7 +80,7 @@ class StudySpec:
     def probability_hash(self) -> str:
         """First 16 hex digits of sha256 over every Experiment 2 prompt and option list."""
         canonical = json.dumps(
-            [[q.name, q.template.system, q.template.user, q.answer_prefix, q.options, q.repeat] for q in self.probability_questions],
+            [[q.name, q.template.system, q.template.user, q.options, q.repeat] for q in self.probability_questions],
             sort_keys=True,
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -107,7 +106,6 @@ def _parse(number: int, raw: dict[str, Any]) -> StudySpec:
                 ProbabilityQuestion(
                     name=q["name"],
                     template=PromptTemplate(system=q.get("system", ""), user=q["user"]),
-                    answer_prefix=q.get("answer_prefix", ""),
                     options={str(label): tuple(forms) for label, forms in q["options"].items()},
                     repeat={k: tuple(v) for k, v in (q.get("repeat") or {}).items()},
                 )
