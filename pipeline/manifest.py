@@ -79,7 +79,7 @@ def write_manifest(store: Store, key: str, config: RunConfig, run_id: str, input
                 "extraction_template": {"system": spec.extraction_prompt.system, "user": spec.extraction_prompt.user},
                 "probability_template_hash": spec.probability_hash,
                 "probability_questions": [
-                    {"name": q.name, "system": q.template.system, "user": q.template.user, "answer_prefix": q.answer_prefix,
+                    {"name": q.name, "system": q.template.system, "user": q.template.user,
                      "options": q.options, "repeat": q.repeat}
                     for q in spec.probability_questions
                 ],

@@ -45,6 +45,7 @@ class Human1Trial(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     subid: str = Field(min_length=1, description="Participant id")
+    trial: Optional[int] = Field(None, ge=0, description="Trial number within the participant (optional)")
     story: str = Field(min_length=1, description="Story (exams, letters, ...)")
     access: int = Field(ge=1, le=3, description="Items the speaker looked at (1-3)")
     observe: int = Field(ge=0, le=3, description="Items the speaker said have the property")

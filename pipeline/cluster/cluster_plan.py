@@ -32,7 +32,7 @@ from typing import Optional
 import httpx
 
 from pipeline.cluster.cost import estimate, format_costs
-from pipeline.cluster.hub_access import check_hub_access
+from pipeline.cluster.hub_access import HF_SECRET, check_hub_access
 from pipeline.cluster.placement import GpuClass, gpu_classes, place
 from pipeline.config import RunConfig, checkpoint_store
 from pipeline.layout import stage_keys
@@ -44,7 +44,6 @@ from schemas.settings import ModelSpec
 from steps.store import Store
 from steps.tables import read_table
 
-HF_SECRET_NAME = "grace-hf-token"  # pipeline.cluster.workflow.HF_SECRET (not imported: the plan step needs no Hera)
 FAILED_COLUMN = {"query": "status", "probabilities": "status", "extract": "extraction_status"}
 
 
@@ -100,7 +99,7 @@ def cluster_plan(config: RunConfig, out: Path, http: Optional[httpx.Client] = No
             endpoint.append(name)
     sidecar_models = [models[n] for names in classes.values() for n in names]
     with (http or httpx.Client()) as client:
-        for warning in check_hub_access(sidecar_models, HF_SECRET_NAME, client):
+        for warning in check_hub_access(sidecar_models, HF_SECRET[0], client):
             print(f"warning: {warning}", flush=True)
     plan: dict[str, object] = {"run-id": run_id, **{f"{name}.json": names for name, names in classes.items()}, "endpoint.json": endpoint,
             "extract-only.json": extract_only, "study-items.json": [str(n) for n in sorted(inputs)], "models": ",".join(models)}

@@ -33,9 +33,10 @@ from pipeline.progress import ProgressReporter
 from pipeline.run_setup import resolve_models
 from pipeline.runner.local import RunResult, ServerStarter, run_local
 from schemas.settings import ModelSpec
+from steps import server_health
 from steps.errors import ConfigError, ServerError
 
-POLL_S = 2.0
+POLL_S = server_health.POLL_S
 DEAD_AFTER_S = 30.0  # a healthy server that answers nothing for this long is dead (well within a minute)
 ARGS_FILE, EXIT_FILE, LOG_FILE = "args", "exit-code", "vllm.log"
 
@@ -75,31 +76,12 @@ def _log_hint(vllm_dir: Path) -> str:
     return f"see the vLLM log (container 'vllm', archived as logs/<model>/vllm.log; in the pod {vllm_dir / LOG_FILE})"
 
 
-async def _healthy(http: httpx.AsyncClient, url: str) -> bool:
-    try:
-        return (await http.get(url.rstrip("/") + "/health", timeout=5.0)).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 async def wait_until_healthy(http: httpx.AsyncClient, url: str, vllm_dir: Path, model: ModelSpec, timeout_s: float,
                              poll_s: float = POLL_S) -> float:
     """Poll /health until 200; ServerError (exit 4) when the sidecar exits or ``timeout_s`` passes. Returns the seconds waited."""
-    started = last_log = time.monotonic()
-    while True:
-        code = _exited(vllm_dir)
-        if code is not None:
-            raise ServerError(f"the vLLM server of {model.name} exited with code {code} while loading {model.hf_id}; {_log_hint(vllm_dir)}")
-        if await _healthy(http, url):
-            return time.monotonic() - started
-        waited = time.monotonic() - started
-        if waited >= timeout_s:
-            raise ServerError(f"the vLLM server of {model.name} was not healthy after {timeout_s:.0f} s (registry: load_minutes "
-                              f"{model.load_minutes}, weights {model.weights_gb} GB); {_log_hint(vllm_dir)}")
-        if time.monotonic() - last_log >= 30:
-            print(f"waiting for the vLLM server of {model.name} ({waited:.0f} s of at most {timeout_s:.0f} s)", flush=True)
-            last_log = time.monotonic()
-        await asyncio.sleep(poll_s)
+    hint = f"model {model.hf_id} (registry: load_minutes {model.load_minutes}, weights {model.weights_gb} GB); {_log_hint(vllm_dir)}"
+    return await server_health.wait_until_healthy(http, url, timeout_s, server=f"the vLLM server of {model.name}", hint=hint,
+                                                  exited=lambda: _exited(vllm_dir), poll_s=poll_s)
 
 
 async def watch_server(http: httpx.AsyncClient, url: str, vllm_dir: Path, model: ModelSpec, poll_s: float = POLL_S,
@@ -111,7 +93,7 @@ async def watch_server(http: httpx.AsyncClient, url: str, vllm_dir: Path, model:
         if code is not None:
             raise ServerError(f"the vLLM server of {model.name} exited with code {code} during the run; finished rows are saved "
                               f"and a retry resumes; {_log_hint(vllm_dir)}")
-        if await _healthy(http, url):
+        if await server_health.is_healthy(http, url):
             failing_since = None
         else:
             failing_since = failing_since or time.monotonic()

@@ -42,6 +42,7 @@ from hera.workflows.env_from import ConfigMapEnvFrom
 from hera.workflows.retry_strategy import RetryStrategy
 
 from pipeline import __version__
+from pipeline.cluster.hub_access import HF_SECRET
 from pipeline.cluster.placement import GpuClass, classes_arg, gpu_classes
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, DEFAULT_EXTRACTOR_CONCURRENCY, DEFAULT_EXTRACTOR_MODEL
 from pipeline.layout import COMPARISON_STEM, REPORT_KEY, STAGE_FOLDERS
@@ -68,7 +69,6 @@ STORE_CONFIGMAP = "grace-pipeline-store"
 MODEL_CACHE_PVC = "grace-model-cache"  # ReadWriteMany PVC (the chart's modelCache): Hugging Face cache and vLLM compile cache
 MODEL_CACHE_MOUNT = "/models"
 S3_SECRET = ("grace-s3-credentials", "accessKey", "secretKey")
-HF_SECRET = ("grace-hf-token", "token")
 EXTRACTOR_SECRET = ("grace-extractor", "api-key")
 ENDPOINT_SECRET = ("grace-endpoint", "api-key")
 EXTRACTION_MUTEX = "grace-pipeline-extraction"

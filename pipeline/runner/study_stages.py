@@ -18,7 +18,7 @@ from schemas.analysis import FACTOR_COLUMNS, analysis_row_model, codebook
 from schemas.human import ComparisonRow
 from schemas.settings import AnalysisSettings
 from steps import comparison
-from steps.errors import ValidationFailedError
+from steps.errors import ConfigError, ValidationFailedError
 from steps.merge import merge_study
 from steps.store import Store
 from steps.studies import StudySpec
@@ -28,17 +28,24 @@ from steps.validate import validate_outputs
 FLAG_COLUMNS = ["model_name", "study", "row_index", "replication", "flag", "reason"]
 
 
-StageTables = tuple[pd.DataFrame, Optional[pd.DataFrame], Optional[pd.DataFrame]]  # raw, structured, probabilities
+StageTables = tuple[Optional[pd.DataFrame], Optional[pd.DataFrame], Optional[pd.DataFrame]]  # raw, structured, probabilities
 
 
 def stage_tables(spec: StudySpec, models, stage_files, store: Store) -> dict[str, StageTables]:
-    """Model name -> (raw, structured, probabilities) tables that exist in the run's store."""
+    """Model name -> its (raw, structured, probabilities) tables in the run's store, None for a stage that did not
+    run; models without any table are left out (validation and merge cover whatever finished)."""
     tables: dict[str, StageTables] = {}
     for name, model in models.items():
-        raw, structured, probs = (read_table(store, stage_files(stage, spec, model)[1]) for stage in ("query", "extract", "probabilities"))
-        if raw is not None:
-            tables[name] = (raw, structured, probs)
+        found = tuple(read_table(store, stage_files(stage, spec, model)[1]) for stage in ("query", "extract", "probabilities"))
+        if any(t is not None for t in found):
+            tables[name] = (found[0], found[1], found[2])
     return tables
+
+
+def _require_tables(spec: StudySpec, tables: dict, store: Store, stage: str) -> None:
+    if not tables:
+        raise ConfigError(f"{stage} study {spec.number}: no model's table of study {spec.number} in {store.uri()}: run query and/or "
+                          "probabilities first")
 
 
 def _csv_bytes(frame: pd.DataFrame) -> bytes:
@@ -47,7 +54,9 @@ def _csv_bytes(frame: pd.DataFrame) -> bytes:
 
 def run_validation(spec: StudySpec, input_rows: int, replications: int, tables: dict[str, StageTables], min_confidence: float,
                    store: Store) -> tuple[int, int, list[str]]:
-    """Validate every model's tables; write the JSON result and flagged rows. Raises ValidationFailedError."""
+    """Validate every model's tables; write the JSON result and flagged rows. Raises ValidationFailedError, or ConfigError
+    when no model has a table of this study (nothing to validate is not a pass)."""
+    _require_tables(spec, tables, store, "validate")
     results = [validate_outputs(model, spec.number, input_rows, replications, raw, structured, probs, min_confidence=min_confidence)
                for model, (raw, structured, probs) in tables.items()]
     report = {
@@ -64,7 +73,8 @@ def run_validation(spec: StudySpec, input_rows: int, replications: int, tables: 
 
 
 def run_merge(spec: StudySpec, tables: dict, store: Store) -> list[str]:
-    """Write the analysis-ready table and its codebook for one study."""
+    """Write the analysis-ready table and its codebook for one study (ConfigError when no model has a table of it)."""
+    _require_tables(spec, tables, store, "merge")
     flags_csv = store.read_bytes(validation_keys(spec.number)[1])
     flags = pd.read_csv(io.BytesIO(flags_csv)) if flags_csv is not None else pd.DataFrame(columns=FLAG_COLUMNS)
     flags = flags[flags["study"] == spec.number] if len(flags) else flags
