@@ -283,14 +283,21 @@ def _human_section(study: int, table: Optional[pd.DataFrame], human, rows: pd.Da
 
 
 def render_report(tables: dict[int, pd.DataFrame], validations: dict[int, dict], run_id: str, code_version: str,
-                  human: Optional[dict[int, HumanTable]] = None, comparison_table: Optional[pd.DataFrame] = None) -> str:
+                  human: Optional[dict[int, HumanTable]] = None, comparison_table: Optional[pd.DataFrame] = None,
+                  not_finished: Optional[list[str]] = None) -> str:
     """The HTML report for the analysis tables of a run (study number -> table), with the human data files given
-    (study -> table) and the long comparison table (computed here when not given)."""
+    (study -> table) and the long comparison table (computed here when not given). ``not_finished``: what of the run did
+    not finish, and why (one line each; the report then covers the models that finished and says so first)."""
     import matplotlib
 
     matplotlib.use("Agg")
     parts = [f"<h1>grace-pipeline quality report</h1><p>Run <b>{html.escape(run_id)}</b>, code {html.escape(code_version)}, "
              f"generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}.</p>"]
+    if not_finished:
+        parts.append("<h2 class=bad>Not finished</h2><p>This report and the analysis tables cover the models that finished; "
+                     "the run failed for:</p><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in not_finished) + "</ul>")
+    elif not_finished is not None:
+        parts.append("<p>Every model of the run finished.</p>")
     status = [f"<li>Study {n}: {'passed' if v.get('passed') else '<b class=bad>FAILED</b>'}</li>" for n, v in sorted(validations.items())]
     parts.append("<h2>Validation</h2><ul>" + "".join(status) + "</ul>")
     parts.append("<h2>Rows per model and study</h2>" + _table(_counts(tables)))
