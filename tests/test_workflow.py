@@ -502,6 +502,24 @@ def test_a_gated_model_without_access_stops_the_run_before_any_gpu(rendered, clu
     assert "gemma-2-2b-it" not in plan.output.split("cannot be downloaded")[1] and HF_TOKEN not in plan.output
 
 
+def test_the_plan_steps_preflight_refuses_before_any_gpu_pod(rendered, cluster, repository, tmp_path):
+    """Submitted from the Argo UI (no laptop preflight): the plan step checks the cluster as the workflow's ServiceAccount and
+    refuses (exit 2, not retried) when no node fits a GPU class, so no GPU pod is left Pending."""
+    from tests.fakes.fake_kube_api import FakeKubeApi, gfd_node, pvc
+
+    secrets, configmaps, _ = cluster
+    answers = {"/api/v1/nodes": (200, {"items": [gfd_node("t4-1", 15360, 7)]}),
+               "/api/v1/namespaces/grace/persistentvolumeclaims/grace-model-cache": (200, pvc("grace-model-cache", "Bound"))}
+    with FakeKubeApi(answers) as kube:
+        pod_env = {**configmaps["grace-pipeline-store"], "KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig"))}
+        argo = FakeArgo(rendered, {"models": "gemma-2-2b-it", "limit": "1", "studies": "2"}, repository, secrets,
+                        {**configmaps, "grace-pipeline-store": pod_env}, tmp_path)
+        assert argo.run() == "Failed"
+    (plan,) = argo.pods  # no GPU pod was started, and the plan step was not retried
+    assert plan.exit_code == 2 and "no schedulable node fits GPU class gpu1-15g" in plan.output and "t4-1" in plan.output
+    assert [m for m, path, _ in kube.requests if path == "/api/v1/nodes"] == ["GET"]
+
+
 def test_bad_human_file_fails_the_plan_step(rendered, cluster, repository, tmp_path):
     secrets, configmaps, _ = cluster
     repository.write_bytes("inputs/bad_human.csv", b'"subid","trial","item","goal","true_state","positivity","utterance"\n'
@@ -558,12 +576,12 @@ def test_a_dead_sidecar_fails_the_step_in_seconds_and_the_retry_resumes(rendered
                     repository, secrets, configmaps, tmp_path, sidecar_factory=dying_then_healthy)
     argo._run_task(_model_task(rendered, "plan"), {})
     template = next(t for t in rendered["spec"]["templates"] if t["name"] == "serve-gpu1-22g")
-    first = argo.run_pod("serve", template, {"run-id": "dead-sidecar", "model": "llama-3.1-8b-instruct"})
+    first = argo.run_pod("serve", template, {"run-id": "dead-sidecar", "model": "llama-3.1-8b-instruct", "timeout": "3600s"})
     noticed_after_s = time.monotonic() - deaths[0]
     assert first.exit_code == 4 and argo._retried(template, first.exit_code)
     assert noticed_after_s < 60  # the issue's bound: a dead sidecar is noticed within a minute, not after an hour's wait
     assert "vLLM server of llama-3.1-8b-instruct exited with code 137" in first.output
-    second = argo.run_pod("serve", template, {"run-id": "dead-sidecar", "model": "llama-3.1-8b-instruct"})
+    second = argo.run_pod("serve", template, {"run-id": "dead-sidecar", "model": "llama-3.1-8b-instruct", "timeout": "3600s"})
     assert second.exit_code == 0, second.output[-3000:]
     assert len(argo.vllm_starts) == 2
     table = read_table(repository.child(KEY_PREFIX, "dead-sidecar"), "exp1/llama-3.1-8b-instruct_study2_raw_responses")
@@ -614,7 +632,7 @@ def test_a_killed_gpu_step_is_retried_and_resumes_from_its_s3_checkpoint(rendere
                     repository, secrets, configmaps, tmp_path, on_pod_start=kill_first_serve_pod, sidecar_factory=recording_sidecar)
     argo._run_task(_model_task(rendered, "plan"), {})
     template = next(t for t in rendered["spec"]["templates"] if t["name"] == "serve-gpu1-22g")
-    inputs = {"run-id": "kill-retry", "model": "llama-3.1-8b-instruct"}
+    inputs = {"run-id": "kill-retry", "model": "llama-3.1-8b-instruct", "timeout": "3600s"}
     first = argo.run_pod("serve", template, inputs)
     assert first.exit_code == 137 and argo._retried(template, 137)  # killed; the retry strategy retries it
     second = argo.run_pod("serve", template, inputs)

@@ -78,7 +78,8 @@ def _from_configuration(configuration, namespace: Optional[str], where: str) -> 
     """A KubeApi from a ``kubernetes.client.Configuration`` the official loader filled in."""
     if configuration.refresh_api_key_hook is not None:  # exec plugins and expiring tokens
         configuration.refresh_api_key_hook(configuration)
-    header = configuration.get_api_key_with_prefix("authorization") or ""
+    # the client's key name is "BearerToken" in recent releases, "authorization" in older ones
+    header = configuration.get_api_key_with_prefix("BearerToken") or configuration.get_api_key_with_prefix("authorization") or ""
     token = header.split(" ", 1)[1] if header.lower().startswith("bearer ") else (header or None)
     verify: Any = configuration.ssl_ca_cert or True if configuration.verify_ssl else False
     cert = (configuration.cert_file, configuration.key_file) if configuration.cert_file else None

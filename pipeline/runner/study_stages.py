@@ -6,6 +6,7 @@ artifacts), so they work on any run, including one whose model stages ran earlie
 
 from __future__ import annotations
 
+import html
 import io
 import json
 from typing import Optional, Sequence
@@ -69,7 +70,11 @@ def run_validation(spec: StudySpec, input_rows: int, replications: int, tables: 
 
 
 def run_merge(spec: StudySpec, tables: dict, store: Store) -> list[str]:
-    """Write the analysis-ready table and its codebook for one study."""
+    """Write the analysis-ready table and its codebook for one study; nothing when no model has tables for it (every model
+    failed: their failures are the run's, the report names them)."""
+    if not tables:
+        print(f"merge of study {spec.number}: no model has an Experiment 1 table for it; nothing to merge", flush=True)
+        return []
     flags_csv = store.read_bytes(validation_keys(spec.number)[1])
     flags = pd.read_csv(io.BytesIO(flags_csv)) if flags_csv is not None else pd.DataFrame(columns=FLAG_COLUMNS)
     flags = flags[flags["study"] == spec.number] if len(flags) else flags
@@ -112,6 +117,12 @@ def run_report(studies: list[int], run_id: str, store: Store, human: Optional[di
     comparison_codebook = COMPARISON_STEM + "_codebook.csv"
     store.write_bytes(comparison_codebook, pd.DataFrame(codebook(ComparisonRow)).to_csv(index=False).encode("utf-8"))
     outputs.append(store.uri(comparison_codebook))
-    page = render_report(tables, validations, run_id, code_version(), human, frame, not_finished=not_finished if model_nodes else None)
+    if tables or human:
+        page = render_report(tables, validations, run_id, code_version(), human, frame, not_finished=not_finished if model_nodes else None)
+    else:  # no model finished any study: the report is what did not finish
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in not_finished)
+        page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>grace-pipeline report {html.escape(run_id)}</title></head>"
+                f"<body><h1>grace-pipeline quality report</h1><p>Run <b>{html.escape(run_id)}</b>: no model finished any study, so "
+                f"there is nothing to analyse.</p><h2>Not finished</h2><ul>{items}</ul></body></html>")
     store.write_bytes(REPORT_KEY, page.encode("utf-8"))
     return [store.uri(REPORT_KEY), *outputs, *([summary_uri] if summary_uri else [])]
