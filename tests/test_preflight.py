@@ -183,3 +183,14 @@ def test_the_plan_step_refuses_before_any_gpu_pod(tmp_path, monkeypatch):
         with pytest.raises(PreflightRefused, match="this pod's ServiceAccount may not create workflowtaskresults.argoproj.io"):
             cluster_plan(config.model_copy(update={"models": ("gemma-3-270m",)}), tmp_path / "plan2", template_classes=classes,
                          check_cluster=True, kube=api)
+
+
+def test_an_unreachable_api_server_is_said_once_and_refuses_nothing(submit_env, tmp_path, monkeypatch, capsys):
+    with FakeKubeApi({}) as kube:
+        config = kube.kubeconfig(tmp_path / "kubeconfig")
+    monkeypatch.setenv("KUBECONFIG", str(config))  # the server is gone: connections are refused
+    with responses.RequestsMock() as argo:
+        argo.post(f"{HOST}/api/v1/workflows/{NAMESPACE}/submit", json=SUBMITTED)
+        assert main(["submit", "-p", f"models={MODELS}", "--study-rows", "1=6,2=8"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("did not answer") == 1 and "preflight: nothing checked" in out

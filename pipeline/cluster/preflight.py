@@ -166,6 +166,15 @@ def _get(api: KubeApi, path: str, what: str) -> tuple[Optional[dict], Optional[F
     return None, Finding(what, "unchecked", f"{what}: not checked ({reason} for {api.where})")
 
 
+def unreachable(api: KubeApi) -> list[Finding]:
+    """[] when the API server answers; else the one finding that nothing could be checked (instead of a timeout per check)."""
+    try:
+        api.get("/version")
+    except KubeUnreachable as exc:
+        return [Finding("Kubernetes API", "unchecked", f"nothing checked: {exc}")]
+    return []
+
+
 def check_gpu_nodes(api: KubeApi, needs: dict[str, tuple[Scheduling, list[str]]], fix: str) -> list[Finding]:
     """One finding per GPU class in ``needs`` (class -> (its scheduling, the run's models placed in it))."""
     if not needs:
@@ -305,6 +314,8 @@ def class_scheduling(gpu) -> Scheduling:
 def plan_checks(api: KubeApi, namespace: str, needs: dict[str, tuple[Scheduling, list[str]]], model_cache: str) -> list[Finding]:
     """The plan step's preflight, as the workflow's ServiceAccount: nodes for the GPU classes in use and the weight cache (when
     a GPU step will run), and the task results Argo's executor writes for every step."""
+    if down := unreachable(api):
+        return down
     findings = check_gpu_nodes(api, needs, NODE_FIX)
     if needs:
         findings.append(check_model_cache(api, namespace, model_cache))
@@ -333,6 +344,8 @@ def submit_checks(api: KubeApi, namespace: str, template_name: str, gpu_models: 
     """``submit``'s preflight with the caller's kubeconfig: the installed template and its GPU classes, nodes for the classes
     ``gpu_models`` (name -> ModelSpec; None: the run's registry could not be read here) are placed in, the weight cache, the
     ConfigMaps and ``secrets`` (name -> (keys, why)); and, as ``argo_api`` (the Argo token's identity), that it may submit."""
+    if down := unreachable(api):
+        return down
     findings: list[Finding] = []
     what = f"WorkflowTemplate {template_name}"
     template, problem = _get(api, f"/apis/argoproj.io/v1alpha1/namespaces/{namespace}/workflowtemplates/{template_name}", what)
