@@ -42,7 +42,8 @@ def code_version() -> str:
 def reasoning_split(model: ModelSpec, sidecar: bool) -> Optional[str]:
     """How a reasoning model's trace is split off its answer in a run (the manifest's ``servers.<model>.reasoning_split``):
     by the cluster's vLLM sidecar (``sidecar``) with the registry's ``reasoning_parser``, else by the pipeline at
-    ``</think>``. None for a model that is not a reasoning model."""
+    ``</think>``. None for a model that is not a reasoning model. Each raw-responses row's ``trace_split`` says how
+    its trace was split."""
     if not model.reasoning:
         return None
     if sidecar and model.reasoning_parser:

@@ -70,9 +70,9 @@ def _provenance_fields(masses: list[str]) -> dict:
         "run_id": (str, Field(description="Run identifier")),
         "row_index": (int, Field(ge=0, description="0-based position of the row in the input file")),
         "model_id": (str, Field(description="Model id sent to the server")),
-        "scoring_method": (ScoringMethod, Field(description="'exact' (full continuation log-probabilities), 'first-token' (a repaired "
-                                                            "first-token variant, for comparison) or 'seed-literal' (the seed's method "
-                                                            "verbatim, for reproduction only)")),
+        "scoring_method": (ScoringMethod, Field(description="'exact' (probability that the reply starts with the option), "
+                                                            "'first-token' (a repaired first-token variant, for comparison) or "
+                                                            "'seed-literal' (the seed's method verbatim, for reproduction only)")),
     }
     for name in masses:
         fields[name] = (Optional[float], Field(None, ge=0.0, le=1.0, description="Total unnormalised probability the options carried "

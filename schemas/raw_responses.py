@@ -24,7 +24,7 @@ class ResponseColumns(BaseModel):
     model_name: str = Field(description="Model used (registry name, e.g. 'gemma-2-9b-it')")
     model_response: Optional[str] = Field(
         description="The model's answer text; a reasoning model's <think> trace is NOT included (see reasoning_trace). "
-                    "Empty when status is 'failed'."
+                    "Empty when status is 'failed' (a reasoning model's reply whose trace never ended has no answer)."
     )
     response_timestamp: Optional[datetime] = Field(description="UTC time the response arrived")
     processing_time_ms: Optional[float] = Field(
@@ -41,7 +41,11 @@ class ProvenanceColumns(BaseModel):
     row_index: int = Field(ge=0, description="0-based position of the row in the input file")
     replication: int = Field(ge=0, description="Sample number for this row (0..replications-1)")
     seed: Optional[int] = Field(description="Sampling seed sent with this request (derived from the run seed, row and replication)")
-    reasoning_trace: Optional[str] = Field(description="A reasoning model's <think> trace, split off the answer; empty for other models")
+    reasoning_trace: Optional[str] = Field(description="A reasoning model's <think> trace, split off the answer; empty for other models. "
+                                           "A trace that never ended (no </think>) is kept here and the row fails: it has no answer")
+    trace_split: Optional[Literal["server", "think-tags"]] = Field(
+        description="How the trace was split off: 'server' (the server returned it in its own field: vLLM --reasoning-parser), "
+                    "'think-tags' (the pipeline split the reply at </think>); empty when the reply held no trace")
     finish_reason: Optional[str] = Field(description="Why generation stopped ('stop', 'length', ...), as the server reported it")
     prompt_tokens: Optional[int] = Field(description="Prompt tokens as counted by the server")
     completion_tokens: Optional[int] = Field(description="Generated tokens as counted by the server")

@@ -23,6 +23,26 @@ class SamplingSettings(BaseModel):
     seed: int = Field(DEFAULT_SEED, ge=0, description="Run seed; each row x replication gets its own seed derived from it")
 
 
+DEFAULT_ALPHA = 0.05
+DEFAULT_EQUIVALENCE_MARGIN = 0.10
+Study1Check = Literal["prior", "knowledge"]
+
+
+class AnalysisSettings(BaseModel):
+    """How the report judges the published findings (recorded in the report)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alpha: float = Field(DEFAULT_ALPHA, gt=0.0, lt=1.0, description="Familywise error rate per source (Holm's correction)")
+    equivalence_margin: float = Field(
+        DEFAULT_EQUIVALENCE_MARGIN, gt=0.0, le=1.0,
+        description="Smallest difference that matters, on the 0-1 scale of a normalised bet (Study 1) or a share of utterances "
+                    "(Study 2): a 'not greater' finding is reproduced when the difference is shown below it (TOST)")
+    study1_exclude: tuple[Study1Check, ...] = Field(
+        (), description="Leave out Study 1 trials failing these manipulation checks: 'prior' (prior answer not 3), 'knowledge' "
+                        "(knowledge answer contradicts access); see steps/exclusions.py")
+
+
 class EmbeddedSettings(BaseModel):
     """How the laptop's embedded llama.cpp server loads this model."""
 
@@ -43,11 +63,12 @@ class ModelSpec(BaseModel):
     served_name: Optional[str] = Field(None, description="Model name the server expects in requests (default: hf_id)")
     engine: Literal["vllm", "embedded"] = "vllm"
     system_role: bool = Field(True, description="The chat template accepts a system message; if not, it is prepended to the user message")
-    reasoning: bool = Field(False, description="Emits a <think> trace before the answer")
+    reasoning: bool = Field(False, description="Emits a <think> trace before the answer: the text before </think> is its trace, and "
+                            "a reply without </think> has no answer (the row fails; steps/reasoning.py)")
     reasoning_parser: Optional[str] = Field(None, pattern=r"^[a-z0-9_]+$",
                                             description="vLLM --reasoning-parser name for a reasoning model (DeepSeek-R1 distills: "
-                                            "deepseek_r1): the cluster's vLLM sidecar then returns the trace in its own field and the "
-                                            "answer alone; the manifest records which way traces were split")
+                                            "deepseek_r1): the server then returns the trace in its own field and the answer alone; "
+                                            "rows record which way their trace was split (trace_split)")
     reply_prefix: str = Field("", description="Experiment 2 only: text the scored reply starts with, after the server's generation prompt "
                               "(DeepSeek-R1: an empty think block, so options are scored as the final answer); the part the "
                               "generation prompt already ends with is not repeated")

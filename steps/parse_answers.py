@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from steps.query import split_reasoning
+from steps.reasoning import split_think_tags
 
 NUMBER_WORDS = {"zero": 0, "none": 0, "one": 1, "two": 2, "three": 3, "all": 3}
 _NUM = r"(\d+|zero|none|one|two|three)"
@@ -35,7 +35,7 @@ class Parsed:
 def clean_text(text: Optional[str]) -> str:
     """Any <think> trace dropped, markdown emphasis removed, curly quotes straightened,
     whitespace collapsed per line."""
-    text, _ = split_reasoning(text or "")
+    text = split_think_tags(text or "", reasoning=False).answer or ""
     text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
     text = _MARKDOWN.sub("", text)
     return "\n".join(" ".join(line.split()) for line in text.splitlines()).strip()

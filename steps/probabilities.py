@@ -2,12 +2,13 @@
 
 Methods (``--scoring``):
 
-* ``exact`` (default): each option's full log-probability as the model's reply under the
-  template its SERVER uses for Experiment 1 (``steps/server_prompt.py``: token ids from
-  ``/tokenize``), one ``/v1/completions`` request per question instance with every option
-  as a token-id prompt (echo + logprobs). Context ids are identical across the options by
-  construction; the embedded server evaluates the context once and each option as a
-  continuation of it.
+* ``exact`` (default): the log-probability that the model's reply *starts with* each option
+  (the sum of the option's own token log-probabilities, whatever would follow), under the
+  template its SERVER uses for Experiment 1, in the token-level context the model itself
+  sees (``steps/server_prompt.py``); one ``/v1/completions`` request per question instance
+  with every option as a token-id prompt (echo + logprobs). Context ids are identical across
+  the options by construction; the embedded server evaluates the context once and each
+  option as a continuation of it.
 * ``first-token``: a repaired variant of the seed's method (longest top-20 prefix,
   collisions reported), on the same server-rendered context.
 * ``seed-literal``: the seed's Study 1 method verbatim, for reproduction only: its own
@@ -16,6 +17,8 @@ Methods (``--scoring``):
 
 First-token methods cannot tell options apart that start with the same word (Study 2: all
 start with 'It'): :func:`check_scoring_method` refuses such a study before any request.
+:func:`check_scoring_server` scores one real question of each kind before the first row, so
+a server or tokenizer that cannot score the study stops the step with the cause.
 A row that cannot be scored completely, or whose server returned an impossible number
 (log-probability not finite or > 0, options carrying more than all the mass), is 'failed'
 with the reason: no probability is ever filled in for an option the engine did not score.
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Optional
 
 import pandas as pd
 
@@ -39,8 +42,9 @@ from steps.prompts import render_messages
 from steps.retry import RetryPolicy, backoff_delay
 from steps.scoring import (
     Distribution,
+    MissingLogprobs,
+    OptionIdsError,
     Unscorable,
-    checked_logprob,
     entropy_bits,
     first_token_distribution,
     logsumexp,
@@ -49,7 +53,7 @@ from steps.scoring import (
     seed_literal_distribution,
     softmax_distribution,
 )
-from steps.server_prompt import QuestionIds, chat_prompt, context_ids, question_ids
+from steps.server_prompt import QuestionIds, ReplyTokenizer, context_ids, question_ids
 from steps.studies import ProbabilityQuestion, StudySpec
 
 COMPLETIONS_PATH = "/v1/completions"
@@ -119,9 +123,9 @@ def _top_logprobs(body: dict[str, Any]) -> dict[str, float]:
     try:
         top = body["choices"][0]["logprobs"]["top_logprobs"][0]
     except (KeyError, IndexError, TypeError) as exc:
-        raise Unscorable("the server's answer has no top_logprobs for the first generated token") from exc
+        raise MissingLogprobs("the server's answer has no top_logprobs for the first generated token") from exc
     if not isinstance(top, dict) or not top:
-        raise Unscorable("the server's answer has no top_logprobs for the first generated token")
+        raise MissingLogprobs("the server's answer has no top_logprobs for the first generated token")
     return top
 
 
@@ -144,9 +148,12 @@ async def option_scores(
     start = len(question.context)
     per_label: dict[str, list[float]] = {}
     for (label, ids), choice in zip(prompts, choices):
-        values = (choice.get("logprobs") or {}).get("token_logprobs")
+        logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
+        if logprobs is not None and not isinstance(logprobs, dict):
+            raise Unscorable("choices[].logprobs is not an object")
+        values = (logprobs or {}).get("token_logprobs")
         if not isinstance(values, list):
-            raise Unscorable("the server's answer has no echoed token_logprobs")
+            raise MissingLogprobs("the server's answer has no echoed token_logprobs")
         per_label.setdefault(label, []).append(option_logprob(values, start, len(ids), f"option {label!r}"))
     return per_label
 
@@ -157,14 +164,19 @@ async def score_exact(client: LLMClient, model: ModelSpec, question: QuestionIds
     return softmax_distribution({label: logsumexp(scores) for label, scores in per_label.items()})
 
 
-async def _score_exact_question(client, model, messages, options) -> Distribution:
-    return await score_exact(client, model, await question_ids(client, model, messages, options))
+async def _score_exact_question(client, model, messages, options, replies: Optional[ReplyTokenizer] = None) -> Distribution:
+    return await score_exact(client, model, await question_ids(client, model, messages, options, replies))
 
 
-async def _score_first_token(client: LLMClient, model: ModelSpec, messages, options) -> Distribution:
-    context, _ = await context_ids(client, model, messages)
+async def _first_token_top(client: LLMClient, model: ModelSpec, context: list[int]) -> dict[str, float]:
     payload = {"model": model.request_model, "prompt": context, "max_tokens": 1, "temperature": 0.0, "logprobs": FIRST_TOKEN_TOP_K}
-    return first_token_distribution(_top_logprobs((await client.post_json(COMPLETIONS_PATH, payload)).body), options)
+    return _top_logprobs((await client.post_json(COMPLETIONS_PATH, payload)).body)
+
+
+async def _score_first_token(client: LLMClient, model: ModelSpec, messages, options, replies: Optional[ReplyTokenizer] = None
+                             ) -> Distribution:
+    context, _ = await context_ids(client, model, messages, replies)
+    return first_token_distribution(await _first_token_top(client, model, context), options)
 
 
 async def _score_seed_literal(client: LLMClient, model: ModelSpec, prompt: str, top_k: int, options) -> Distribution:
@@ -224,78 +236,102 @@ SUMMARIES: dict[str, Callable[[dict[str, Distribution]], dict[str, Any]]] = {
 }
 
 
-SMOKE_MESSAGES = [{"role": "user", "content": "What is the capital of France? Answer with one word."}]
-
-
 SMOKE_POLICY = RetryPolicy(max_attempts=3, base_delay_s=0.5, max_delay_s=2.0)
 
 
-async def check_scoring_server(client: LLMClient, model: ModelSpec, method: str, policy: RetryPolicy = SMOKE_POLICY) -> None:
-    """Fail fast unless the server renders its chat template through /tokenize and echoes
-    prompt-token log-probabilities for token-id prompts (what 'exact' and 'first-token' need).
-
-    A server without a chat template (a base model on vLLM) is refused here: its chat
-    endpoint refuses Experiment 1 as well, so both experiments fail the same way. The
-    log-probability check is a request like any other: the client retries HTTP and
-    connection failures, and a malformed reply (no choices, an impossible value) is asked
-    again up to ``policy.max_attempts`` times. The error says what happened: the server did
-    not answer, it answered malformed replies, or (only when every well-formed reply lacked
-    them) it does not return prompt-token log-probabilities.
-    """
-    if method == "seed-literal":
-        return  # raw text completions, the seed's own request; rows fail with the server's reason
+async def _build_check_question(client, model, method, spec: StudySpec, question: ProbabilityQuestion, row: dict[str, Any],
+                                replies: ReplyTokenizer) -> tuple[str, QuestionIds | list[int]]:
+    """The first instance of ``question`` for ``row``: its ids (exact) or context ids (first-token); errors converted."""
+    instance, extra = question.instances()[0]
+    messages = scoring_messages(question, spec, row, extra, model)
     try:
-        ids, _ = await chat_prompt(client, model, SMOKE_MESSAGES)
-    except (RequestFailed, Unscorable) as exc:
-        reason = exc.reason if isinstance(exc, RequestFailed) else str(exc)
+        if method == "exact":
+            return instance, await question_ids(client, model, messages, question.options, replies)
+        return instance, (await context_ids(client, model, messages, replies))[0]
+    except RequestFailed as exc:
         raise ServerError(
-            f"the server for {model.name!r} cannot render its chat template through POST /tokenize and /detokenize: {reason}. "
+            f"the server for {model.name!r} cannot render its chat template through POST /tokenize and /detokenize: {exc.reason}. "
             "Experiment 2 scores each option as the reply under the template the server uses for Experiment 1; serve the model "
             "with a chat template (vLLM: --chat-template FILE for a base model) on a server with /tokenize (vLLM, the embedded server)"
         ) from exc
-    payload = {"model": model.request_model, "prompt": [ids], "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 1}
+    except OptionIdsError as exc:
+        prefix = f" after its reply_prefix {model.reply_prefix!r}" if model.reply_prefix else ""
+        raise ConfigError(f"Experiment 2 cannot score {model.name!r} on study {spec.number}: question {instance!r} of the first "
+                          f"input row, the options{prefix}: {exc}. Stopped before any row was scored") from exc
+    except Unscorable as exc:
+        raise ServerError(f"Experiment 2 cannot build the scoring context of {model.name!r} on study {spec.number} (question "
+                          f"{instance!r} of the first input row): {exc}. Stopped before any row was scored") from exc
+
+
+async def _check_logprobs(client: LLMClient, model: ModelSpec, method: str, instance: str, probe: Callable[[], Awaitable[Any]],
+                          policy: RetryPolicy) -> None:
+    """Run ``probe`` (one real scoring request) until it gives usable log-probabilities, up to ``policy.max_attempts`` times."""
     missing: list[str] = []
     malformed: list[str] = []
     for attempt in range(1, policy.max_attempts + 1):
         try:
-            body = (await client.post_json(COMPLETIONS_PATH, payload)).body
+            await probe()
+            return
         except RequestFailed as exc:
             raise ServerError(f"the server for {model.name!r} did not answer the log-probability check "
-                              f"(/v1/completions with echo: true, logprobs: 1): {exc.reason}") from exc
-        try:
-            choice = _choices(body if isinstance(body, dict) else {}, 1)[0]
-            logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
-            if logprobs is not None and not isinstance(logprobs, dict):
-                raise Unscorable("choices[0].logprobs is not an object")
+                              f"(question {instance!r} of the first input row, /v1/completions): {exc.reason}") from exc
+        except MissingLogprobs as exc:
+            missing.append(str(exc))
         except Unscorable as exc:
             malformed.append(f"malformed reply ({exc})")
-        else:
-            values = (logprobs or {}).get("token_logprobs")
-            if not isinstance(values, list) or len(values) < len(ids):
-                missing.append(f"{len(values) if isinstance(values, list) else 'no'} echoed log-probabilities "
-                               f"for a {len(ids)}-token prompt")
-            else:
-                try:
-                    checked_logprob(values[len(ids) - 1], "the prompt's last token")
-                    return
-                except Unscorable as exc:
-                    malformed.append(str(exc))
         delay = backoff_delay(attempt, policy)
         if delay is not None:
             await asyncio.sleep(delay)
     if missing and not malformed:
-        raise ServerError(
-            f"the server for {model.name!r} does not return prompt-token log-probabilities for a token-id prompt "
-            f"(/v1/completions with echo: true, logprobs: 1; {len(missing)} well-formed replies without them: {missing[-1]}). "
-            "Exact scoring needs them; vLLM and the embedded server support them.")
+        needed = ("prompt-token log-probabilities for a token-id prompt (/v1/completions with echo: true, logprobs: 1)"
+                  if method == "exact" else f"top_logprobs for the next token (/v1/completions with logprobs: {FIRST_TOKEN_TOP_K})")
+        raise ServerError(f"the server for {model.name!r} does not return {needed}; {len(missing)} well-formed replies without "
+                          f"them: {missing[-1]}. Experiment 2 needs them; vLLM and the embedded server support them.")
     raise ServerError(f"the server for {model.name!r} answered the log-probability check {policy.max_attempts} times without "
                       f"a usable reply: {'; '.join(dict.fromkeys(malformed + missing))}")
 
 
+async def check_scoring_server(
+    client: LLMClient, model: ModelSpec, method: str, spec: StudySpec, row: dict[str, Any],
+    replies: Optional[ReplyTokenizer] = None, policy: RetryPolicy = SMOKE_POLICY,
+) -> None:
+    """Fail fast, before any row, unless one real question of each kind in ``spec`` can be scored on ``row``.
+
+    For each of the study's questions (its first instance), on the first input row: the
+    context is built from the server's chat template (``/tokenize``), the options get ids of
+    their own after it (no boundary merge, prefix-free), and one real scoring request gives
+    usable log-probabilities. Errors name the cause: :class:`ServerError` (exit 4) for a
+    server without a chat template, without ``/tokenize`` or without the log-probabilities
+    needed; :class:`ConfigError` (exit 2) for options that have no ids of their own with this
+    model's tokenizer and reply prefix (the same on every row). The scoring request is asked
+    again up to ``policy.max_attempts`` times on a malformed reply (the client itself retries
+    HTTP and connection failures). ``seed-literal`` sends raw text completions, the seed's own
+    request: rows fail with the server's reason.
+    """
+    if method == "seed-literal":
+        return
+    replies = replies or ReplyTokenizer(client, model)
+    for question in spec.probability_questions:
+        instance, built = await _build_check_question(client, model, method, spec, question, row, replies)
+        if isinstance(built, QuestionIds):
+            ids = built
+
+            async def probe() -> Any:
+                return await score_exact(client, model, ids)
+        else:
+            context = built
+
+            async def probe() -> Any:
+                return await _first_token_top(client, model, context)
+        await _check_logprobs(client, model, method, instance, probe, policy)
+
+
 async def score_row(
-    row: dict[str, Any], spec: StudySpec, model: ModelSpec, client: LLMClient, method: ScoringMethod
+    row: dict[str, Any], spec: StudySpec, model: ModelSpec, client: LLMClient, method: ScoringMethod,
+    replies: Optional[ReplyTokenizer] = None,
 ) -> dict[str, Distribution]:
     """Every question instance of ``row`` scored concurrently; raises Unscorable/RequestFailed."""
+    replies = replies or ReplyTokenizer(client, model)
     jobs: list[tuple[str, Any]] = []
     for question in spec.probability_questions:
         for instance, extra in question.instances():
@@ -304,7 +340,8 @@ async def score_row(
                 job = _score_seed_literal(client, model, prompt, top_k, question.options)
             else:
                 messages = scoring_messages(question, spec, row, extra, model)
-                job = (_score_exact_question if method == "exact" else _score_first_token)(client, model, messages, question.options)
+                score = _score_exact_question if method == "exact" else _score_first_token
+                job = score(client, model, messages, question.options, replies)
             jobs.append((instance, job))
     results = await asyncio.gather(*(job for _, job in jobs), return_exceptions=True)
     scored: dict[str, Distribution] = {}
@@ -346,12 +383,14 @@ async def run_probability_step(
 ) -> StepOutcome:
     """Score every row not already 'ok' in ``checkpoint``; return the full table (seed columns first)."""
     check_scoring_method(spec, method)
-    await check_scoring_server(client, model, method)
     rows = inputs.to_dict(orient="records")
+    replies = ReplyTokenizer(client, model)  # the options' ids, asked of the server once for the whole step
+    if rows:
+        await check_scoring_server(client, model, method, spec, rows[0], replies)
 
     async def work(index: int) -> dict[str, Any]:
         try:
-            distributions = await score_row(rows[index], spec, model, client, method)
+            distributions = await score_row(rows[index], spec, model, client, method, replies)
         except (Unscorable, RequestFailed) as exc:
             reason = exc.reason if isinstance(exc, RequestFailed) else str(exc)
             return probability_record(index, rows[index], spec, model, run_id, method, min_option_mass, error=reason)

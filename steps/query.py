@@ -8,7 +8,6 @@ Pure halves (tested on recorded JSON): :func:`build_chat_payload` and
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -20,6 +19,7 @@ from steps.checkpoint import AnyCheckpoint
 from steps.llm_client import LLMClient, RequestFailed
 from steps.outcome import NoProgress, RowProgress, StepOutcome, run_resumable
 from steps.prompts import messages_hash, render_messages
+from steps.reasoning import SplitReply, TraceSplit, no_answer_reason, split_reply
 from steps.studies import StudySpec
 
 CHAT_PATH = "/v1/chat/completions"
@@ -32,13 +32,14 @@ class ResponseFormatError(ValueError):
 
 @dataclass(frozen=True)
 class ParsedChat:
-    """The useful parts of one chat completion."""
+    """The useful parts of one chat completion; ``answer`` None: the reply has no answer (its trace never ended)."""
 
-    answer: str
+    answer: Optional[str]
     reasoning_trace: Optional[str]
     finish_reason: Optional[str]
     prompt_tokens: Optional[int]
     completion_tokens: Optional[int]
+    trace_split: Optional[TraceSplit] = None
 
 
 def row_seed(run_seed: int, study: int, row_index: int, replication: int) -> int:
@@ -67,51 +68,31 @@ def build_chat_payload(
     }
 
 
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+def parse_chat_response(body: dict[str, Any], reasoning: bool = False) -> ParsedChat:
+    """Answer, reasoning trace, how the trace was split, finish reason and token counts from a chat completion body.
 
-
-def split_reasoning(content: str) -> tuple[str, Optional[str]]:
-    """Split a reasoning model's '<think>...</think>' trace off its answer.
-
-    Handles a trace whose opening tag was part of the prompt (only '</think>' in the
-    output) and a trace cut off before '</think>' (then the answer is empty).
-    """
-    traces = [m.strip() for m in _THINK.findall(content)]
-    rest = _THINK.sub("", content)
-    if "</think>" in rest:
-        before, rest = rest.rsplit("</think>", 1)
-        traces.insert(0, before.replace("<think>", "").strip())
-    elif "<think>" in rest:
-        rest, unfinished = rest.split("<think>", 1)
-        traces.append(unfinished.strip())
-    return rest.strip(), ("\n\n".join(traces) if traces else None)
-
-
-def parse_chat_response(body: dict[str, Any]) -> ParsedChat:
-    """Answer, reasoning trace, finish reason and token counts from a chat completion body.
-
-    A trace the server already split off (vLLM's ``reasoning_content``/``reasoning``)
-    is used as is; otherwise ``<think>`` tags are split off the content.
+    ``reasoning``: the model is registered ``reasoning: true`` (see :mod:`steps.reasoning`: a
+    trace the server split off is used as is; otherwise ``content`` is split at ``</think>``).
     """
     try:
         choice = body["choices"][0]
         message = choice["message"]
     except (KeyError, IndexError, TypeError) as exc:
         raise ResponseFormatError("response has no choices[0].message") from exc
-    content = message.get("content") or ""
-    if not isinstance(content, str):
+    if not isinstance(message, dict):
+        raise ResponseFormatError("choices[0].message is not an object")
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
         raise ResponseFormatError("choices[0].message.content is not text")
-    answer, trace = split_reasoning(content)
-    server_trace = message.get("reasoning_content") or message.get("reasoning")
-    if server_trace:
-        trace = server_trace.strip() if not trace else f"{server_trace.strip()}\n\n{trace}"
+    reply = split_reply(message, reasoning)
     usage = body.get("usage") or {}
     return ParsedChat(
-        answer=answer,
-        reasoning_trace=trace,
+        answer=reply.answer,
+        reasoning_trace=reply.trace,
         finish_reason=choice.get("finish_reason"),
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
+        trace_split=reply.split,
     )
 
 
@@ -159,28 +140,25 @@ async def query_one(
 ) -> dict[str, Any]:
     """Make one request; return its output record with status 'ok' or 'failed' (never raises for a row)."""
     record = _record(job, model, spec, sampling, run_id)
-    failed = dict(model_response=None, response_timestamp=None, processing_time_ms=None, reasoning_trace=None,
+    failed = dict(model_response=None, response_timestamp=None, processing_time_ms=None, reasoning_trace=None, trace_split=None,
                   finish_reason=None, prompt_tokens=None, completion_tokens=None, status="failed")
     try:
         response = await client.post_json(CHAT_PATH, build_chat_payload(model, job.messages, sampling, job.seed))
     except RequestFailed as exc:
         return {**record, **failed, "attempts": exc.attempts, "error": exc.reason}
     try:
-        parsed = parse_chat_response(response.body)
+        parsed = parse_chat_response(response.body, model.reasoning)
     except ResponseFormatError as exc:
         return {**record, **failed, "attempts": response.attempts, "error": str(exc)}
-    error = None
-    if not parsed.answer:
-        error = "empty answer" + (
-            f": the reasoning trace was cut off at max_tokens={record['max_tokens']}; raise --max-tokens"
-            if parsed.reasoning_trace and parsed.finish_reason == "length" else ""
-        )
+    reply = SplitReply(parsed.answer, parsed.reasoning_trace, parsed.trace_split)
+    error = no_answer_reason(reply, parsed.finish_reason, record["max_tokens"])
     return {
         **record,
-        "model_response": parsed.answer,
+        "model_response": None if error else parsed.answer,  # a trace that never ended is not an answer: nothing to code
         "response_timestamp": response.received_at.isoformat(),
         "processing_time_ms": round(response.latency_ms, 3),
         "reasoning_trace": parsed.reasoning_trace,
+        "trace_split": parsed.trace_split,
         "finish_reason": parsed.finish_reason,
         "prompt_tokens": parsed.prompt_tokens,
         "completion_tokens": parsed.completion_tokens,

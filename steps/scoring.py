@@ -2,7 +2,8 @@
 
 Exact method. The server echoes, for each prompt (context ids + option ids, see
 ``steps/server_prompt.py``), every prompt token's log-probability; an option's score is the
-sum of its own tokens' log-probabilities (natural log). A log-probability that is missing,
+sum of its own tokens' log-probabilities (natural log): the log-probability that the reply
+*starts with* the option, whatever follows it. A log-probability that is missing,
 not finite or above 0 is impossible: the option is unscorable and the row fails with the
 reason (:func:`checked_logprob`), never an 'ok' row with a broken number.
 
@@ -32,6 +33,15 @@ class Unscorable(ValueError):
     """An option or row cannot be scored from the server's answer; the message says why."""
 
 
+class OptionIdsError(Unscorable):
+    """The options have no token ids of their own after the context (a boundary merge, an empty option, options that are
+    not prefix-free): a property of the model's tokenizer, reply prefix and the study's options, the same on every row."""
+
+
+class MissingLogprobs(Unscorable):
+    """The server's answer lacks the log-probabilities asked for (none echoed, too few, or null where one is needed)."""
+
+
 def logsumexp(values: Sequence[float]) -> float:
     """log(sum(exp(values))), stable; -inf for an empty sequence."""
     if not values:
@@ -48,7 +58,7 @@ MASS_TOLERANCE = 1e-6  # float rounding in a server's log-softmax; more than thi
 def checked_logprob(value: Any, what: str) -> float:
     """``value`` as a log-probability; Unscorable if it is missing, not finite or above 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise Unscorable(f"{what} has no log-probability")
+        raise MissingLogprobs(f"{what} has no log-probability")
     if not math.isfinite(value) or value > 0:
         raise Unscorable(f"{what} has an impossible log-probability {value!r} (must be finite and <= 0)")
     return float(value)
@@ -57,7 +67,7 @@ def checked_logprob(value: Any, what: str) -> float:
 def option_logprob(token_logprobs: Sequence[Any], start: int, end: int, what: str) -> float:
     """Sum of ``token_logprobs[start:end]`` (an option's tokens in an echoed prompt), each checked."""
     if start < 1 or end > len(token_logprobs) or start >= end:
-        raise Unscorable(f"the server echoed {len(token_logprobs)} log-probabilities; {what} needs positions {start}..{end - 1}")
+        raise MissingLogprobs(f"the server echoed {len(token_logprobs)} log-probabilities; {what} needs positions {start}..{end - 1}")
     return float(sum(checked_logprob(token_logprobs[i], f"a token of {what}") for i in range(start, end)))
 
 

@@ -1,37 +1,47 @@
-"""Experiment 2 prompts as token ids from the model's own server: one source of truth for the template.
+"""Experiment 2 contexts as token ids: the ids the model itself is conditioned on when it writes its answer.
 
-Experiment 1 sends chat messages to ``/v1/chat/completions``; the server renders them
-with its chat template. Experiment 2 asks the SAME server for the same rendering, so both
-experiments of a model always see the same prompt format, for any model, without a
-hand-written template (vLLM and the embedded server both offer these endpoints):
+Experiment 1 sends chat messages to ``/v1/chat/completions``; the server renders them with
+its chat template. Experiment 2 asks the SAME server for the same rendering, so both
+experiments of a model see the same prompt, for any model, without a hand-written template
+(vLLM and the embedded server both offer these endpoints). A question's scoring context is
+built at the token level, never by re-tokenizing joined text:
 
-1. ``POST /tokenize`` with the chat ``messages`` and ``add_generation_prompt: true``: the ids
-   of the prompt up to the start of the reply, exactly as the chat endpoint builds them.
-2. ``POST /detokenize`` of those ids: the prompt's text, special tokens written out.
-3. ``POST /tokenize`` (text, no special tokens added) of that text + the model's
-   ``reply_prefix`` (registry; e.g. DeepSeek-R1's empty think block): the context ids. They
-   must start with the ids of step 1 (the tokenizer round-trips its own prompt), else the
-   question is unscorable.
-4. ``POST /tokenize`` of context text + each option: its ids must start with the context
-   ids; the option is what follows. If they do not, the tokenizer merges the end of the
-   context with the start of the option (a boundary merge): detected and reported, never
-   guessed around.
+1. The prompt: ``POST /tokenize`` with the chat ``messages`` and ``add_generation_prompt:
+   true`` gives the ids of the prompt up to the reply, exactly as the chat endpoint builds them.
+2. The reply prefix's remainder: the registry's ``reply_prefix`` (DeepSeek-R1: an empty think
+   block) minus what the generation prompt already ends with (found on the prompt's text,
+   ``POST /detokenize``), tokenized ON ITS OWN (``POST /tokenize``, no special tokens added,
+   special-token text parsed). A model writes its reply as new tokens after the prompt's last
+   token, so those never merge with the prompt. DeepSeek-R1-Distill-Qwen: the prompt ends
+   ``<｜Assistant｜><think>\\n`` = [151645, 151648, 198] and the remainder ``\\n</think>\\n\\n`` is
+   [198, 151649, 271]; tokenizing the joined text instead gives [151645, 151648, 271, 151649,
+   271], ids the model never sees (``\\n\\n`` is one token in Qwen's and Llama-3's BPE).
+3. Each option: the reply text up to the option's end (remainder + option) tokenized on its
+   own; its ids must start with the remainder's ids and the option is what follows. If they do
+   not, the tokenizer merges the end of the reply prefix with the start of the option (a
+   **boundary merge**): reported, never guessed around. With no remainder the option's ids are
+   its own tokenization (an option cannot merge with the prompt: the model's reply starts a
+   new token).
 
-The context ids are therefore identical across a question's options by construction, and
-the option is located by ids, not by text offsets. A server without a chat template (a
-base model on vLLM: its chat endpoint refuses too) or without ``/tokenize`` cannot be
-scored: :func:`steps.probabilities.check_scoring_server` refuses it before any row.
+An option's score is then the probability of the reply *starting with* it (any continuation
+after it counts). So the options must be prefix-free as token sequences: an option whose ids
+begin another option's ids would count that option's mass twice; :func:`question_ids`
+refuses it. The context ids are identical across a question's options by construction.
+Reply ids repeat on every row (the same options after the same remainder), so
+:class:`ReplyTokenizer` asks the server once per text. A server without a chat template (a
+base model on vLLM) or without ``/tokenize`` cannot be scored:
+:func:`steps.probabilities.check_scoring_server` refuses it before any row.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from schemas.settings import ModelSpec
 from steps.llm_client import LLMClient
-from steps.scoring import Unscorable
+from steps.scoring import OptionIdsError, Unscorable
 
 TOKENIZE_PATH = "/tokenize"
 DETOKENIZE_PATH = "/detokenize"
@@ -39,10 +49,15 @@ DETOKENIZE_PATH = "/detokenize"
 
 @dataclass(frozen=True)
 class QuestionIds:
-    """One question's context ids and, per option label, the ids of each surface form after it."""
+    """One question's context ids and, per option label, the ids of each surface form after it.
+
+    ``context`` = the server's chat-prompt ids + the reply prefix's remainder ids
+    (``remainder`` is that text, '' for most models).
+    """
 
     context: tuple[int, ...]
     options: dict[str, tuple[tuple[int, ...], ...]]
+    remainder: str = ""
 
     def prompts(self) -> list[tuple[str, list[int]]]:
         """(label, context + form ids) for every surface form, in a fixed order."""
@@ -71,54 +86,118 @@ def _ids(body: Mapping[str, Any], what: str) -> list[int]:
 async def tokenize_text(client: LLMClient, model: ModelSpec, text: str) -> list[int]:
     """Ids of ``text`` as the server tokenizes it, with no special tokens added (special-token text is parsed)."""
     body = (await client.post_json(TOKENIZE_PATH, {"model": model.request_model, "prompt": text, "add_special_tokens": False})).body
-    return _ids(body, "a text")
+    return _ids(body, repr(text) if len(text) <= 40 else "a text")
+
+
+async def chat_prompt_ids(client: LLMClient, model: ModelSpec, messages: list[dict[str, str]]) -> list[int]:
+    """Ids of ``messages`` rendered by the server's chat template up to the reply (what the chat endpoint builds)."""
+    body = (await client.post_json(TOKENIZE_PATH, {
+        "model": model.request_model, "messages": messages, "add_generation_prompt": True, "add_special_tokens": False})).body
+    return _ids(body, "the chat messages")
+
+
+async def detokenize(client: LLMClient, model: ModelSpec, ids: Sequence[int]) -> str:
+    """The text of ``ids`` as the server writes it (special tokens written out)."""
+    text = (await client.post_json(DETOKENIZE_PATH, {"model": model.request_model, "tokens": list(ids)})).body.get("prompt")
+    if not isinstance(text, str):
+        raise Unscorable("the server's /detokenize answer has no prompt text")
+    return text
 
 
 async def chat_prompt(client: LLMClient, model: ModelSpec, messages: list[dict[str, str]]) -> tuple[list[int], str]:
     """Ids and text of ``messages`` rendered by the server's chat template up to the reply."""
-    body = (await client.post_json(TOKENIZE_PATH, {
-        "model": model.request_model, "messages": messages, "add_generation_prompt": True, "add_special_tokens": False})).body
-    ids = _ids(body, "the chat messages")
-    text = (await client.post_json(DETOKENIZE_PATH, {"model": model.request_model, "tokens": ids})).body.get("prompt")
-    if not isinstance(text, str):
-        raise Unscorable("the server's /detokenize answer has no prompt text")
-    return ids, text
+    ids = await chat_prompt_ids(client, model, messages)
+    return ids, await detokenize(client, model, ids)
 
 
-async def context_ids(client: LLMClient, model: ModelSpec, messages: list[dict[str, str]]) -> tuple[list[int], str]:
-    """Ids and text of the scoring context: the server's chat prompt up to the reply, then the model's reply prefix.
+class ReplyTokenizer:
+    """Ids of reply texts as the model writes them (each text tokenized on its own), asked of the server once per text.
 
-    Raises :class:`Unscorable` when the tokenizer does not give back its own prompt's ids.
+    One per model and step: a study's options follow the same reply-prefix remainder on
+    every row, so their ids are the same for every row.
     """
-    chat_ids, text = await chat_prompt(client, model, messages)
-    context_text = text + reply_prefix_rest(text, model.reply_prefix)
-    context = await tokenize_text(client, model, context_text)
-    if context[: len(chat_ids)] != chat_ids:
-        raise Unscorable("the server's tokenizer does not give back its own chat prompt's ids from the prompt's text "
-                         "(/tokenize of /detokenize differs); the context cannot be located by ids")
-    return context, context_text
+
+    def __init__(self, client: LLMClient, model: ModelSpec):
+        self.client, self.model = client, model
+        self._known: dict[str, asyncio.Task[list[int]]] = {}
+
+    async def ids(self, text: str) -> tuple[int, ...]:
+        """The server's ids of ``text`` alone ('' has none). A failed request is not remembered."""
+        if not text:
+            return ()
+        task = self._known.get(text)
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._known[text] = asyncio.create_task(tokenize_text(self.client, self.model, text))
+        return tuple(await asyncio.shield(task))
+
+
+async def context_ids(
+    client: LLMClient, model: ModelSpec, messages: list[dict[str, str]], replies: Optional[ReplyTokenizer] = None
+) -> tuple[list[int], str]:
+    """The scoring context's ids (chat-prompt ids, then the reply prefix's remainder ids) and the remainder's text."""
+    replies = replies or ReplyTokenizer(client, model)
+    prompt = await chat_prompt_ids(client, model, messages)
+    if not model.reply_prefix:
+        return prompt, ""
+    remainder = reply_prefix_rest(await detokenize(client, model, prompt), model.reply_prefix)
+    return [*prompt, *await replies.ids(remainder)], remainder
+
+
+async def option_ids(replies: ReplyTokenizer, remainder: str, form: str) -> tuple[int, ...]:
+    """Ids of option ``form`` as the reply's continuation after ``remainder`` (see the module docstring).
+
+    Raises :class:`Unscorable` on a boundary merge or an option without tokens of its own.
+    """
+    before, whole = await asyncio.gather(replies.ids(remainder), replies.ids(remainder + form))
+    if whole[: len(before)] != before:
+        raise OptionIdsError(f"boundary merge: the server's tokenizer joins the end of the reply prefix {remainder!r} with the start "
+                         f"of the option {form!r} (the prefix's ids change when the option follows), so the option has no ids "
+                         "of its own; change the model's reply_prefix in the registry or the option's surface form")
+    if len(whole) == len(before):
+        raise OptionIdsError(f"the option {form!r} has no tokens after the context")
+    return whole[len(before):]
+
+
+def overlapping_options(options: Mapping[str, Sequence[tuple[int, ...]]]) -> Optional[str]:
+    """Why the options are not prefix-free as token sequences (a form's ids begin another's), or None.
+
+    Each option is scored as the reply *starting with* it: if one form's ids begin another's,
+    the first form's probability already contains the second's, and the distribution would
+    count that mass twice.
+    """
+    forms = [(label, index, ids) for label, seqs in options.items() for index, ids in enumerate(seqs)]
+    for label, index, ids in forms:
+        for other, other_index, other_ids in forms:
+            if (label, index) != (other, other_index) and other_ids[: len(ids)] == ids:
+                same = "are the same ids" if len(ids) == len(other_ids) else "begin the ids of"
+                return (f"the ids of option {label!r} (form {index + 1}) {same} option {other!r} (form {other_index + 1}): "
+                        "a reply starting with the longer one also starts with the shorter, so the options are not exclusive")
+    return None
 
 
 async def question_ids(
-    client: LLMClient, model: ModelSpec, messages: list[dict[str, str]], options: Mapping[str, Sequence[str]]
+    client: LLMClient, model: ModelSpec, messages: list[dict[str, str]], options: Mapping[str, Sequence[str]],
+    replies: Optional[ReplyTokenizer] = None,
 ) -> QuestionIds:
     """The context ids of ``messages`` under the server's template and each option's ids after them.
 
-    Raises :class:`Unscorable` when the tokenizer does not round-trip its own prompt or
-    merges the context's end with an option's start.
+    Raises :class:`Unscorable` on a boundary merge between the reply prefix and an option, or
+    options that are not prefix-free (:func:`overlapping_options`).
     """
-    context, context_text = await context_ids(client, model, messages)
+    replies = replies or ReplyTokenizer(client, model)
+    context, remainder = await context_ids(client, model, messages, replies)
     forms = [(label, form) for label, label_forms in options.items() for form in label_forms]
-    full = await asyncio.gather(*(tokenize_text(client, model, context_text + form) for _, form in forms))
+    found = await asyncio.gather(*(option_ids(replies, remainder, form) for _, form in forms), return_exceptions=True)
     per_label: dict[str, list[tuple[int, ...]]] = {label: [] for label in options}
-    for (label, form), ids in zip(forms, full):
-        if ids[: len(context)] != context:
-            raise Unscorable(f"boundary merge: the server's tokenizer joins the end of the prompt with the start of the option "
-                             f"{form!r} (the context's ids change when the option follows), so the option has no ids of its own")
-        if len(ids) == len(context):
-            raise Unscorable(f"the option {form!r} has no tokens after the context")
-        per_label[label].append(tuple(ids[len(context):]))
-    return QuestionIds(tuple(context), {label: tuple(seqs) for label, seqs in per_label.items()})
+    for (label, _), ids in zip(forms, found):
+        if isinstance(ids, BaseException):
+            raise ids  # the first failing option in the study's order, whichever answer came first
+        per_label[label].append(ids)
+    result = {label: tuple(seqs) for label, seqs in per_label.items()}
+    overlap = overlapping_options(result)
+    if overlap:
+        raise OptionIdsError(overlap)
+    return QuestionIds(tuple(context), result, remainder)
 
 
 def minimum_prompt_tokens(question: QuestionIds) -> int:

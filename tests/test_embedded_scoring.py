@@ -122,3 +122,19 @@ def test_separate_requests_are_the_from_scratch_reference(server, study2, study2
 
     shared, scratch = _with_client(server, work)
     assert max(abs(shared.probs[k] - scratch.probs[k]) for k in shared.probs) < 0.05
+
+
+def test_the_step_checks_one_real_question_then_scores_every_row(server, study2, study2_table, tmp_path):
+    """The whole step on the embedded path: start-up check on the first row's question, then every row scored."""
+    from steps.checkpoint import Checkpoint
+    from steps.probabilities import run_probability_step
+
+    frame = study2_table.frame.head(2)
+
+    async def work(client):
+        with Checkpoint(tmp_path / "c.jsonl", {"t": 1}) as checkpoint:
+            return await run_probability_step(frame, study2, MODEL, client, checkpoint, "run-t")
+
+    outcome = _with_client(server, work)
+    assert (outcome.frame.status == "ok").all() and len(outcome.frame) == 2
+    assert (outcome.frame.option_mass > 0).all()

@@ -160,7 +160,7 @@ def test_a_model_outside_the_registry_is_scored_under_its_servers_template(tmp_p
         expected_context = server.token_ids(_never_seen_template(messages))
         knowledge = [body for path, body in server.scoring_requests
                      if path == "/v1/completions" and body.get("echo") and len(body["prompt"]) == 4]  # yes, Yes, no, No
-        assert len(knowledge) == 1
+        assert len(knowledge) == 2 and knowledge[0] == knowledge[1]  # the start-up check scores the first row's question, then the row
         for prompt in knowledge[0]["prompt"]:  # every option after exactly the server-rendered context, by ids
             assert prompt[: len(expected_context)] == expected_context
         options = ["".join(server._pieces[t] for t in prompt[len(expected_context):]) for prompt in knowledge[0]["prompt"]]
@@ -185,21 +185,45 @@ def test_context_ids_are_identical_across_options_and_options_are_located_by_ids
 
 
 def test_a_boundary_merge_is_detected_not_guessed(tmp_path, study2, study2_table):
-    def ends_in_a_word(messages):  # the reply opens with 'Reply', which the FAKE tokenizer merges with 'It' into 'ReplyIt'
+    """The option is the reply's continuation: it can merge with the reply prefix (stopped before any row), never with the prompt."""
+    merging = ModelSpec(name="fake-model", hf_id="fake-model", reply_prefix="Reply")  # the FAKE tokenizer joins 'Reply' + 'It'
+    with FakeOpenAIServer() as server:
+        async def go():
+            async with httpx.AsyncClient(timeout=10) as http:
+                with Checkpoint(tmp_path / "c.jsonl", {"t": 1}) as checkpoint:
+                    return await run_probability_step(study2_table.frame.head(2), study2, merging, LLMClient(http, [server.url], 4, FAST),
+                                                      checkpoint, "run-t")
+        with pytest.raises(ConfigError, match=r"boundary merge: .* reply prefix 'Reply' with the start of the option 'It was terrible'"):
+            asyncio.run(go())
+        assert server.completion_requests == 0
+
+    def ends_in_a_word(messages):  # a prompt whose text would merge with 'It': the model's reply starts a new token all the same
         return fake_chat_template(messages) + "Reply"
 
     with FakeOpenAIServer(chat_template=ends_in_a_word) as server:
-        outcome = _run(server, study2_table.frame.head(2), study2, tmp_path / "c.jsonl")
+        outcome = _run(server, study2_table.frame.head(2), study2, tmp_path / "c2.jsonl")
+        prompts = [ids for path, body in server.scoring_requests if path == "/v1/completions" for ids in body["prompt"]]
+        assert (outcome.frame.status == "ok").all()
+    assert prompts
+    for ids in prompts:
+        pieces = [server._pieces[t] for t in ids]
+        end = len(pieces) - 1 - pieces[::-1].index("Reply")  # the prompt's last token, then the option's own tokens
+        assert pieces[end + 1] == "It" and "".join(pieces[end + 1:]) in {f for forms in study2.probability_questions[0].options.values()
+                                                                         for f in forms}
+
+
+def test_an_impossible_logprob_fails_the_row_with_the_reason(tmp_path, study2, study2_table):
+    with FakeOpenAIServer(completion_faults=["ok", "positive_logprob"]) as server:  # the start-up check's reply, then the row's
+        outcome = _run(server, study2_table.frame.head(1), study2, tmp_path / "c.jsonl")
     assert (outcome.frame.status == "failed").all()
-    assert outcome.frame.error.str.contains("boundary merge").all()
-    assert outcome.frame.error.str.contains("'It was terrible'").all()
+    assert outcome.frame.error.str.contains("utterance: a token of option 'was_terrible' has an impossible log-probability 3.0").all()
 
 
-def test_an_impossible_logprob_fails_the_row_with_the_reason(tmp_path, study1, study1_table):
+def test_a_server_that_always_gives_an_impossible_logprob_is_stopped_before_any_row(tmp_path, study1, study1_table):
     with FakeOpenAIServer(logprob_overrides={"yes": 3.0}) as server:
-        outcome = _run(server, study1_table.frame.head(2), study1, tmp_path / "c.jsonl")
-    assert (outcome.frame.status == "failed").all()
-    assert outcome.frame.error.str.contains("knowledge: a token of option 'yes' has an impossible log-probability 3.0").all()
+        with pytest.raises(ServerError, match="log-probability check 3 times without a usable reply: malformed reply .a token of "
+                                              "option 'yes' has an impossible log-probability 3.0"):
+            _run(server, study1_table.frame.head(2), study1, tmp_path / "c.jsonl")
 
 
 def test_a_server_without_a_chat_template_is_refused_before_any_row(tmp_path, study1, study1_table):

@@ -6,7 +6,8 @@ import pytest
 
 from pipeline.registry import load_registry
 from schemas.settings import SamplingSettings
-from steps.query import ResponseFormatError, build_chat_payload, parse_chat_response, row_seed, split_reasoning
+from steps.query import ResponseFormatError, build_chat_payload, parse_chat_response, row_seed
+from steps.reasoning import SplitReply, no_answer_reason, split_reply, split_think_tags
 
 # Recorded shapes: llama-cpp-python 0.3.36 server and vLLM (with a reasoning parser).
 LLAMA_CPP_BODY = {
@@ -31,24 +32,62 @@ def test_parse_llama_cpp_body():
 
 
 def test_parse_vllm_reasoning_field():
-    parsed = parse_chat_response(VLLM_REASONING_BODY)
+    parsed = parse_chat_response(VLLM_REASONING_BODY, reasoning=True)
     assert parsed.answer == "Initial Answer: 3"
     assert parsed.reasoning_trace == "Two of three were seen..."
+    assert parsed.trace_split == "server"
 
 
-@pytest.mark.parametrize("content,answer,trace", [
-    pytest.param("<think>hmm</think>\nIt was good.", "It was good.", "hmm", id="tags"),
-    pytest.param("hmm, the prompt opened the tag</think>It was good.", "It was good.", "hmm, the prompt opened the tag", id="closing-only"),
-    pytest.param("<think>still thinking when cut off", "", "still thinking when cut off", id="unfinished"),
-    pytest.param("It was good.", "It was good.", None, id="no-trace"),
-    pytest.param("<think>a</think>x<think>b</think>y", "xy", "a\n\nb", id="two-traces"),
+TRACE = "Two of three were seen, so"
+
+
+@pytest.mark.parametrize("content,reasoning,expected", [
+    pytest.param(f"<think>{TRACE}</think>\nIt was good.", True, SplitReply("It was good.", TRACE, "think-tags"), id="finished-with-tags"),
+    pytest.param(f"{TRACE}\n</think>\n\nIt was good.", True, SplitReply("It was good.", TRACE, "think-tags"),
+                 id="finished-prompt-opened-the-block"),
+    pytest.param(f"{TRACE} and then", True, SplitReply(None, f"{TRACE} and then", "think-tags"), id="cut-off-no-opening-tag"),
+    pytest.param(f"<think>{TRACE}", True, SplitReply(None, TRACE, "think-tags"), id="cut-off-with-opening-tag"),
+    pytest.param(f"{TRACE}\n</think>\n\n", True, SplitReply("", TRACE, "think-tags"), id="finished-trace-empty-answer"),
+    pytest.param("It was good.", False, SplitReply("It was good.", None, None), id="not-a-reasoning-model"),
+    pytest.param(f"<think>{TRACE}</think>It was good.", False, SplitReply("It was good.", TRACE, "think-tags"),
+                 id="other-model-with-a-complete-block"),
+    pytest.param(f"<think>{TRACE}", False, SplitReply(None, TRACE, "think-tags"), id="other-model-opened-a-block-never-closed"),
+    pytest.param("<think>a</think>x<think>b</think>y", True, SplitReply("y", "a\n\nx\n\nb", "think-tags"), id="two-traces"),
+    pytest.param("<think>a</think>x<think>b", True, SplitReply(None, "a\n\nx\n\nb", "think-tags"), id="second-trace-never-ended"),
 ])
-def test_split_reasoning(content, answer, trace):
-    assert split_reasoning(content) == (answer, trace)
+def test_split_think_tags(content, reasoning, expected):
+    assert split_think_tags(content, reasoning) == expected
+    assert split_reply({"role": "assistant", "content": content}, reasoning) == expected
+
+
+@pytest.mark.parametrize("message,expected", [
+    pytest.param({"reasoning_content": TRACE, "content": "It was good."}, SplitReply("It was good.", TRACE, "server"),
+                 id="vllm-0.10-reasoning_content"),
+    pytest.param({"reasoning": TRACE, "content": "It was good."}, SplitReply("It was good.", TRACE, "server"), id="vllm-0.11-reasoning"),
+    pytest.param({"reasoning": TRACE, "reasoning_content": None, "content": "It was good."}, SplitReply("It was good.", TRACE, "server"),
+                 id="new-name-populated-old-null"),
+    pytest.param({"reasoning": TRACE, "reasoning_content": "", "content": "It was good."}, SplitReply("It was good.", TRACE, "server"),
+                 id="new-name-populated-old-empty"),
+    pytest.param({"reasoning_content": TRACE, "content": None}, SplitReply(None, TRACE, "server"), id="server-split-cut-off"),
+    pytest.param({"reasoning_content": None, "content": f"{TRACE}</think>It was good."}, SplitReply("It was good.", TRACE, "think-tags"),
+                 id="null-field-means-the-server-split-nothing"),
+])
+def test_a_trace_the_server_split_is_used_as_is(message, expected):
+    assert split_reply({"role": "assistant", **message}, reasoning=True) == expected
+
+
+def test_a_reply_without_an_answer_fails_with_its_reason():
+    cut = SplitReply(None, TRACE, "think-tags")
+    assert "cut off at max_tokens=4096 before it ended (no </think>); raise --max-tokens" in no_answer_reason(cut, "length", 4096)
+    assert "never ended (no </think>; finish_reason 'stop')" in no_answer_reason(cut, "stop", 4096)
+    assert no_answer_reason(SplitReply("", TRACE, "think-tags"), "stop", 10).startswith("empty answer after the reasoning trace")
+    empty = no_answer_reason(SplitReply("", None, None), "length", 10)
+    assert empty == "empty answer: generation stopped at max_tokens=10; raise --max-tokens"
+    assert no_answer_reason(SplitReply("It was good.", TRACE, "server"), "stop", 10) is None
 
 
 @pytest.mark.parametrize("body", [{}, {"choices": []}, {"choices": [{"text": "completion-style"}]},
-                                  {"choices": [{"message": {"content": 5}}]}])
+                                  {"choices": [{"message": {"content": 5}}]}, {"choices": [{"message": "text"}]}])
 def test_malformed_bodies_raise(body):
     with pytest.raises(ResponseFormatError):
         parse_chat_response(body)

@@ -22,12 +22,12 @@ FAST_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05)
 FAKE_MODEL = ModelSpec(name="fake-model", hf_id="fake-model")
 
 
-def _run(server, table, spec, checkpoint_path, replications=1, timeout=5.0, concurrency=4, model=FAKE_MODEL):
+def _run(server, table, spec, checkpoint_path, replications=1, timeout=5.0, concurrency=4, model=FAKE_MODEL, sampling=SamplingSettings()):
     async def go():
         async with httpx.AsyncClient(timeout=httpx.Timeout(timeout)) as http:
             client = LLMClient(http, [server.url], concurrency, FAST_RETRY)
             with Checkpoint(checkpoint_path, {"test": 1}) as checkpoint:
-                return await run_query_step(table, spec, model, client, SamplingSettings(), checkpoint, "run-test", replications)
+                return await run_query_step(table, spec, model, client, sampling, checkpoint, "run-test", replications)
     return asyncio.run(go())
 
 
@@ -88,12 +88,55 @@ def test_replications_get_their_own_seeds(tmp_path, study1, study1_table):
     assert frame.groupby("row_index").model_response.nunique().eq(3).all()  # different seeds, different samples
 
 
-def test_reasoning_trace_is_split_off(tmp_path, study1, study1_table):
-    reasoning = ModelSpec(name="fake-model", hf_id="fake-model", reasoning=True)
-    with FakeOpenAIServer(reasoning=True) as server:
-        outcome = _run(server, study1_table.frame, study1, tmp_path / "cp.jsonl", model=reasoning)
-    assert not outcome.frame.model_response.str.contains("think").any()
-    assert outcome.frame.reasoning_trace.str.startswith("Let me think").all()
+REASONING = ModelSpec(name="fake-model", hf_id="fake-model", reasoning=True)
+
+
+@pytest.mark.parametrize("mode,split", [
+    pytest.param("tags", "think-tags", id="model-opens-the-block"),
+    pytest.param("prompt-opened", "think-tags", id="prompt-opened-the-block"),
+    pytest.param("server", "server", id="server-split"),
+])
+def test_a_finished_trace_is_split_off_the_answer(tmp_path, study1, study1_table, mode, split):
+    with FakeOpenAIServer(reasoning=mode) as server:
+        outcome = _run(server, study1_table.frame, study1, tmp_path / "cp.jsonl", model=REASONING)
+    frame = outcome.frame
+    assert (frame.status == "ok").all() and (frame.trace_split == split).all()
+    assert frame.model_response.str.startswith("Initial Answer:").all() and not frame.model_response.str.contains("think").any()
+    assert frame.reasoning_trace.str.startswith("Let me think").all() and not frame.reasoning_trace.str.contains("think>").any()
+
+
+@pytest.mark.parametrize("mode,split", [
+    pytest.param("tags", "think-tags", id="model-opened-the-block"),
+    pytest.param("prompt-opened", "think-tags", id="prompt-opened-the-block"),
+    pytest.param("server", "server", id="server-split"),
+])
+def test_a_trace_cut_off_at_max_tokens_has_no_answer(tmp_path, study1, study1_table, mode, split):
+    """The reply ends inside the trace (no </think>, finish_reason 'length'): the row fails, nothing goes to model_response."""
+    with FakeOpenAIServer(reasoning=mode, trace_words=40) as server:
+        outcome = _run(server, study1_table.frame, study1, tmp_path / "cp.jsonl", model=REASONING,
+                       sampling=SamplingSettings(max_tokens=60))
+    frame = outcome.frame
+    assert (frame.status == "failed").all() and frame.model_response.isna().all()
+    assert (frame.finish_reason == "length").all() and (frame.trace_split == split).all()
+    assert frame.reasoning_trace.str.startswith("Let me think about").all()  # kept to look at
+    assert frame.error.str.contains("cut off at max_tokens=60 before it ended .no </think>.; raise --max-tokens").all()
+    with FakeOpenAIServer(reasoning=mode, trace_words=40) as server:  # room to finish: the same rows are answered
+        again = _run(server, study1_table.frame, study1, tmp_path / "cp2.jsonl", model=REASONING, sampling=SamplingSettings(max_tokens=512))
+    assert (again.frame.status == "ok").all() and (again.frame.finish_reason == "stop").all()
+
+
+def test_a_reasoning_models_answer_without_a_trace_is_not_taken_for_an_answer(tmp_path, study1, study1_table):
+    """A model registered reasoning: true whose reply has no </think> never ended its trace (e.g. a template mismatch)."""
+    with FakeOpenAIServer() as server:  # answers without any trace
+        outcome = _run(server, study1_table.frame.head(2), study1, tmp_path / "cp.jsonl", model=REASONING)
+    assert (outcome.frame.status == "failed").all() and outcome.frame.model_response.isna().all()
+    assert outcome.frame.error.str.contains("the reasoning trace never ended").all()
+
+
+def test_trace_split_is_empty_for_a_model_without_traces(tmp_path, study1, study1_table):
+    with FakeOpenAIServer() as server:
+        outcome = _run(server, study1_table.frame.head(2), study1, tmp_path / "cp.jsonl")
+    assert (outcome.frame.status == "ok").all() and outcome.frame.trace_split.isna().all() and outcome.frame.reasoning_trace.isna().all()
 
 
 def test_failure_threshold(tmp_path, study1, many_rows):

@@ -7,6 +7,7 @@ import shlex
 import time
 
 import httpx
+import pandas as pd
 import pytest
 
 from pipeline.cluster.serve import vllm_args, wait_until_healthy, watch_server, write_vllm_args
@@ -84,8 +85,9 @@ def _sidecar(vllm_dir, started: list, stop):
             time.sleep(0.02)
         args = shlex.split((vllm_dir / "args").read_text())
         started.append(args)
-        started.append(FakeOpenAIServer(model=args[args.index("--served-model-name") + 1],
-                                        port=int(args[args.index("--port") + 1])).start())
+        # a sidecar started with vLLM's reasoning parser sends the trace apart from the answer, as vLLM does
+        started.append(FakeOpenAIServer(model=args[args.index("--served-model-name") + 1], port=int(args[args.index("--port") + 1]),
+                                        reasoning="server" if "--reasoning-parser" in args else False).start())
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
@@ -127,7 +129,8 @@ def test_a_registry_model_is_served_with_the_registrys_entry(tmp_path, name, cap
     server = manifest["invocations"][-1]["servers"][name]
     assert server["engine"] == "vllm sidecar" and server["vllm_args"] == args
     assert ("--reasoning-parser deepseek_r1" in server.get("reasoning_split", "")) == (name == "acme-r1")
-    assert (tmp_path / "store" / "serve-registry" / "exp1" / f"{name}_study2_raw_responses.parquet").exists()
+    raw = pd.read_parquet(tmp_path / "store" / "serve-registry" / "exp1" / f"{name}_study2_raw_responses.parquet")
+    assert (raw.status == "ok").all() and list(raw.trace_split.fillna("")) == ["server" if name == "acme-r1" else ""] * len(raw)
 
 
 def test_a_reasoning_model_without_a_parser_is_split_by_the_pipeline():

@@ -77,7 +77,7 @@ from pipeline.layout import COMPARISON_STEM, REPORT_KEY, STAGE_FOLDERS, SUMMARY_
 from pipeline.plan import RUN_STAGES, SERVED_STAGES, STUDY_STAGE_DEPENDENCIES
 from pipeline.registry import load_registry
 from schemas.probabilities import ScoringMethod
-from schemas.settings import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE
+from schemas.settings import DEFAULT_EQUIVALENCE_MARGIN, DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE
 from steps.errors import RunLockedError, ServerError, StorageError
 from steps.extract import JSON_MODES
 from steps.human import HUMAN_FORMATS
@@ -157,6 +157,11 @@ PARAMETERS = (
                       "json_schema (vLLM/OpenAI), llama_schema (llama.cpp)", JSON_MODES),
     WorkflowParameter("extractor-concurrency", str(DEFAULT_EXTRACTOR_CONCURRENCY),
                       "Extractor requests in flight (one extraction job runs at a time)"),
+    WorkflowParameter("equivalence-margin", str(DEFAULT_EQUIVALENCE_MARGIN),
+                      "Findings in the report: smallest difference that matters (0-1 scale of a bet or an utterance share); "
+                      "a 'no longer greater' finding is reproduced when shown below it"),
+    WorkflowParameter("study1-exclude", "", "Leave out Study 1 trials failing the researchers' checks in the report: prior, "
+                      "knowledge or prior,knowledge (empty: none)"),
     WorkflowParameter("run-id", "", "Name of the run (empty: derived from inputs, prompts and sampling, so re-submitting resumes)"),
     WorkflowParameter("preflight", "true", "Check the cluster before any GPU pod: nodes for each GPU class, the weight-cache PVC "
                       "Bound, the workflow's permissions (false: GPU nodes that autoscale from zero)", ("true", "false")),
@@ -308,6 +313,11 @@ def human_args() -> list[str]:
     return [f"--human{n}={_wf(f'human{n}')}" for n in HUMAN_FORMATS]
 
 
+def analysis_args() -> list[str]:
+    """How the report step judges the papers' findings (the other steps do not use these)."""
+    return [f"--{option}={_wf(option)}" for option in ("equivalence-margin", "study1-exclude")]
+
+
 def _study_step(stage: str) -> Container:
     """``stage`` (validate, merge) for one study over every model's tables, or a run stage (report)."""
     per_study = stage in STUDY_STAGE_DEPENDENCIES
@@ -319,7 +329,7 @@ def _study_step(stage: str) -> Container:
         outputs = [_artifact("report", REPORT_KEY), _artifact("comparison", COMPARISON_STEM.split("/")[0]),
                    _artifact("summary", SUMMARY_KEY)]
     args = ["--stages", stage, "--models", _in("models"), f"--endpoints={_wf('endpoints')}", "--studies", studies,
-            "--run-id", _in("run-id"), *common_run_args(), *([] if per_study else human_args())]
+            "--run-id", _in("run-id"), *common_run_args(), *([] if per_study else [*human_args(), *analysis_args()])]
     inputs = [Parameter(name="run-id"), Parameter(name="models"), *([Parameter(name="study")] if per_study else []),
               *_folder_artifacts(inputs_from)]
     return _steps_container(stage, stage, args, inputs=inputs, outputs=outputs)

@@ -273,7 +273,8 @@ def _run_report_node(node: Node, studies: list[int], run_id: str, store: Store, 
     """The quality report, the human-vs-model comparison table and the run summary (what finished, what failed and why,
     over every model node of the run: :mod:`pipeline.runner.outcome`) (blocking: runs in a thread)."""
     model_nodes = build_plan(list(models), studies, list(STAGE_DEPENDENCIES))
-    outputs = run_report(studies, run_id, store, human, status_store=checkpoint_store(config, run_id), model_nodes=model_nodes)
+    outputs = run_report(studies, run_id, store, human, config.analysis, status_store=checkpoint_store(config, run_id),
+                         model_nodes=model_nodes)
     return NodeResult(node, outputs=outputs, done=1)
 
 

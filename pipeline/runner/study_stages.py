@@ -19,6 +19,7 @@ from pipeline.plan import Node
 from pipeline.runner.outcome import outcome_lines, run_outcome, write_summary
 from schemas.analysis import FACTOR_COLUMNS, analysis_row_model, codebook
 from schemas.human import ComparisonRow
+from schemas.settings import AnalysisSettings
 from steps import comparison
 from steps.errors import ValidationFailedError
 from steps.merge import merge_study
@@ -89,16 +90,18 @@ def run_merge(spec: StudySpec, tables: dict, store: Store) -> list[str]:
     return outputs + [store.uri(codebook_at)]
 
 
-def run_report(studies: list[int], run_id: str, store: Store, human: Optional[dict] = None, status_store: Optional[Store] = None,
+def run_report(studies: list[int], run_id: str, store: Store, human: Optional[dict] = None,
+               settings: Optional[AnalysisSettings] = None, status_store: Optional[Store] = None,
                model_nodes: Optional[list[Node]] = None) -> list[str]:
     """Write the long human-vs-model comparison table and ``report.html`` from the run's analysis tables, validation
-    results and the validated human data (study -> table); return where they are.
+    results and the validated human data (study -> table), judged with ``settings``; return where they are.
 
     With ``model_nodes`` (every model node of the run) and ``status_store`` (where their status records are), also the run
     summary (``run_summary.json``): what finished, what failed and why; the report opens with it and it is printed."""
     from steps.report import render_report
 
     human = human or {}
+    settings = settings or AnalysisSettings()
     tables = {n: t for n in studies if (t := read_table(store, analysis_stem(n))) is not None}
     not_finished: list[str] = []
     summary_uri = None
@@ -111,14 +114,15 @@ def run_report(studies: list[int], run_id: str, store: Store, human: Optional[di
             print(f"not finished: {line}", flush=True)
     validations = {n: json.loads(v) for n in studies if (v := store.read_bytes(validation_keys(n)[0])) is not None}
     rows = [r for n in sorted(set(tables) | set(human))
-            for r in comparison.comparison_rows(n, tables.get(n), human[n].frame if n in human else None)]
+            for r in comparison.comparison_rows(n, tables.get(n), human[n].frame if n in human else None, settings.study1_exclude)]
     frame = comparison.comparison_frame(rows)
     outputs = write_table(frame, ComparisonRow, store, COMPARISON_STEM)
     comparison_codebook = COMPARISON_STEM + "_codebook.csv"
     store.write_bytes(comparison_codebook, pd.DataFrame(codebook(ComparisonRow)).to_csv(index=False).encode("utf-8"))
     outputs.append(store.uri(comparison_codebook))
     if tables or human:
-        page = render_report(tables, validations, run_id, code_version(), human, frame, not_finished=not_finished if model_nodes else None)
+        page = render_report(tables, validations, run_id, code_version(), human, frame, settings,
+                             not_finished=not_finished if model_nodes else None)
     else:  # no model finished any study: the report is what did not finish
         items = "".join(f"<li>{html.escape(line)}</li>" for line in not_finished)
         page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>grace-pipeline report {html.escape(run_id)}</title></head>"

@@ -14,9 +14,10 @@ socket level: reset connections, truncate bodies, hang. It answers
   with ``chat_template`` (by default :func:`fake_chat_template`, a format no real model
   uses, so a test proves nothing depends on a template the project knows; ``None``: the
   server has no chat template and refuses, like vLLM for a base model);
-* ``POST /v1/completions`` (``max_tokens: 1``) with a FAKE tokenizer (digits one per
-  token, a space its own token, words with their leading space, ``[[role]]`` markers and
-  ``<s>`` special) whose ids are handed out on first sight, and deterministic pseudo
+* ``POST /v1/completions`` (``max_tokens: 1``) with a FAKE tokenizer (:class:`FakeTokenizer`:
+  digits one per token, a space its own token, words with their leading space, ``[[role]]``
+  markers and ``<s>`` special) whose ids are handed out on first sight, or the REAL one given
+  as ``tokenizer`` (``tests/fakes/real_tokenizer.py``: Qwen's BPE), and deterministic pseudo
   log-probabilities; ``prompt`` is text (BOS ``<s>`` prepended), token ids, or a list of
   either. Echo returns every prompt token like vLLM (the first with no log-probability).
   VLLM-SHAPED COST: ``usage.prompt_tokens`` counts every prompt token of every prompt
@@ -24,6 +25,12 @@ socket level: reset connections, truncate bodies, hang. It answers
   ``prompt_tokens_total`` sums them over the server's life. ``prompt_logprobs=False``
   imitates a server that returns only the generated token's logprobs;
   ``logprob_overrides`` ({token text: value}) makes the server echo an impossible value.
+
+Reasoning replies (``reasoning``): ``True``/``'tags'`` (the model writes ``<think>...</think>``),
+``'prompt-opened'`` (only ``</think>``, as after DeepSeek-R1's ``<think>\n`` generation prompt),
+``'server'`` (split as vLLM's ``deepseek_r1`` parser does, the trace in ``server_trace_field``);
+``trace_words`` lengthens the trace, and a reply longer than the request's ``max_tokens`` is cut
+there (``finish_reason: length``).
 
 Faults come from ``fault_script`` (consumed one per chat request, in arrival order),
 ``completion_faults`` (one per ``/v1/completions`` request: ``no_choices``, a JSON reply
@@ -62,6 +69,39 @@ def fake_chat_template(messages: list) -> str:
 def fake_tokens(text: str) -> list[str]:
     """The FAKE tokenizer: ''.join(fake_tokens(t)) == t."""
     return _FAKE_TOKEN.findall(text)
+
+
+class FakeTokenizer:
+    """The FAKE tokenizer (:func:`fake_tokens`) with ids handed out on first sight; ``<s>`` (id 1) is BOS.
+
+    The interface the FAKE server uses, so a test can give it a REAL tokenizer instead
+    (``tests/fakes/real_tokenizer.py``): ``bos_id``, ``encode`` (special-token text parsed,
+    nothing added), ``piece`` (one token's text, None for an unknown id) and ``decode``.
+    """
+
+    bos_id = 1
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {BOS: 1}
+        self.pieces: dict[int, str] = {1: BOS}
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of ``text`` (no BOS added; ``<s>`` in the text is the BOS token)."""
+        ids = []
+        for piece in fake_tokens(text):
+            if piece not in self._ids:
+                self._ids[piece] = len(self._ids) + 1
+                self.pieces[self._ids[piece]] = piece
+            ids.append(self._ids[piece])
+        return ids
+
+    def piece(self, token: int) -> Optional[str]:
+        """The text of one token, None if the id was never handed out."""
+        return self.pieces.get(token)
+
+    def decode(self, tokens: list[int]) -> str:
+        """The text of ``tokens`` (unknown ids give nothing)."""
+        return "".join(self.pieces.get(t, "") for t in tokens)
 
 
 def fake_logprob(prefix: str, token: str) -> float:
@@ -127,15 +167,17 @@ class FakeOpenAIServer:
                  fault_script: Optional[list[str]] = None, hang_s: float = 30.0, rng_seed: int = 0,
                  reasoning: bool = False, port: int = 0, prompt_logprobs: bool = True, healthy_after_s: float = 0.0,
                  completion_faults: Optional[list[str]] = None, free_text: bool = False,
-                 chat_template=fake_chat_template, logprob_overrides: Optional[dict] = None):
+                 chat_template=fake_chat_template, logprob_overrides: Optional[dict] = None, tokenizer=None,
+                 trace_words: int = 0, server_trace_field: str = "reasoning_content"):
         self.model = model
         self.chat_template = chat_template
+        self.tokenizer = tokenizer or FakeTokenizer()
+        self.trace_words = trace_words
+        self.server_trace_field = server_trace_field
         self.logprob_overrides = dict(logprob_overrides or {})
         self.prompt_tokens_total = 0
         self.tokenize_requests = 0
         self.scoring_requests: list[tuple[str, dict]] = []  # (path, body) of every /tokenize and /v1/completions request
-        self._ids: dict[str, int] = {BOS: 1}
-        self._pieces: dict[int, str] = {1: BOS}
         self.healthy_after_s = healthy_after_s
         self.health_requests = 0
         self._started_at = time.monotonic()
@@ -157,6 +199,11 @@ class FakeOpenAIServer:
         self._server: Optional[asyncio.AbstractServer] = None
         self._thread: Optional[threading.Thread] = None
         self._ready = threading.Event()
+
+    @property
+    def _pieces(self) -> dict[int, str]:
+        """Id -> text of every token the FAKE tokenizer handed out (the default tokenizer only)."""
+        return self.tokenizer.pieces
 
     @property
     def url(self) -> str:
@@ -181,34 +228,52 @@ class FakeOpenAIServer:
             answer = fake_free_text_answer(messages, request.get("seed"))
         else:
             answer = fake_answer(messages, request.get("seed"))
-        if self.reasoning:
-            answer = f"<think>Let me think about {answer[:12]}.</think>\n{answer}"
+        message, finish, n_tokens = self._reply(answer, request.get("max_tokens"))
         return json.dumps({
             "id": "fake", "object": "chat.completion", "model": request.get("model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": len(answer.split()), "total_tokens": 100 + len(answer.split())},
+            "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": n_tokens, "total_tokens": 100 + n_tokens},
         }).encode()
 
-    def token_ids(self, text: str) -> list[int]:
-        """The FAKE tokenizer's ids for ``text`` (no BOS added; ``<s>`` in the text is the BOS token)."""
-        ids = []
-        for piece in fake_tokens(text):
-            if piece not in self._ids:
-                self._ids[piece] = len(self._ids) + 1
-                self._pieces[self._ids[piece]] = piece
-            ids.append(self._ids[piece])
-        return ids
+    def _reply(self, answer: str, max_tokens) -> tuple[dict, str, int]:
+        """The message fields, finish reason and generated-token count of a reply ending in ``answer``.
 
-    def _prompt_pieces(self, prompt) -> list[str]:
+        ``reasoning``: False, no trace; True or 'tags', the model writes '<think>trace</think>';
+        'prompt-opened', the prompt opened the block (DeepSeek-R1 distill) so the reply holds only
+        '</think>'; 'server', that reply split by the server as vLLM's deepseek_r1 parser does (the
+        trace in ``server_trace_field``, ``content`` null when the trace never ended). The
+        generated text is cut at ``max_tokens`` FAKE tokens (finish_reason 'length').
+        """
+        trace = f"Let me think about {answer[:12]}." + " Hmm, wait." * self.trace_words
+        generated = {False: answer, True: f"<think>{trace}</think>\n{answer}", "tags": f"<think>{trace}</think>\n{answer}",
+                     "prompt-opened": f"{trace}\n</think>\n\n{answer}", "server": f"{trace}\n</think>\n\n{answer}"}[self.reasoning]
+        tokens = fake_tokens(generated)
+        finish = "stop"
+        if self.reasoning and isinstance(max_tokens, int) and len(tokens) > max_tokens:
+            generated, finish = "".join(tokens[:max_tokens]), "length"
+        n_tokens = min(len(tokens), max_tokens) if isinstance(max_tokens, int) else len(tokens)
+        if self.reasoning != "server":
+            return {"content": generated}, finish, n_tokens
+        reasoning, end, content = generated.partition("</think>")
+        return {self.server_trace_field: reasoning, "content": (content or None) if end else None}, finish, n_tokens
+
+    def token_ids(self, text: str) -> list[int]:
+        """The server tokenizer's ids for ``text`` (no BOS added; BOS text in ``text`` is the BOS token)."""
+        return self.tokenizer.encode(text)
+
+    def _prompt_ids(self, prompt) -> list[int]:
         if isinstance(prompt, str):
-            return [BOS] + fake_tokens(prompt)
-        if isinstance(prompt, list) and prompt and all(isinstance(t, int) and t in self._pieces for t in prompt):
-            return [self._pieces[t] for t in prompt]
+            return [self.tokenizer.bos_id] + self.tokenizer.encode(prompt)
+        if isinstance(prompt, list) and prompt and all(isinstance(t, int) and self.tokenizer.piece(t) is not None for t in prompt):
+            return prompt
         raise ValueError("each prompt must be text or a non-empty list of known token ids")
 
-    def _completion_choice(self, pieces: list[str], index: int, echo: bool, top_n: int) -> dict:
+    def _completion_choice(self, ids: list[int], index: int, echo: bool, top_n: int) -> dict:
+        pieces = [self.tokenizer.piece(t) for t in ids]
         text = "".join(pieces)
-        scored = text[len(BOS):] if pieces[0] == BOS else text  # pseudo log-probabilities depend on the text after BOS
+        bos = self.tokenizer.piece(self.tokenizer.bos_id)
+        skip = len(bos) if ids[0] == self.tokenizer.bos_id else 0  # pseudo log-probabilities depend on the text after BOS
+        scored = text[skip:]
         generated = "."
         top = {t: fake_logprob(scored, t) for t in [" ", "\n", "1", "2", "5", " yes", " no", " It", "It", "Yes", "No"][: max(1, top_n)]}
         if not (echo and self.prompt_logprobs):
@@ -222,7 +287,7 @@ class FakeOpenAIServer:
         values: list = [None]
         for i in range(1, len(pieces)):
             before = "".join(pieces[:i])
-            values.append(self.logprob_overrides.get(pieces[i], fake_logprob(before[len(BOS):] if pieces[0] == BOS else before, pieces[i])))
+            values.append(self.logprob_overrides.get(pieces[i], fake_logprob(before[skip:], pieces[i])))
         return {"index": index, "text": text + generated, "finish_reason": "length", "logprobs": {
             "tokens": pieces + [generated], "token_logprobs": values + [fake_logprob(scored, generated)],
             "text_offset": offsets + [position], "top_logprobs": [None] * len(pieces) + [top]}}
@@ -237,11 +302,11 @@ class FakeOpenAIServer:
         if self.latency_ms:
             await asyncio.sleep(self.latency_ms / 1000.0)
         try:
-            pieces = [self._prompt_pieces(p) for p in prompts or [None]]
+            pieces = [self._prompt_ids(p) for p in prompts or [None]]
         except ValueError as exc:
             await self._respond(writer, 400, json.dumps({"error": {"message": str(exc)}}).encode())
             return
-        if any("FAIL-ALWAYS" in "".join(p) for p in pieces):
+        if any("FAIL-ALWAYS" in self.tokenizer.decode(p) for p in pieces):
             await self._respond(writer, 500, b'{"error": {"message": "fake 500"}}')
             return
         fault = self.completion_faults.pop(0) if self.completion_faults else "ok"
@@ -273,12 +338,12 @@ class FakeOpenAIServer:
             text, bos = self.chat_template(request["messages"]), bool(request.get("add_special_tokens", False))
         else:
             text, bos = request.get("prompt", ""), bool(request.get("add_special_tokens", True))
-        ids = ([1] if bos else []) + self.token_ids(text)
+        ids = ([self.tokenizer.bos_id] if bos else []) + self.token_ids(text)
         await self._respond(writer, 200, json.dumps({"tokens": ids, "count": len(ids), "max_model_len": 4096}).encode())
 
     async def _handle_detokenize(self, writer: asyncio.StreamWriter, raw: bytes) -> None:
         request = json.loads(raw or b"{}")
-        text = "".join(self._pieces.get(t, "") for t in request.get("tokens", []))
+        text = self.tokenizer.decode(request.get("tokens", []))
         await self._respond(writer, 200, json.dumps({"prompt": text}).encode())
 
     async def _handle_chat(self, writer: asyncio.StreamWriter, raw: bytes) -> bool:
