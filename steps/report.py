@@ -197,11 +197,22 @@ STYLE = ("<style>body{font-family:sans-serif;max-width:1300px;margin:2em auto;co
          ".bad{color:#b00}.ok{color:#070;font-weight:bold}.mid{color:#a60}img{max-width:100%}</style>")
 
 
+def _not_finished(lines: Optional[list[str]]) -> str:
+    """What of the run did not finish, and why (None: not known, nothing said)."""
+    if lines is None:
+        return ""
+    if not lines:
+        return "<p>Every model of the run finished.</p>"
+    return ("<h2 class=bad>Not finished</h2><p>This report and the analysis tables cover the models that finished; the run failed "
+            "for:</p><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>")
+
+
 def render_report(tables: dict[int, pd.DataFrame], validations: dict[int, dict], run_id: str, code_version: str,
                   human: Optional[dict[int, HumanTable]] = None, comparison_table: Optional[pd.DataFrame] = None,
-                  settings: Optional[AnalysisSettings] = None) -> str:
+                  settings: Optional[AnalysisSettings] = None, not_finished: Optional[list[str]] = None) -> str:
     """The HTML report for the analysis tables of a run (study number -> table), with the human data files given
-    (study -> table), the long comparison table (computed here when not given) and the analysis settings."""
+    (study -> table), the long comparison table (computed here when not given) and the analysis settings.
+    ``not_finished``: what of the run did not finish, and why (one line each): said right after the header."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -211,6 +222,7 @@ def render_report(tables: dict[int, pd.DataFrame], validations: dict[int, dict],
     if ctx.comparison is None:
         ctx.comparison = comparison.comparison_frame(
             [r for n in ctx.studies for r in comparison.comparison_rows(n, tables.get(n), ctx.human_frame(n), settings.study1_exclude)])
-    body = "".join(section(ctx) for section in SECTIONS)
+    parts = [section(ctx) for section in SECTIONS]
+    body = parts[0] + _not_finished(not_finished) + "".join(parts[1:])  # after the header (SECTIONS[0])
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>grace-pipeline report {html.escape(run_id)}</title>{STYLE}"
             f"</head><body>{body}</body></html>")

@@ -41,8 +41,10 @@ WT_SOURCE = "grace-pipeline/templates/workflowtemplate.yaml"
 KUBE_VERSIONS = ("1.27.0", kubernetes_validate.utils.latest_version())  # the chart's kubeVersion floor and the newest schemas
 SECRET_NAMES = {"s3": S3_SECRET[0], "hfToken": HF_SECRET[0], "extractor": EXTRACTOR_SECRET[0], "endpoint": ENDPOINT_SECRET[0]}
 SUBMITTER = "grace-submitter"  # the account README.md's submit recipe mints a token for
-CHART_KINDS = ["ConfigMap", "ConfigMap", "PersistentVolumeClaim", *(["ServiceAccount", "Role", "RoleBinding"] * 2)]  # besides the template
-ARGO_EXPRESSION = re.compile(r"\{\{(workflow\.parameters|inputs\.parameters|item|tasks\.[a-z0-9-]+\.outputs)\b[^{}]*\}\}")
+CHART_KINDS = ["ConfigMap", "ConfigMap", "PersistentVolumeClaim", *(["ServiceAccount", "Role", "RoleBinding"] * 2), "ClusterRole",
+               "ClusterRoleBinding"]  # besides the template
+PREFLIGHT_ROLE = f"grace-pipeline-preflight-{NAMESPACE}"
+ARGO_EXPRESSION = re.compile(r"\{\{(workflow\.parameters|workflow\.name|inputs\.parameters|item|tasks\.[a-z0-9-]+\.outputs)\b[^{}]*\}\}")
 
 
 def merged(base: dict, override: dict) -> dict:
@@ -203,11 +205,27 @@ def test_service_account_and_least_privilege_rbac(docs):
     account = one(docs, "ServiceAccount", SERVICE_ACCOUNT)
     assert account.get("automountServiceAccountToken") is True  # Argo's executor reports outputs with this token
     role = one(docs, "Role", SERVICE_ACCOUNT)
-    assert role["rules"] == [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}]
+    assert role["rules"] == [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]},
+                             {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "resourceNames": ["grace-model-cache"],
+                              "verbs": ["get"]}]  # the executor's task results; the plan step's preflight reads the weight cache
     binding = one(docs, "RoleBinding", SERVICE_ACCOUNT)
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]
+    # cluster-wide: only reading nodes and storage classes, for the preflight
+    (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    assert cluster_role["metadata"]["name"] == PREFLIGHT_ROLE and cluster_role["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]},
+        {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get"]}]
+    (cluster_binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    assert cluster_binding["roleRef"]["name"] == PREFLIGHT_ROLE and {s["name"] for s in cluster_binding["subjects"]} == {
+        SERVICE_ACCOUNT, SUBMITTER}
+
+
+def test_the_preflights_node_reader_can_be_left_out(chart):
+    docs = documents(render(chart, merged(VALID, {"preflight": {"readNodes": False}})))
     assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    alone = documents(render(chart, merged(VALID, {"submitter": {"create": False}})))
+    assert [s["name"] for d in alone if d["kind"] == "ClusterRoleBinding" for s in d["subjects"]] == [SERVICE_ACCOUNT]
 
 
 def grants(rule: dict, group: str, resource: str, verb: str = "*") -> bool:
@@ -240,6 +258,8 @@ def test_the_submitter_account_of_the_readme_exists_with_least_privilege(docs):
     for group, resource, verb in forbidden:
         assert not any(grants(r, group, resource, verb) for r in rules), (group, resource, verb)
     assert not [r for r in rules if "*" in r["apiGroups"] + r["resources"] + r["verbs"]]
+    readable = [r for r in rules if r["resources"] in (["configmaps"], ["persistentvolumeclaims"])]
+    assert readable and all(r["verbs"] == ["get"] and r.get("resourceNames") for r in readable)  # the preflight's reads: named objects
     binding = one(docs, "RoleBinding", SUBMITTER)
     assert binding["roleRef"]["name"] == SUBMITTER and binding["subjects"] == [
         {"kind": "ServiceAccount", "name": SUBMITTER, "namespace": NAMESPACE}]
@@ -294,6 +314,7 @@ INVALID = [
     pytest.param({"replicas": 2}, "additional properties 'replicas'", id="unknown-top-level-key"),
     pytest.param({"workflowTemplate": {"install": "false"}}, "/workflowTemplate/install", id="install-string"),
     pytest.param({"submitter": {"create": "yes"}}, "/submitter/create", id="submitter-create-string"),
+    pytest.param({"preflight": {"readNodes": 1}}, "/preflight/readNodes", id="preflight-read-nodes-number"),
     pytest.param({"modelCache": {"size": "lots"}}, "/modelCache/size", id="cache-size-not-a-quantity"),
     pytest.param({"modelCache": {"create": "yes"}}, "/modelCache/create", id="cache-create-string"),
     pytest.param({"secrets": {"s3": {"name": "my-s3"}}}, "/secrets/s3/name", id="s3-secret-renamed"),

@@ -30,6 +30,11 @@ def add_cluster_commands(sub) -> None:
     plan.add_argument("--out", required=True, metavar="DIR", help="Folder for the plan files the workflow reads")
     plan.add_argument("--gpu-classes", metavar="JSON", help="The WorkflowTemplate's GPU classes (rendered into it; default: the "
                       "classes of the shipped registry)")
+    plan.add_argument("--preflight", choices=("true", "false"), default="false",
+                      help="Check the cluster before any GPU pod (the workflow passes its `preflight` parameter; default: %(default)s)")
+    plan.add_argument("--gpu-pending-minutes", type=float, default=60, metavar="MINUTES",
+                      help="How long a GPU step may wait to be scheduled (part of its deadline; default: %(default)s)")
+    plan.add_argument("--workflow", metavar="NAME", help="The Argo workflow's name (recorded in the manifest)")
 
     serve = sub.add_parser("serve", help="(A workflow step) Experiment 1 and 2 of one model, every study, against ONE server start")
     add_run_options(serve)
@@ -56,6 +61,9 @@ def add_cluster_commands(sub) -> None:
     submit.add_argument("--template", default=None, help="WorkflowTemplate name (default: grace-pipeline)")
     submit.add_argument("--wait", action="store_true", help="Follow the workflow until it finishes (exit 8 if it ended Failed or Error)")
     submit.add_argument("--dry-run", action="store_true", help="Check the parameters and print the cost model; submit nothing")
+    submit.add_argument("--no-preflight", action="store_true",
+                        help="Do not check the cluster first (here with your kubeconfig, and in the workflow's plan step): e.g. GPU "
+                             "nodes that autoscale from zero")
     submit.add_argument("--study-rows", metavar="N=ROWS,...", help="Rows per study for the cost model, e.g. 1=300,2=2424 "
                         "(default: read the study files: the bundled examples, or -p studyN=s3://... with your S3 credentials)")
 
@@ -172,6 +180,42 @@ def cost_report(parameters: dict[str, str], study_rows: Optional[str]) -> str:
     return "\n".join(lines)
 
 
+def submit_preflight(args: argparse.Namespace, parameters: dict[str, str], client) -> None:
+    """Check the cluster with this machine's Kubernetes credentials before anything is submitted (pipeline.cluster.preflight);
+    PreflightRefused (exit 2) naming each problem and its fix. Without credentials, say so and leave it to the plan step."""
+    from urllib.parse import urlparse
+
+    from pipeline.cluster import names
+    from pipeline.cluster.kube_api import from_environment
+    from pipeline.cluster.preflight import conclude, submit_checks
+    from pipeline.cluster.workflow import PARAMETERS
+
+    api = from_environment()
+    if api is None:
+        print("preflight: no Kubernetes credentials here (kubeconfig): the cluster is checked by the workflow's plan step, before any "
+              "GPU pod")
+        return
+    namespace = client.namespace
+    defaults = {p.name: p.default for p in PARAMETERS}
+    get = lambda name: parameters.get(name, defaults[name])  # noqa: E731
+    models = run_models(parameters)
+    served = _endpoint_names(parameters)
+    gpu_models = None if models is None else {n: m for n, m in models.items() if m.engine == "vllm" and m.gpus and n not in served}
+    secrets: dict[str, tuple[tuple[str, ...], str]] = {names.S3_SECRET[0]: (names.S3_SECRET[1:], "every step's and Argo's S3 credentials")}
+    if gpu_models is None or any(m.gated for m in gpu_models.values()):
+        secrets[names.HF_SECRET[0]] = (names.HF_SECRET[1:], "the Hugging Face token gated models are downloaded with")
+    extractor = get("extractor-url")
+    if extractor and urlparse(extractor).hostname not in ("127.0.0.1", "localhost", "::1"):
+        secrets[names.EXTRACTOR_SECRET[0]] = (names.EXTRACTOR_SECRET[1:], f"the API key of the extractor at {extractor}")
+    config_maps = {names.ARTIFACT_REPOSITORY[0]: (names.ARTIFACT_REPOSITORY[1], "the template's artifact repository"),
+                   names.STORE_CONFIGMAP: ("", "the steps' store settings")}
+    token = client.bearer_token
+    argo_identity = api.with_token(token, "the Argo token (ARGO_TOKEN)") if token else None
+    print(f"preflight: checking namespace {namespace} as {api.where} ({api.host})")
+    conclude(submit_checks(api, namespace, args.template or names.TEMPLATE_NAME, gpu_models, secrets, config_maps,
+                           names.MODEL_CACHE_PVC, argo_identity))
+
+
 def _client(args: argparse.Namespace):
     from pipeline.cluster.argo_api import ArgoClient
 
@@ -206,7 +250,8 @@ def run_cluster_command(args: argparse.Namespace, console: Console, start_server
         from pipeline.cluster.placement import parse_classes
 
         plan = cluster_plan(config_from_args(args), Path(args.out),
-                            template_classes=parse_classes(args.gpu_classes) if args.gpu_classes else None)
+                            template_classes=parse_classes(args.gpu_classes) if args.gpu_classes else None,
+                            check_cluster=args.preflight == "true", pending_minutes=args.gpu_pending_minutes, workflow=args.workflow)
         routed = {k.removesuffix(".json"): v for k, v in plan.items() if isinstance(v, list) and v and k != "study-items.json"}
         console.print(f"run {plan['run-id']}: studies {plan['study-items.json']}; models to run: {routed or 'none (all complete)'}")
         return 0
@@ -255,6 +300,10 @@ def run_cluster_command(args: argparse.Namespace, console: Console, start_server
             print("dry run: nothing submitted")
             return 0
         client = _client(args)
+        if args.no_preflight:
+            parameters.setdefault("preflight", "false")  # the plan step's too
+        else:
+            submit_preflight(args, parameters, client)
         name = client.submit(args.template or TEMPLATE_NAME, parameters, generate_name="grace-pipeline-")
         print(f"submitted {name}")
         print(f"  {client.ui_link(name)}")

@@ -20,7 +20,6 @@ from steps.errors import ConfigError
 
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 HF_TOKEN_ENV = "HF_TOKEN"
-HF_SECRET = ("grace-hf-token", "token")  # the Kubernetes Secret (name, key) holding the token: its one home (workflow, plan step)
 
 
 def check_hub_access(models: list[ModelSpec], secret: str, http: httpx.Client, token: Optional[str] = None,

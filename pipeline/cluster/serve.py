@@ -13,6 +13,9 @@ exits (see ``pipeline.cluster.workflow.VLLM_WRAPPER``). The step then
   stopped answering for :data:`DEAD_AFTER_S` after it was healthy, ends the step with exit 4
   (retryable) naming the model, within a minute; finished rows are in the checkpoints.
 
+Either failure is recorded as the end of the model's served nodes (:mod:`pipeline.runner.outcome`), so the report
+names the model and why, though the pod ends before its nodes could.
+
 Without ``--vllm-dir`` the model's endpoint (``--endpoints``) or the embedded CPU model serves it.
 """
 
@@ -27,11 +30,13 @@ from typing import Optional
 import httpx
 
 from pipeline.cluster.cost import startup_timeout_s
-from pipeline.config import RunConfig
+from pipeline.config import RunConfig, checkpoint_store
 from pipeline.manifest import reasoning_split
+from pipeline.plan import SERVED_STAGES, build_plan
 from pipeline.progress import ProgressReporter
 from pipeline.run_setup import resolve_models
 from pipeline.runner.local import RunResult, ServerStarter, run_local
+from pipeline.runner.outcome import record_setup_failure
 from schemas.settings import ModelSpec
 from steps import server_health
 from steps.errors import ConfigError, ServerError
@@ -116,8 +121,18 @@ async def serve(config: RunConfig, progress: ProgressReporter, started: float, v
     server_info = {model.name: {"engine": "vllm sidecar", "vllm_args": args, "dtype": model.dtype,
                                 **({"reasoning_split": reasoning_split(model, sidecar=True)} if model.reasoning else {})}}
     config = config.model_copy(update={"endpoints": {model.name: (url,)}, "wait_for_endpoint_s": 0.0})
+    nodes = build_plan([model.name], sorted(config.studies), [s for s in config.stages if s in SERVED_STAGES])
+
+    def record(error: ServerError, keep_done: bool) -> None:
+        if config.run_id:  # the cluster always names the run
+            record_setup_failure(checkpoint_store(config, config.run_id), nodes, error, error.exit_code, keep_done)
+
     async with httpx.AsyncClient() as http:
-        waited = await wait_until_healthy(http, url, vllm_dir, model, startup_timeout_s(model), poll_s)
+        try:
+            waited = await wait_until_healthy(http, url, vllm_dir, model, startup_timeout_s(model), poll_s)
+        except ServerError as exc:
+            await asyncio.to_thread(record, exc, False)
+            raise
         print(f"the vLLM server of {model.name} is healthy after {waited:.0f} s", flush=True)
         run = asyncio.ensure_future(run_local(config, progress, started, server_info=server_info))
         watch = asyncio.ensure_future(watch_server(http, url, vllm_dir, model, poll_s, dead_after_s))
@@ -125,7 +140,11 @@ async def serve(config: RunConfig, progress: ProgressReporter, started: float, v
         if not run.done():
             run.cancel()
             await asyncio.gather(run, return_exceptions=True)
-            watch.result()  # raises the watchdog's ServerError
+            try:
+                watch.result()  # raises the watchdog's ServerError
+            except ServerError as exc:
+                await asyncio.to_thread(record, exc, True)
+                raise
         watch.cancel()
         await asyncio.gather(watch, return_exceptions=True)
         return run.result()

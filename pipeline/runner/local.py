@@ -10,7 +10,10 @@ finished; independent nodes run concurrently and share each model's one client, 
 one concurrency limit. One failure policy: every node ends with a recorded
 :class:`NodeResult` (done, failed, or skipped because a blocking dependency failed), an
 error inside a node never cancels its siblings, and the clients close only after every
-node ended, so the summary always covers every node. Blocking work (checkpoint commits,
+node ended, so the summary always covers every node. Validation, merge and report run on the models that
+finished (:data:`pipeline.plan.PARTIAL_STAGES`): every model node leaves a status record
+(:mod:`pipeline.runner.outcome`), and the report and ``run_summary.json`` name what failed and why; the run's
+exit code is still the failures'. Blocking work (checkpoint commits,
 table writes, the validate/merge/report nodes, S3 retries) runs in worker threads, never
 on the event loop, so one slow store does not stall the other nodes or inflate the
 latency recorded per row. Every artifact and checkpoint goes through the run's store (a
@@ -35,13 +38,14 @@ import pandas as pd
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, ENDPOINT_API_KEY_ENV, RunConfig, checkpoint_store, run_store
 from pipeline.layout import manifest_key, stage_keys
 from pipeline.manifest import reasoning_split, write_manifest
-from pipeline.plan import SERVED_STAGES, Node, blocks, build_plan
+from pipeline.plan import SERVED_STAGES, STAGE_DEPENDENCIES, Node, blocks, build_plan
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
 from pipeline.run_setup import HumanData, Inputs, extractor_api_key, load_run_inputs, resolve_models, run_id_for
+from pipeline.runner.outcome import record_setup_failure, write_node_status
 from pipeline.runner.stage_inputs import check_stage_inputs
 from pipeline.runner.study_stages import run_merge, run_report, run_validation, stage_tables
-from schemas.settings import AnalysisSettings, ModelSpec
+from schemas.settings import ModelSpec
 from steps import server_health
 from steps.checkpoint import open_checkpoint
 from steps.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, GraceError, ServerError
@@ -244,7 +248,8 @@ def _run_study_node(node: Node, spec: StudySpec, table: StudyTable, models, conf
     try:
         if node.stage == "validate":
             result.done, result.failed, result.outputs = run_validation(
-                spec, len(table.frame), config.replications, tables, config.min_extraction_confidence, store)
+                spec, len(table.frame), config.replications, tables, config.min_extraction_confidence, store,
+                without_tables=[m for m in models if m not in tables])
         else:
             result.outputs = run_merge(spec, tables, store)
             result.done = sum(len(next(t for t in model_tables if t is not None)) for model_tables in tables.values())
@@ -254,15 +259,29 @@ def _run_study_node(node: Node, spec: StudySpec, table: StudyTable, models, conf
     return result
 
 
-def _run_report_node(node: Node, studies: list[int], run_id: str, store: Store, human: HumanData,
-                     settings: AnalysisSettings) -> NodeResult:
-    """The quality report and the human-vs-model comparison table (blocking: runs in a thread)."""
-    return NodeResult(node, outputs=run_report(studies, run_id, store, human, settings), done=1)
+def _run_report_node(node: Node, studies: list[int], run_id: str, store: Store, human: HumanData, models, config: RunConfig) -> NodeResult:
+    """The quality report, the human-vs-model comparison table and the run summary (what finished, what failed and why,
+    over every model node of the run: :mod:`pipeline.runner.outcome`) (blocking: runs in a thread)."""
+    model_nodes = build_plan(list(models), studies, list(STAGE_DEPENDENCIES))
+    outputs = run_report(studies, run_id, store, human, config.analysis, status_store=checkpoint_store(config, run_id),
+                         model_nodes=model_nodes)
+    return NodeResult(node, outputs=outputs, done=1)
 
 
-async def _execute(nodes: list[Node], run_node) -> list[NodeResult]:
+def _record_end(store: Store, result: NodeResult) -> None:
+    """Leave a model node's status record (blocking); a store that fails here only costs the record, never the run."""
+    node, error = result.node, result.error
+    state = "done" if error is None else "skipped" if isinstance(error, NodeSkipped) else "failed"
+    try:
+        write_node_status(store, node, state, error.exit_code if error else 0, str(error) if error else None, result.done, result.failed)
+    except GraceError as exc:
+        print(f"warning: the status of {node.name} could not be recorded: {exc}", file=sys.stderr)
+
+
+async def _execute(nodes: list[Node], run_node, on_end=None) -> list[NodeResult]:
     """Run ``nodes`` in one TaskGroup; each starts when its dependencies have ended. Never raises for a node:
-    every node ends with a NodeResult (its error recorded; skipped when a blocking dependency failed)."""
+    every node ends with a NodeResult (its error recorded; skipped when a blocking dependency failed), handed to
+    ``on_end`` (a coroutine function) before any node that depends on it starts."""
     ended: dict[str, asyncio.Future[NodeResult]] = {n.name: asyncio.get_running_loop().create_future() for n in nodes}
 
     async def one(node: Node) -> None:
@@ -280,6 +299,8 @@ async def _execute(nodes: list[Node], run_node) -> list[NodeResult]:
                 traceback.print_exc(file=sys.stderr)
                 result = NodeResult(node, failed=1, error=NodeCrashed(f"{node.name}: unexpected {type(exc).__name__}: {exc}"))
         result.wall_s = result.wall_s or time.perf_counter() - started
+        if on_end is not None:
+            await on_end(result)
         ended[node.name].set_result(result)
 
     async with asyncio.TaskGroup() as group:
@@ -381,27 +402,37 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
                                     what=f"grace-pipeline run (stages {','.join(config.stages)})"))
         check_checkpoints(nodes, inputs, models, config, run_id)  # exit 2 before any server starts
         sessions: list[AiohttpSession] = []  # one connection pool per client
+        durable = checkpoint_store(config, run_id)
         try:
-            clients, servers = await _connect_models(config, served, stack, sessions, logs, start_server)
+            try:
+                clients, servers = await _connect_models(config, served, stack, sessions, logs, start_server)
+                extractor = None
+                if any(n.stage == "extract" for n in nodes):
+                    extractor = await _make_extractor(config, clients, stack, sessions, logs, extractor_key, start_server)
+                    servers["extractor"] = {"urls": extractor.client.base_urls, "model": extractor.model,
+                                            "json_mode": extractor.json_mode}
+            except (ServerError, ConfigError) as exc:  # a model server or the extractor: each model node ends with this error
+                await asyncio.to_thread(record_setup_failure, durable, nodes, exc, exc.exit_code)
+                raise
             for name, info in (server_info or {}).items():
                 servers.setdefault(name, {}).update(info)
-            extractor = None
-            if any(n.stage == "extract" for n in nodes):
-                extractor = await _make_extractor(config, clients, stack, sessions, logs, extractor_key, start_server)
-                servers["extractor"] = {"urls": extractor.client.base_urls, "model": extractor.model, "json_mode": extractor.json_mode}
             await asyncio.to_thread(write_manifest, checkpoint_store(config, run_id), manifest_key(bool(config.checkpoint_store), nodes),
                                     config, run_id, inputs, models, servers, human)
 
             async def run_node(node: Node) -> NodeResult:
                 if node.study is None:
-                    return await asyncio.to_thread(_run_report_node, node, sorted(inputs), run_id, store, human, config.analysis)
+                    return await asyncio.to_thread(_run_report_node, node, sorted(inputs), run_id, store, human, models, config)
                 spec, table = inputs[node.study]
                 if node.model is None:
                     return await asyncio.to_thread(_run_study_node, node, spec, table, models, config, store)
                 return await _run_step_node(node, inputs, models, clients.get(node.model), config, run_id, store, progress, extractor)
 
+            async def on_end(result: NodeResult) -> None:
+                if result.node.model is not None:
+                    await asyncio.to_thread(_record_end, durable, result)
+
             with progress:
-                results = await _execute(nodes, run_node)
+                results = await _execute(nodes, run_node, on_end)
         finally:
             await asyncio.gather(*(session.aclose() for session in sessions))
     return RunResult(run_id, store, results, time.perf_counter() - started)

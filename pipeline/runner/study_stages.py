@@ -6,14 +6,17 @@ artifacts), so they work on any run, including one whose model stages ran earlie
 
 from __future__ import annotations
 
+import html
 import io
 import json
-from typing import Optional
+from typing import Optional, Sequence
 
 import pandas as pd
 
 from pipeline.layout import COMPARISON_STEM, REPORT_KEY, analysis_stem, codebook_key, validation_keys
 from pipeline.manifest import code_version
+from pipeline.plan import Node
+from pipeline.runner.outcome import outcome_lines, run_outcome, write_summary
 from schemas.analysis import FACTOR_COLUMNS, analysis_row_model, codebook
 from schemas.human import ComparisonRow
 from schemas.settings import AnalysisSettings
@@ -42,7 +45,10 @@ def stage_tables(spec: StudySpec, models, stage_files, store: Store) -> dict[str
     return tables
 
 
-def _require_tables(spec: StudySpec, tables: dict, store: Store, stage: str) -> None:
+def _require_tables(spec: StudySpec, tables: dict, store: Store, stage: str, failed: Sequence[str] = ()) -> None:
+    if not tables and failed:
+        raise ConfigError(f"{stage} study {spec.number}: no model finished study {spec.number} ({', '.join(failed)} failed or did "
+                          "not run: the run's summary says why); re-run (or retry the workflow) once they can")
     if not tables:
         raise ConfigError(f"{stage} study {spec.number}: no model's table of study {spec.number} in {store.uri()}: run query and/or "
                           "probabilities first")
@@ -53,15 +59,19 @@ def _csv_bytes(frame: pd.DataFrame) -> bytes:
 
 
 def run_validation(spec: StudySpec, input_rows: int, replications: int, tables: dict[str, StageTables], min_confidence: float,
-                   store: Store) -> tuple[int, int, list[str]]:
-    """Validate every model's tables; write the JSON result and flagged rows. Raises ValidationFailedError, or ConfigError
-    when no model has a table of this study (nothing to validate is not a pass)."""
-    _require_tables(spec, tables, store, "validate")
+                   store: Store, without_tables: Sequence[str] = ()) -> tuple[int, int, list[str]]:
+    """Validate every model's tables; write the JSON result and flagged rows. Raises ValidationFailedError.
+
+    ``without_tables``: models of the run with no Experiment 1 table for this study (their steps failed or did not run):
+    listed in the result, not validated (the run's failure is theirs; the report says why). ConfigError when no
+    model has a table of this study (nothing to validate is not a pass)."""
+    _require_tables(spec, tables, store, "validate", without_tables)
     results = [validate_outputs(model, spec.number, input_rows, replications, raw, structured, probs, min_confidence=min_confidence)
                for model, (raw, structured, probs) in tables.items()]
     report = {
         "study": spec.number, "passed": all(r.passed for r in results), "input_rows": input_rows, "replications": replications,
         "models": {r.model: {"passed": r.passed, "checks": [c.__dict__ for c in r.checks], "flags": len(r.flags)} for r in results},
+        "models_without_tables": list(without_tables),
     }
     json_key, flags_key = validation_keys(spec.number)
     store.write_bytes(json_key, json.dumps(report, indent=2).encode("utf-8"))
@@ -90,14 +100,27 @@ def run_merge(spec: StudySpec, tables: dict, store: Store) -> list[str]:
 
 
 def run_report(studies: list[int], run_id: str, store: Store, human: Optional[dict] = None,
-               settings: Optional[AnalysisSettings] = None) -> list[str]:
+               settings: Optional[AnalysisSettings] = None, status_store: Optional[Store] = None,
+               model_nodes: Optional[list[Node]] = None) -> list[str]:
     """Write the long human-vs-model comparison table and ``report.html`` from the run's analysis tables, validation
-    results and the validated human data (study -> table), judged with ``settings``; return where they are."""
+    results and the validated human data (study -> table), judged with ``settings``; return where they are.
+
+    With ``model_nodes`` (every model node of the run) and ``status_store`` (where their status records are), also the run
+    summary (``run_summary.json``): what finished, what failed and why; the report opens with it and it is printed."""
     from steps.report import render_report
 
     human = human or {}
     settings = settings or AnalysisSettings()
     tables = {n: t for n in studies if (t := read_table(store, analysis_stem(n))) is not None}
+    not_finished: list[str] = []
+    summary_uri = None
+    if model_nodes is not None:
+        finished = {n: {str(m) for m in t["model_name"].dropna().unique()} for n, t in tables.items()}
+        outcome = run_outcome(status_store or store, model_nodes, finished)
+        not_finished = outcome_lines(outcome)
+        summary_uri = write_summary(store, outcome)
+        for line in not_finished:
+            print(f"not finished: {line}", flush=True)
     validations = {n: json.loads(v) for n in studies if (v := store.read_bytes(validation_keys(n)[0])) is not None}
     rows = [r for n in sorted(set(tables) | set(human))
             for r in comparison.comparison_rows(n, tables.get(n), human[n].frame if n in human else None, settings.study1_exclude)]
@@ -106,6 +129,13 @@ def run_report(studies: list[int], run_id: str, store: Store, human: Optional[di
     comparison_codebook = COMPARISON_STEM + "_codebook.csv"
     store.write_bytes(comparison_codebook, pd.DataFrame(codebook(ComparisonRow)).to_csv(index=False).encode("utf-8"))
     outputs.append(store.uri(comparison_codebook))
-    page = render_report(tables, validations, run_id, code_version(), human, frame, settings)
+    if tables or human:
+        page = render_report(tables, validations, run_id, code_version(), human, frame, settings,
+                             not_finished=not_finished if model_nodes else None)
+    else:  # no model finished any study: the report is what did not finish
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in not_finished)
+        page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>grace-pipeline report {html.escape(run_id)}</title></head>"
+                f"<body><h1>grace-pipeline quality report</h1><p>Run <b>{html.escape(run_id)}</b>: no model finished any study, so "
+                f"there is nothing to analyse.</p><h2>Not finished</h2><ul>{items}</ul></body></html>")
     store.write_bytes(REPORT_KEY, page.encode("utf-8"))
-    return [store.uri(REPORT_KEY), *outputs]
+    return [store.uri(REPORT_KEY), *outputs, *([summary_uri] if summary_uri else [])]
