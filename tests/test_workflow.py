@@ -345,6 +345,29 @@ def test_three_models_each_loaded_once_then_a_resubmit_loads_nothing_and_a_faile
     assert run.exists("report.html") and run.exists("analysis/study2_analysis.parquet")
 
 
+def test_the_readmes_registry_example_runs_on_the_cluster(rendered, cluster, repository, tmp_path):
+    """README "Adding models without code": my_models.yaml as the workflow's `registry` parameter reaches the plan step's GPU
+    placement, the serve step's vLLM arguments (hf_id, max_model_len) and every later step (it used to end in KeyError: 'gpu1')."""
+    from tests.readme_examples import readme_registry, readme_registry_models
+
+    secrets, configmaps, hub = cluster
+    repository.write_bytes("inputs/my_models.yaml", readme_registry().encode())
+    (name,) = readme_registry_models()
+    with FakeOpenAIServer() as extractor:
+        argo = FakeArgo(rendered, {"models": name, "registry": "s3://grace/inputs/my_models.yaml", "studies": "2", "limit": "2",
+                                   "extractor-url": extractor.url, "extractor-model": "fake-model", "run-id": "readme-registry"},
+                        repository, secrets, configmaps, tmp_path)
+        assert argo.run() == "Succeeded", _failures(argo)
+    ((served, args),) = argo.vllm_starts
+    pairs = dict(zip(args[::2], args[1::2]))
+    assert served == pairs["--model"] == "Qwen/Qwen2.5-7B-Instruct" and pairs["--max-model-len"] == "8192"
+    assert f"gpu1-15g(0:{name}).serve" in argo.nodes and not hub.requests  # not gated: no hub check
+    run = repository.child(KEY_PREFIX, "readme-registry")
+    analysis = read_table(run, "analysis/study2_analysis")
+    assert set(analysis.model_name) == {name} and len(analysis) == 2 and (analysis.query_status == "ok").all()
+    assert run.exists("report.html")
+
+
 def test_a_gated_model_without_access_stops_the_run_before_any_gpu(rendered, cluster, repository, tmp_path):
     secrets, configmaps, hub = cluster
     hub.granted.discard("meta-llama/Llama-3.1-8B-Instruct")

@@ -28,6 +28,8 @@ def add_cluster_commands(sub) -> None:
     plan = sub.add_parser("cluster-plan", help="(The workflow's first step) validate inputs, fix the run id, write the fan-out items")
     add_run_options(plan)
     plan.add_argument("--out", required=True, metavar="DIR", help="Folder for the plan files the workflow reads")
+    plan.add_argument("--gpu-classes", metavar="JSON", help="The WorkflowTemplate's GPU classes (rendered into it; default: the "
+                      "classes of the shipped registry)")
 
     serve = sub.add_parser("serve", help="(A workflow step) Experiment 1 and 2 of one model, every study, against ONE server start")
     add_run_options(serve)
@@ -38,6 +40,8 @@ def add_cluster_commands(sub) -> None:
     render.add_argument("--output", "-o", default="-", metavar="FILE", help="Where to write it (default: standard output)")
     render.add_argument("--chart", metavar="DIR", help=f"Also refresh the chart's copy, DIR/{CHART_TEMPLATE_COPY} (charts/grace-pipeline)")
     render.add_argument("--namespace", help="metadata.namespace of the template (default: none, set by kubectl/helm)")
+    render.add_argument("--registry", metavar="FILE", help="A registry YAML merged over the shipped one whose models need GPU "
+                        "classes (GPU count, memory, node labels) the shipped lineup has not: the template gets them")
 
     def argo_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--argo-server", metavar="URL", help="Argo server, e.g. https://argo.example.org (default: $ARGO_SERVER)")
@@ -77,15 +81,43 @@ def parse_parameters(pairs: list[str]) -> dict[str, str]:
         if known[name].enum and value not in known[name].enum:
             raise ConfigError(f"parameter {name}={value!r} must be one of {list(known[name].enum)}")
         parameters[name] = value
-    if "models" in parameters and not parameters.get("registry"):  # a typo would otherwise fail only in the workflow's plan step
-        from pipeline.registry import load_registry
-
-        served = {pair.split("=", 1)[0].strip() for pair in parameters.get("endpoints", "").split(";") if "=" in pair}
-        unknown = [m for m in parameters["models"].split(",") if m.strip() and m.strip() not in load_registry() and m.strip() not in served]
-        if unknown:
-            raise ConfigError(f"unknown model(s) {unknown}: use registry names (`grace-pipeline models`) "
-                              "or list them in -p endpoints=MODEL=URL")
+    if "models" in parameters:  # a typo would otherwise fail only in the workflow's plan step
+        run_models(parameters)
     return parameters
+
+
+def _endpoint_names(parameters: dict[str, str]) -> set[str]:
+    return {pair.split("=", 1)[0].strip() for pair in parameters.get("endpoints", "").split(";") if "=" in pair}
+
+
+def run_models(parameters: dict[str, str]):
+    """The submitted run's models, resolved as every step of the workflow resolves them (:func:`pipeline.run_setup.models_for`
+    with the ``registry`` parameter); None when the registry cannot be read from here (no S3 credentials: the plan step
+    checks them). ConfigError naming unknown models."""
+    from pipeline.cluster.workflow import PARAMETERS
+    from pipeline.registry import load_registry
+    from pipeline.run_setup import models_for
+
+    defaults = {p.name: p.default for p in PARAMETERS}
+    names = [n.strip() for n in parameters.get("models", defaults["models"]).split(",") if n.strip()]
+    registry = parameters.get("registry") or None
+    served = _endpoint_names(parameters)
+    try:
+        known = load_registry(registry)
+    except ConfigError:
+        raise
+    except (GraceError, OSError) as exc:  # the registry in S3, without credentials (or the endpoint) here
+        if not (registry and registry.startswith("s3://")):
+            raise
+        print(f"note: the registry {registry} cannot be read from here ({type(exc).__name__}); the workflow's plan step "
+              "checks the models")
+        return None
+    unknown = [n for n in names if n not in known and n not in served]
+    if unknown:
+        raise ConfigError(f"unknown model(s) {unknown}: use registry names (`grace-pipeline models"
+                          f"{' --registry ' + registry if registry else ''}`), add them to your registry (-p registry=s3://...), "
+                          "or list them in -p endpoints=MODEL=URL")
+    return models_for(names, registry, served)
 
 
 def _study_rows(parameters: dict[str, str], override: Optional[str]) -> dict[int, int]:
@@ -117,20 +149,21 @@ def cost_report(parameters: dict[str, str], study_rows: Optional[str]) -> str:
     """The cost model of a submission: this workflow (one load per model, weights cached) and the per-step layout it replaced."""
     from pipeline.cluster.cost import estimate, format_costs
     from pipeline.cluster.workflow import PARAMETERS
-    from pipeline.registry import load_registry
 
     defaults = {p.name: p.default for p in PARAMETERS}
-    served = {pair.split("=", 1)[0].strip() for pair in parameters.get("endpoints", "").split(";") if "=" in pair}
-    names = [n.strip() for n in parameters.get("models", defaults["models"]).split(",") if n.strip()]
-    registry = load_registry()
-    models = [registry[n] for n in names if n in registry and n not in served and registry[n].engine == "vllm" and registry[n].gpus]
+    resolved = run_models(parameters)
+    if resolved is None:
+        raise ConfigError("the run's registry cannot be read here, so neither can its models' GPU needs")
+    served = _endpoint_names(parameters)
+    names = list(resolved)
+    models = [m for n, m in resolved.items() if n not in served and m.engine == "vllm" and m.gpus]
     rows = _study_rows(parameters, study_rows)
     replications = int(parameters.get("replications", defaults["replications"]) or 1)
     now = [estimate(m, rows, replications) for m in models]
     before = sum(estimate(m, rows, replications, layout="per-step").gpu_minutes for m in models)
     on_cpu = [n for n in names if n not in {m.name for m in models}]
     lines = [format_costs(now, f"Cost model ({', '.join(f'study {n}: {r} rows' for n, r in rows.items())}; "
-                               "assumptions in pipeline/models.yaml; first run of a model on this cluster: weights downloaded once):"),
+                               "assumptions in the registry; first run of a model on this cluster: weights downloaded once):"),
              f"  a warm weight cache saves the downloads: "
              f"{sum(estimate(m, rows, replications, cache_warm=True).gpu_minutes for m in models):.0f} GPU-min; "
              f"one vLLM start per stage x study without a cache would cost {before:.0f} GPU-min"]
@@ -170,8 +203,10 @@ def run_cluster_command(args: argparse.Namespace, console: Console, start_server
     """Run ``args.command`` if it is a cluster command and return its exit code; None otherwise."""
     if args.command == "cluster-plan":
         from pipeline.cluster.cluster_plan import cluster_plan
+        from pipeline.cluster.placement import parse_classes
 
-        plan = cluster_plan(config_from_args(args), Path(args.out))
+        plan = cluster_plan(config_from_args(args), Path(args.out),
+                            template_classes=parse_classes(args.gpu_classes) if args.gpu_classes else None)
         routed = {k.removesuffix(".json"): v for k, v in plan.items() if isinstance(v, list) and v and k != "study-items.json"}
         console.print(f"run {plan['run-id']}: studies {plan['study-items.json']}; models to run: {routed or 'none (all complete)'}")
         return 0
@@ -194,7 +229,7 @@ def run_cluster_command(args: argparse.Namespace, console: Console, start_server
     if args.command == "render":
         from pipeline.cluster.workflow import render_yaml
 
-        text = render_yaml(args.namespace)
+        text = render_yaml(args.namespace, args.registry)
         if args.output == "-":
             print(text, end="")
         else:

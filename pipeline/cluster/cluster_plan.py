@@ -8,8 +8,11 @@ WorkflowTemplate reads as output parameters:
 
 - ``run-id``: the given run id, or the one derived from inputs, prompts and sampling
   (the same as a local run's, so re-submitting the same inputs resumes);
-- ``<gpu class>.json`` for every class of :func:`pipeline.cluster.placement.gpu_classes`: the models
-  whose served stages still have work, served by a vLLM sidecar of that class;
+- ``<gpu class>.json`` for every GPU class of the WorkflowTemplate (``--gpu-classes``): the models
+  whose served stages still have work, served by a vLLM sidecar of that class. Models come from the run's
+  registry (``--registry``: new models and overridden fields alike) and are placed in the least
+  demanding class that fits them (:func:`pipeline.cluster.placement.place`), or refused (exit 2) naming
+  the class the template lacks;
 - ``endpoint.json``: models served by an existing endpoint (or the embedded CPU model);
 - ``extract-only.json``: models whose served tables are complete but not their extraction
   (no model server is started for them);
@@ -30,7 +33,7 @@ import httpx
 
 from pipeline.cluster.cost import estimate, format_costs
 from pipeline.cluster.hub_access import HF_SECRET, check_hub_access
-from pipeline.cluster.placement import gpu_class, gpu_classes
+from pipeline.cluster.placement import GpuClass, gpu_classes, place
 from pipeline.config import RunConfig, checkpoint_store
 from pipeline.layout import stage_keys
 from pipeline.manifest import write_manifest
@@ -66,14 +69,21 @@ def remaining_stages(store: Store, model: ModelSpec, inputs: dict, config: RunCo
     return left
 
 
-def cluster_plan(config: RunConfig, out: Path, http: Optional[httpx.Client] = None) -> dict[str, object]:
-    """Write the plan files into ``out`` (see the module docstring) and return their contents."""
+def cluster_plan(config: RunConfig, out: Path, http: Optional[httpx.Client] = None,
+                 template_classes: Optional[list[GpuClass]] = None) -> dict[str, object]:
+    """Write the plan files into ``out`` (see the module docstring) and return their contents.
+
+    ``template_classes``: the GPU classes the WorkflowTemplate has (default: those it is rendered with from the
+    shipped registry)."""
     inputs, human = load_run_inputs(config)
     models = resolve_models(config, require_endpoints=False)
+    template_classes = gpu_classes(load_registry().values()) if template_classes is None else template_classes
+    on_gpus = {name: place(model, template_classes) for name, model in models.items()
+               if model.engine == "vllm" and model.gpus > 0 and not config.endpoints.get(name)}  # exit 2 before anything else
     run_id = run_id_for(config, inputs)
     durable = checkpoint_store(config, run_id)
     durable.check()
-    classes: dict[str, list[str]] = {c.name: [] for c in gpu_classes(load_registry().values())}
+    classes: dict[str, list[str]] = {c.name: [] for c in template_classes}
     endpoint: list[str] = []
     extract_only: list[str] = []
     skipped: list[str] = []
@@ -83,8 +93,8 @@ def cluster_plan(config: RunConfig, out: Path, http: Optional[httpx.Client] = No
             skipped.append(name)
         elif not any(set(SERVED_STAGES) & stages for stages in left.values()):
             extract_only.append(name)
-        elif model.engine == "vllm" and model.gpus > 0 and not config.endpoints.get(name):
-            classes[gpu_class(model).name].append(name)
+        elif name in on_gpus:
+            classes[on_gpus[name].name].append(name)
         else:
             endpoint.append(name)
     sidecar_models = [models[n] for names in classes.values() for n in names]

@@ -3,7 +3,9 @@
 Kubernetes resource quantities in a WorkflowTemplate must be literal quantities (Argo's full
 CRD schemas reject ``{{inputs.parameters.gpus}}``, and older controllers fail the pod), so the
 workflow has one fixed GPU template per class, generated from the registry; the ``plan`` step
-routes each model to its class's task.
+routes each model to the least demanding class of the template that satisfies it (:func:`place`), so a model
+added with ``--registry`` (or a shipped model whose fields a registry overrides) runs in a class the template has.
+The template tells the plan step its classes (``--gpu-classes``, :func:`classes_arg`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Iterable
 
 from schemas.settings import ModelSpec
+from steps.errors import ConfigError
 
 GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"  # MiB per GPU, set by NVIDIA GPU feature discovery
 DEFAULT_SHM = "8Gi"
@@ -62,3 +66,47 @@ def gpu_classes(models) -> list[GpuClass]:
     """Distinct classes of the vLLM models in ``models`` (ModelSpec values), smallest first."""
     classes = {gpu_class(m) for m in models if m.engine == "vllm" and m.gpus > 0}
     return sorted(classes, key=lambda c: (c.gpus, c.min_gpu_memory_mib, c.node_selector, c.shm_size))
+
+
+def _needs(gpu: GpuClass) -> str:
+    need = f"{gpu.gpus} GPU(s)" + (f" with more than {gpu.min_gpu_memory_mib} MiB each" if gpu.min_gpu_memory_mib else "")
+    if gpu.node_selector:
+        need += f", node labels {dict(gpu.node_selector)}"
+    return need + f", /dev/shm {gpu.shm_size}"
+
+
+def fits(gpu: GpuClass, model: ModelSpec) -> bool:
+    """Whether ``model`` may run in class ``gpu``: the same GPU count, at least the model's GPU memory, every node label
+    the model asks for, and at least its /dev/shm (a stricter class only keeps it off nodes it could have used)."""
+    need = gpu_class(model)
+    return (gpu.gpus == need.gpus and gpu.min_gpu_memory_mib >= need.min_gpu_memory_mib
+            and set(need.node_selector) <= set(gpu.node_selector) and _mib(gpu.shm_size) >= _mib(need.shm_size))
+
+
+def place(model: ModelSpec, classes: Iterable[GpuClass]) -> GpuClass:
+    """The least demanding of the template's ``classes`` that fits ``model``; ConfigError (exit 2, before any GPU is
+    requested) naming what the model needs and how to add such a class when none does."""
+    fitting = [c for c in classes if fits(c, model)]
+    if not fitting:
+        have = ", ".join(f"{c.name} ({_needs(c)})" for c in classes) or "none"
+        raise ConfigError(f"model {model.name!r} needs {_needs(gpu_class(model))}, a GPU class the installed WorkflowTemplate does "
+                          f"not have (it has: {have}). Render the template from your registry and install it: "
+                          "`grace-pipeline render --registry YOUR_MODELS.yaml --chart charts/grace-pipeline` then `helm upgrade`; "
+                          "or change the model's gpus / min_gpu_memory_mib / node_selector / shm_size to fit a class above")
+    return min(fitting, key=lambda c: (c.min_gpu_memory_mib, len(c.node_selector), _mib(c.shm_size), c.name))
+
+
+def classes_arg(classes: Iterable[GpuClass]) -> str:
+    """The classes as one compact JSON argument (the plan step's ``--gpu-classes``)."""
+    return json.dumps([{"gpus": c.gpus, "min_gpu_memory_mib": c.min_gpu_memory_mib, "node_selector": dict(c.node_selector),
+                        "shm_size": c.shm_size} for c in classes], separators=(",", ":"), sort_keys=True)
+
+
+def parse_classes(text: str) -> list[GpuClass]:
+    """The classes of a ``--gpu-classes`` argument; ConfigError when it is not what :func:`classes_arg` writes."""
+    try:
+        return [GpuClass(int(c["gpus"]), int(c["min_gpu_memory_mib"]), tuple(sorted(c["node_selector"].items())), str(c["shm_size"]))
+                for c in json.loads(text)]
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ConfigError(f"--gpu-classes must be the JSON list the WorkflowTemplate's plan step is rendered with, got {text[:200]!r}"
+                          ) from exc

@@ -1,8 +1,9 @@
 """The cluster's model step (``grace-pipeline serve``): every served stage of one model, against ONE server start.
 
 With ``--vllm-dir DIR`` the model is served by the pod's vLLM sidecar, which waits for
-``DIR/args`` (its command-line arguments, written here from the registry entry: the
-template is the same for every model of a GPU class) and writes ``DIR/exit-code`` when vLLM
+``DIR/args`` (its command-line arguments, written here from the model's entry in the run's
+registry, ``--registry`` merged over the shipped one: the template is the same for every model
+of a GPU class) and writes ``DIR/exit-code`` when vLLM
 exits (see ``pipeline.cluster.workflow.VLLM_WRAPPER``). The step then
 
 * waits for ``/health`` at most the model's start-up time (:func:`pipeline.cluster.cost.startup_timeout_s`),
@@ -27,8 +28,9 @@ import httpx
 
 from pipeline.cluster.cost import startup_timeout_s
 from pipeline.config import RunConfig
+from pipeline.manifest import reasoning_split
 from pipeline.progress import ProgressReporter
-from pipeline.registry import resolve_model
+from pipeline.run_setup import resolve_models
 from pipeline.runner.local import RunResult, ServerStarter, run_local
 from schemas.settings import ModelSpec
 from steps import server_health
@@ -40,10 +42,17 @@ ARGS_FILE, EXIT_FILE, LOG_FILE = "args", "exit-code", "vllm.log"
 
 
 def vllm_args(model: ModelSpec, port: int) -> list[str]:
-    """The vLLM OpenAI server's arguments for ``model`` (weights and compile cache: the sidecar's HF_HOME / VLLM_CACHE_ROOT)."""
-    return ["--model", model.hf_id, "--served-model-name", model.request_model, "--dtype", model.dtype,
+    """The vLLM OpenAI server's arguments for ``model`` (weights and compile cache: the sidecar's HF_HOME / VLLM_CACHE_ROOT).
+
+    A reasoning model with a ``reasoning_parser`` is served with vLLM's ``--reasoning-parser``: the server returns
+    its trace in the message's reasoning field and the answer alone (:func:`reasoning_split` says so in the manifest)."""
+    args = ["--model", model.hf_id, "--served-model-name", model.request_model, "--dtype", model.dtype,
             "--tensor-parallel-size", str(model.tensor_parallel_size), "--max-model-len", str(model.max_model_len),
             "--port", str(port), "--max-logprobs", "20"]
+    if model.reasoning and model.reasoning_parser:
+        args += ["--reasoning-parser", model.reasoning_parser]
+    return args
+
 
 
 def write_vllm_args(vllm_dir: Path, model: ModelSpec, port: int) -> Path:
@@ -101,14 +110,16 @@ async def serve(config: RunConfig, progress: ProgressReporter, started: float, v
         raise ConfigError(f"serve runs one model, got {list(config.models)}")
     if vllm_dir is None:
         return await run_local(config, progress, started, start_server)
-    model = resolve_model(config.models[0], external=False)
+    model = resolve_models(config, require_endpoints=False)[config.models[0]]  # the run's registry, as every step resolves it
     url = f"http://localhost:{port}"
-    write_vllm_args(vllm_dir, model, port)
+    args = shlex.split(write_vllm_args(vllm_dir, model, port).read_text())
+    server_info = {model.name: {"engine": "vllm sidecar", "vllm_args": args, "dtype": model.dtype,
+                                **({"reasoning_split": reasoning_split(model, sidecar=True)} if model.reasoning else {})}}
     config = config.model_copy(update={"endpoints": {model.name: (url,)}, "wait_for_endpoint_s": 0.0})
     async with httpx.AsyncClient() as http:
         waited = await wait_until_healthy(http, url, vllm_dir, model, startup_timeout_s(model), poll_s)
         print(f"the vLLM server of {model.name} is healthy after {waited:.0f} s", flush=True)
-        run = asyncio.ensure_future(run_local(config, progress, started))
+        run = asyncio.ensure_future(run_local(config, progress, started, server_info=server_info))
         watch = asyncio.ensure_future(watch_server(http, url, vllm_dir, model, poll_s, dead_after_s))
         await asyncio.wait({run, watch}, return_when=asyncio.FIRST_COMPLETED)
         if not run.done():

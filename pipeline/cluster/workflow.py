@@ -43,13 +43,13 @@ from hera.workflows.retry_strategy import RetryStrategy
 
 from pipeline import __version__
 from pipeline.cluster.hub_access import HF_SECRET
-from pipeline.cluster.placement import GpuClass, gpu_classes
+from pipeline.cluster.placement import GpuClass, classes_arg, gpu_classes
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, DEFAULT_EXTRACTOR_CONCURRENCY, DEFAULT_EXTRACTOR_MODEL
 from pipeline.layout import COMPARISON_STEM, REPORT_KEY, STAGE_FOLDERS
 from pipeline.plan import NON_BLOCKING_STAGES, RUN_STAGES, SERVED_STAGES, STUDY_STAGE_DEPENDENCIES
 from pipeline.registry import load_registry
 from schemas.probabilities import ScoringMethod
-from schemas.settings import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE
+from schemas.settings import DEFAULT_EQUIVALENCE_MARGIN, DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE
 from steps.errors import RunLockedError, ServerError, StorageError
 from steps.extract import JSON_MODES
 from steps.human import HUMAN_FORMATS
@@ -135,6 +135,11 @@ PARAMETERS = (
                       "json_schema (vLLM/OpenAI), llama_schema (llama.cpp)", JSON_MODES),
     WorkflowParameter("extractor-concurrency", str(DEFAULT_EXTRACTOR_CONCURRENCY),
                       "Extractor requests in flight (one extraction job runs at a time)"),
+    WorkflowParameter("equivalence-margin", str(DEFAULT_EQUIVALENCE_MARGIN),
+                      "Findings in the report: smallest difference that matters (0-1 scale of a bet or an utterance share); "
+                      "a 'no longer greater' finding is reproduced when shown below it"),
+    WorkflowParameter("study1-exclude", "", "Leave out Study 1 trials failing the researchers' checks in the report: prior, "
+                      "knowledge or prior,knowledge (empty: none)"),
     WorkflowParameter("run-id", "", "Name of the run (empty: derived from inputs, prompts and sampling, so re-submitting resumes)"),
     WorkflowParameter("steps-image", STEPS_IMAGE, "The grace-pipeline steps image"),
 )
@@ -267,6 +272,11 @@ def human_args() -> list[str]:
     return [f"--human{n}={_wf(f'human{n}')}" for n in HUMAN_FORMATS]
 
 
+def analysis_args() -> list[str]:
+    """How the report step judges the papers' findings (the other steps do not use these)."""
+    return [f"--{option}={_wf(option)}" for option in ("equivalence-margin", "study1-exclude")]
+
+
 def _study_step(stage: str) -> Container:
     """``stage`` (validate, merge) for one study over every model's tables, or a run stage (report)."""
     per_study = stage in STUDY_STAGE_DEPENDENCIES
@@ -277,7 +287,7 @@ def _study_step(stage: str) -> Container:
     else:
         outputs = [_artifact("report", REPORT_KEY), _artifact("comparison", COMPARISON_STEM.split("/")[0])]
     args = ["--stages", stage, "--models", _in("models"), f"--endpoints={_wf('endpoints')}", "--studies", studies,
-            "--run-id", _in("run-id"), *common_run_args(), *([] if per_study else human_args())]
+            "--run-id", _in("run-id"), *common_run_args(), *([] if per_study else [*human_args(), *analysis_args()])]
     inputs = [Parameter(name="run-id"), Parameter(name="models"), *([Parameter(name="study")] if per_study else []),
               *_folder_artifacts(inputs_from)]
     return _steps_container(stage, stage, args, inputs=inputs, outputs=outputs)
@@ -292,7 +302,8 @@ def _plan_step(classes: list[GpuClass]) -> Container:
     outputs = [Parameter(name=name.removesuffix(".json"), value_from=m.ValueFrom(path=f"{PLAN_DIR}/{name}"))
                for name in plan_outputs(classes)]
     args = ["--models", _wf("models"), f"--endpoints={_wf('endpoints')}", "--studies", _wf("studies"),
-            f"--run-id={_wf('run-id')}", *common_run_args(), *human_args(), "--out", PLAN_DIR]
+            f"--run-id={_wf('run-id')}", *common_run_args(), *human_args(), "--out", PLAN_DIR,
+            f"--gpu-classes={classes_arg(classes)}"]  # the template's classes: the plan step places every model in one of them
     return _steps_container("plan", "plan", args, work_volume=False, command="cluster-plan", outputs=outputs)
 
 
@@ -305,10 +316,11 @@ def _model_dag(name: str, serve: Container, extract: Container) -> DAG:
     return dag
 
 
-def build_workflow_template(namespace: str | None = None) -> WorkflowTemplate:
-    """The WorkflowTemplate (see the module docstring)."""
+def build_workflow_template(namespace: str | None = None, registry: str | None = None) -> WorkflowTemplate:
+    """The WorkflowTemplate (see the module docstring). Its GPU classes are those of the shipped registry with
+    ``registry`` (a researcher's or operator's YAML) merged over it."""
     plan_out = "{{tasks.plan.outputs.parameters.%s}}"
-    classes = gpu_classes(load_registry().values())
+    classes = gpu_classes(load_registry(registry).values())
     with WorkflowTemplate(
         name=TEMPLATE_NAME, namespace=namespace, entrypoint="main",
         labels={"app.kubernetes.io/name": "grace-pipeline", "app.kubernetes.io/version": __version__},
@@ -349,7 +361,10 @@ def build_workflow_template(namespace: str | None = None) -> WorkflowTemplate:
     return template
 
 
-def render_yaml(namespace: str | None = None) -> str:
-    """The WorkflowTemplate as YAML (what ``grace-pipeline render`` writes and the chart ships)."""
+def render_yaml(namespace: str | None = None, registry: str | None = None) -> str:
+    """The WorkflowTemplate as YAML (what ``grace-pipeline render`` writes and the chart ships); ``registry``: see
+    :func:`build_workflow_template`."""
     header = "# Generated by `grace-pipeline render` from pipeline/cluster/workflow.py; do not edit by hand.\n"
-    return header + build_workflow_template(namespace).to_yaml()
+    if registry:
+        header += f"# GPU classes from pipeline/models.yaml + {registry}\n"
+    return header + build_workflow_template(namespace, registry).to_yaml()

@@ -34,14 +34,14 @@ import pandas as pd
 
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, ENDPOINT_API_KEY_ENV, RunConfig, checkpoint_store, run_store
 from pipeline.layout import manifest_key, stage_keys
-from pipeline.manifest import write_manifest
+from pipeline.manifest import reasoning_split, write_manifest
 from pipeline.plan import SERVED_STAGES, Node, blocks, build_plan
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
 from pipeline.run_setup import HumanData, Inputs, extractor_api_key, load_run_inputs, resolve_models, run_id_for
 from pipeline.runner.stage_inputs import check_stage_inputs
 from pipeline.runner.study_stages import run_merge, run_report, run_validation, stage_tables
-from schemas.settings import ModelSpec
+from schemas.settings import AnalysisSettings, ModelSpec
 from steps import server_health
 from steps.checkpoint import open_checkpoint
 from steps.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, GraceError, ServerError
@@ -254,9 +254,10 @@ def _run_study_node(node: Node, spec: StudySpec, table: StudyTable, models, conf
     return result
 
 
-def _run_report_node(node: Node, studies: list[int], run_id: str, store: Store, human: HumanData) -> NodeResult:
+def _run_report_node(node: Node, studies: list[int], run_id: str, store: Store, human: HumanData,
+                     settings: AnalysisSettings) -> NodeResult:
     """The quality report and the human-vs-model comparison table (blocking: runs in a thread)."""
-    return NodeResult(node, outputs=run_report(studies, run_id, store, human), done=1)
+    return NodeResult(node, outputs=run_report(studies, run_id, store, human, settings), done=1)
 
 
 async def _execute(nodes: list[Node], run_node) -> list[NodeResult]:
@@ -315,6 +316,8 @@ async def _connect_models(config, models, stack, sessions: list[AiohttpSession],
         version = await check_endpoint(clients[name], model) or version
         servers[name] = {"urls": [redact_url(u) for u in urls], "concurrency": concurrency, "server_version": version,
                          "engine": "endpoint" if name in config.endpoints else model.engine}
+        if model.reasoning:
+            servers[name]["reasoning_split"] = reasoning_split(model, sidecar=False)
     return clients, servers
 
 
@@ -355,9 +358,10 @@ def _logs_folder(store: Store, run_id: str) -> Path:
 
 
 async def run_local(config: RunConfig, progress: ProgressReporter, started: float,
-                    start_server: Optional[ServerStarter] = None) -> RunResult:
+                    start_server: Optional[ServerStarter] = None, server_info: Optional[dict[str, dict]] = None) -> RunResult:
     """Execute the run's nodes in this process and return its summary (every node's result); models without an
-    endpoint are served by ``start_server`` (the CLI passes the embedded model server's)."""
+    endpoint are served by ``start_server`` (the CLI passes the embedded model server's). ``server_info``: model -> what
+    the caller knows of its server (the cluster's serve step: the vLLM sidecar's arguments), recorded in the manifest."""
     inputs, human = load_run_inputs(config)
     models = resolve_models(config, require_endpoints=any(s in SERVED_STAGES for s in config.stages))  # other stages need no model server
     extractor_key = extractor_api_key(config) if "extract" in config.stages else None  # fails before any model starts
@@ -379,6 +383,8 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
         sessions: list[AiohttpSession] = []  # one connection pool per client
         try:
             clients, servers = await _connect_models(config, served, stack, sessions, logs, start_server)
+            for name, info in (server_info or {}).items():
+                servers.setdefault(name, {}).update(info)
             extractor = None
             if any(n.stage == "extract" for n in nodes):
                 extractor = await _make_extractor(config, clients, stack, sessions, logs, extractor_key, start_server)
@@ -388,7 +394,7 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
 
             async def run_node(node: Node) -> NodeResult:
                 if node.study is None:
-                    return await asyncio.to_thread(_run_report_node, node, sorted(inputs), run_id, store, human)
+                    return await asyncio.to_thread(_run_report_node, node, sorted(inputs), run_id, store, human, config.analysis)
                 spec, table = inputs[node.study]
                 if node.model is None:
                     return await asyncio.to_thread(_run_study_node, node, spec, table, models, config, store)

@@ -16,6 +16,7 @@ from pipeline.layout import COMPARISON_STEM, REPORT_KEY, analysis_stem, codebook
 from pipeline.manifest import code_version
 from schemas.analysis import FACTOR_COLUMNS, analysis_row_model, codebook
 from schemas.human import ComparisonRow
+from schemas.settings import AnalysisSettings
 from steps import comparison
 from steps.errors import ConfigError, ValidationFailedError
 from steps.merge import merge_study
@@ -88,21 +89,23 @@ def run_merge(spec: StudySpec, tables: dict, store: Store) -> list[str]:
     return outputs + [store.uri(codebook_at)]
 
 
-def run_report(studies: list[int], run_id: str, store: Store, human: Optional[dict] = None) -> list[str]:
+def run_report(studies: list[int], run_id: str, store: Store, human: Optional[dict] = None,
+               settings: Optional[AnalysisSettings] = None) -> list[str]:
     """Write the long human-vs-model comparison table and ``report.html`` from the run's analysis tables, validation
-    results and the validated human data (study -> table); return where they are."""
+    results and the validated human data (study -> table), judged with ``settings``; return where they are."""
     from steps.report import render_report
 
     human = human or {}
+    settings = settings or AnalysisSettings()
     tables = {n: t for n in studies if (t := read_table(store, analysis_stem(n))) is not None}
     validations = {n: json.loads(v) for n in studies if (v := store.read_bytes(validation_keys(n)[0])) is not None}
     rows = [r for n in sorted(set(tables) | set(human))
-            for r in comparison.comparison_rows(n, tables.get(n), human[n].frame if n in human else None)]
+            for r in comparison.comparison_rows(n, tables.get(n), human[n].frame if n in human else None, settings.study1_exclude)]
     frame = comparison.comparison_frame(rows)
     outputs = write_table(frame, ComparisonRow, store, COMPARISON_STEM)
     comparison_codebook = COMPARISON_STEM + "_codebook.csv"
     store.write_bytes(comparison_codebook, pd.DataFrame(codebook(ComparisonRow)).to_csv(index=False).encode("utf-8"))
     outputs.append(store.uri(comparison_codebook))
-    page = render_report(tables, validations, run_id, code_version(), human, frame)
+    page = render_report(tables, validations, run_id, code_version(), human, frame, settings)
     store.write_bytes(REPORT_KEY, page.encode("utf-8"))
     return [store.uri(REPORT_KEY), *outputs]
