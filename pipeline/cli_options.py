@@ -23,8 +23,17 @@ from pipeline.config import (
 from pipeline.registry import EMBEDDED_DEFAULT
 from schemas.fits import BootstrapMethod, FitSettings, SemanticsMode
 from schemas.probabilities import ScoringMethod
-from schemas.settings import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingSettings
+from schemas.settings import (
+    DEFAULT_EQUIVALENCE_MARGIN,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_SEED,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    AnalysisSettings,
+    SamplingSettings,
+)
 from steps.errors import ConfigError
+from steps.exclusions import CHECKS as STUDY1_CHECKS
 from steps.extract import DEFAULT_JSON_MODE, JSON_MODE_HELP, JSON_MODES
 from steps.human import HUMAN_FORMATS
 from steps.llm_client import redact_url
@@ -68,6 +77,27 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, metavar="N", help="Use only the first N rows of each study file (0: all)")
 
 
+def _checks(value: str) -> tuple[str, ...]:
+    """--study1-exclude: comma-separated Study 1 checks (empty: none)."""
+    checks = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [c for c in checks if c not in STUDY1_CHECKS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown check {unknown[0]!r}; choose from {', '.join(STUDY1_CHECKS)}")
+    return checks
+
+
+def add_analysis_options(parser: argparse.ArgumentParser) -> None:
+    """Add how the report judges the papers' findings: --equivalence-margin and --study1-exclude."""
+    parser.add_argument("--equivalence-margin", type=float, default=DEFAULT_EQUIVALENCE_MARGIN, metavar="M",
+                        help="Smallest difference that matters in the findings, on the 0-1 scale of a normalised bet or an "
+                             "utterance share: a 'no longer greater' finding is reproduced when its difference is shown below "
+                             "it (default: %(default)s; stated in the report)")
+    parser.add_argument("--study1-exclude", type=_checks, default=(), metavar="CHECKS",
+                        help="Leave out Study 1 trials failing the researchers' checks: 'prior' (prior answer not 3), "
+                             "'knowledge' (knowledge answer contradicts access), or 'prior,knowledge' (default: none; counted "
+                             "in the report)")
+
+
 def add_registry_option(parser: argparse.ArgumentParser) -> None:
     """Add --registry (a researcher's registry YAML merged over the shipped one) to ``parser``."""
     parser.add_argument("--registry", metavar="FILE",
@@ -78,6 +108,7 @@ def add_registry_option(parser: argparse.ArgumentParser) -> None:
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Add every option of a run to ``parser``: inputs, models, registry, endpoints, store and run settings."""
     add_input_options(parser)
+    add_analysis_options(parser)
     parser.add_argument("--models",
                         help=f"Comma-separated registry names (default: {EMBEDDED_DEFAULT}, or the models given with --endpoint)")
     add_registry_option(parser)
@@ -218,6 +249,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             extractor_api_key_env=args.extractor_api_key_env, extractor_json_mode=args.extractor_json_mode,
             extractor_concurrency=args.extractor_concurrency, min_extraction_confidence=args.min_extraction_confidence,
             lock_wait_s=args.wait_for_lock, fit=fit_settings_from_args(args),
+            analysis=AnalysisSettings(equivalence_margin=args.equivalence_margin, study1_exclude=args.study1_exclude),
         )
     except ValidationError as exc:
         details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

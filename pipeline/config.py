@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.plan import ALL_STAGES
 from schemas.fits import FitSettings
 from schemas.probabilities import ScoringMethod
-from schemas.settings import SamplingSettings
+from schemas.settings import AnalysisSettings, SamplingSettings
 from steps.extract import DEFAULT_JSON_MODE, JSON_MODE_HELP, JsonMode
 from steps.llm_client import DEFAULT_REQUEST_TIMEOUT_S
 from steps.probabilities import DEFAULT_MIN_OPTION_MASS
@@ -81,6 +81,8 @@ class RunConfig(BaseModel):
     extractor_concurrency: int = Field(DEFAULT_EXTRACTOR_CONCURRENCY, ge=1, le=256)
     min_extraction_confidence: float = Field(DEFAULT_MIN_CONFIDENCE, ge=0.0, le=1.0,
                                              description="Flag rows whose extraction confidence is below this")
+    analysis: AnalysisSettings = Field(default_factory=AnalysisSettings,
+                                       description="How the report judges the published findings (alpha, margin, exclusions)")
     lock_wait_s: float = Field(0.0, ge=0.0, description="Wait this long for another run holding this run id's nodes (steps.run_lock) "
                                                      "before giving up")
     fit: FitSettings = Field(FitSettings(), description="How the papers' models are fitted (stage fit; grace-pipeline fit)")

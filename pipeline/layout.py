@@ -23,6 +23,7 @@ STAGE_FOLDERS = {"query": "exp1", "extract": "structured", "probabilities": "exp
                  "fit": "fits"}
 REPORT_KEY = "report.html"
 COMPARISON_STEM = "comparison/human_model_comparison"  # the long human-vs-model table for R (.parquet, .csv)
+SUMMARY_KEY = "run_summary.json"  # what finished and what failed, and why (pipeline.runner.outcome), written by the report
 
 
 class StageKeys(NamedTuple):
@@ -80,3 +81,8 @@ def manifest_key(shared_checkpoint_store: bool, nodes: list[Node]) -> str:
     if len(joined) > 120:  # one file per node set, still: a digest of the whole set
         joined = joined[:100] + "-" + hashlib.sha256(joined.encode()).hexdigest()[:10]
     return f"manifests/{joined}.json"
+
+
+def node_status_key(node_name: str) -> str:
+    """Where a model node's status record lives (in the run's durable store): how it ended, and why (pipeline.runner.outcome)."""
+    return f"status/{node_name}.json"

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 from pipeline.config import RunConfig
+from schemas.settings import ModelSpec
 from steps.llm_client import redact_url
-from steps.reasoning import trace_split_plan
 from steps.store import Store
 
 
@@ -37,6 +37,19 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return version
+
+
+def reasoning_split(model: ModelSpec, sidecar: bool) -> Optional[str]:
+    """How a reasoning model's trace is split off its answer in a run (the manifest's ``servers.<model>.reasoning_split``):
+    by the cluster's vLLM sidecar (``sidecar``) with the registry's ``reasoning_parser``, else by the pipeline at
+    ``</think>``. None for a model that is not a reasoning model. Each raw-responses row's ``trace_split`` says how
+    its trace was split."""
+    if not model.reasoning:
+        return None
+    if sidecar and model.reasoning_parser:
+        return f"server: vLLM --reasoning-parser {model.reasoning_parser} (the trace comes in the reply's reasoning field)"
+    return ("client: the text before </think> in the reply (a server that splits traces itself sends them in its reasoning "
+            "field, which is used instead)")
 
 
 def write_manifest(store: Store, key: str, config: RunConfig, run_id: str, inputs, models, servers: dict[str, dict],
@@ -66,7 +79,7 @@ def write_manifest(store: Store, key: str, config: RunConfig, run_id: str, input
                 "extraction_template": {"system": spec.extraction_prompt.system, "user": spec.extraction_prompt.user},
                 "probability_template_hash": spec.probability_hash,
                 "probability_questions": [
-                    {"name": q.name, "system": q.template.system, "user": q.template.user, "answer_prefix": q.answer_prefix,
+                    {"name": q.name, "system": q.template.system, "user": q.template.user,
                      "options": q.options, "repeat": q.repeat}
                     for q in spec.probability_questions
                 ],
@@ -76,8 +89,6 @@ def write_manifest(store: Store, key: str, config: RunConfig, run_id: str, input
         "human_data": {str(n): {"path": h.path, "sha256": h.sha256, "trials": len(h.frame), "participants": h.participants}
                        for n, h in (human or {}).items()},
         "models": {n: m.model_dump(mode="json") for n, m in models.items()},
-        # how each model's reasoning traces are split off its answers; each raw-responses row's trace_split says how they were
-        "reasoning_traces": {n: trace_split_plan(m) for n, m in models.items()},
         "sampling": config.sampling.model_dump(),
         "invocations": previous.get("invocations", []) + [invocation],
     }

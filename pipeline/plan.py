@@ -33,10 +33,13 @@ STUDY_STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
 }
 # a failure here does not stop dependents: broken data can still be merged and inspected, a failed fit leaves the report
 NON_BLOCKING_STAGES = ("validate", "fit")
+# whole-study and whole-run stages run on the models that finished: no failure before them stops them (partial results:
+# the report names what failed and why, and the run still fails)
 # (stage, dependency) that only orders work: a failed Experiment 2 does not stop Experiment 1
 ORDER_ONLY = frozenset({("query", "probabilities")})
 SERVED_STAGES = ("query", "probabilities")  # stages that send requests to the model under study (extract uses the extractor)
 RUN_STAGES = ("fit", "report")  # one node each for the whole run, after everything else, in this order
+PARTIAL_STAGES = (*STUDY_STAGE_DEPENDENCIES, *RUN_STAGES)
 ALL_STAGES: tuple[str, ...] = ("query", "extract", "probabilities", *STUDY_STAGE_DEPENDENCIES, *RUN_STAGES)  # as users list them
 _ARGO_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
 
@@ -99,8 +102,9 @@ def check_dag(nodes: list[Node]) -> None:
 
 
 def blocks(dependency_stage: str, stage: str) -> bool:
-    """Whether a failed ``dependency_stage`` node stops a ``stage`` node that depends on it."""
-    return dependency_stage not in NON_BLOCKING_STAGES and (stage, dependency_stage) not in ORDER_ONLY
+    """Whether a failed ``dependency_stage`` node stops a ``stage`` node that depends on it (never a PARTIAL_STAGES node)."""
+    return (dependency_stage not in NON_BLOCKING_STAGES and (stage, dependency_stage) not in ORDER_ONLY
+            and stage not in PARTIAL_STAGES)
 
 
 def served_groups(nodes: list[Node]) -> dict[str, list[Node]]:

@@ -101,8 +101,22 @@ def run_id_for(config: RunConfig, inputs: Inputs) -> str:
     return derive_run_id({n: t.sha256 for n, (_, t) in inputs.items()}, templates, config.sampling)
 
 
+def models_for(names, registry: Optional[str], endpoint_names=(), s3_endpoint: Optional[str] = None) -> dict[str, ModelSpec]:
+    """THE resolution of a run's models, used by every runner and step (local run, plan, cluster-plan, serve, submit's
+    checks and cost model): each name's entry in the shipped registry with ``registry`` (the researcher's YAML, a path
+    or s3:// URL; ``--registry`` / the workflow's ``registry`` parameter) merged over it. A name outside the registry
+    is allowed only when it is in ``endpoint_names`` (a model on the user's own server). ConfigError otherwise, and
+    when two names give the same file-name slug."""
+    merged = load_registry(registry, s3_endpoint)
+    models = {name: resolve_model(name, external=name in endpoint_names, registry=merged) for name in names}
+    slugs = [model_slug(n) for n in models]
+    if len(set(slugs)) != len(slugs):
+        raise ConfigError(f"two models give the same file name slug: {slugs}")
+    return models
+
+
 def resolve_models(config: RunConfig, require_endpoints: bool = True) -> dict[str, ModelSpec]:
-    """Registry entries for the run's models.
+    """Registry entries for the run's models (:func:`models_for` with the run's registry).
 
     With ``require_endpoints`` a vLLM model needs an ``--endpoint`` (the local runner sending
     it requests); without it (the cluster, where a vLLM sidecar serves it, or stages that send
@@ -111,17 +125,11 @@ def resolve_models(config: RunConfig, require_endpoints: bool = True) -> dict[st
     unknown_endpoints = [m for m in config.endpoints if m not in config.models]
     if unknown_endpoints:
         raise ConfigError(f"--endpoint given for {unknown_endpoints}, which are not among the models to run {list(config.models)}")
-    registry = load_registry(config.registry, config.s3_endpoint)
-    models = {}
-    for name in config.models:
-        spec = resolve_model(name, external=name in config.endpoints, registry=registry)
+    models = models_for(config.models, config.registry, config.endpoints, config.s3_endpoint)
+    for name, spec in models.items():
         if spec.engine != "embedded" and name not in config.endpoints and require_endpoints:
             raise ConfigError(
                 f"model {name!r} is served by vLLM: start a vLLM server for {spec.hf_id} and pass --endpoint {name}=URL "
                 "(or run it on the cluster)"
             )
-        models[name] = spec
-    slugs = [model_slug(n) for n in models]
-    if len(set(slugs)) != len(slugs):
-        raise ConfigError(f"two models give the same file name slug: {slugs}")
     return models

@@ -7,6 +7,7 @@ say which stage they come from (``query_status``, ``probability_status``, ...).
 
 from __future__ import annotations
 
+import copy
 import types
 import typing
 from typing import Any, Optional
@@ -24,13 +25,32 @@ FACTOR_COLUMNS = ("model_name", "story_shortname", "Domain", "Goal_simplified", 
                   "extraction_status", "probability_status")
 
 
+KEY_COLUMNS = ("run_id", "row_index", "model_name", "model_id", "replication")  # in every model's rows, whatever stages ran
+
+
 def _field(model: type[BaseModel], name: str):
     info = model.model_fields[name]
     return (info.annotation, info)
 
 
+def _stage_field(model: type[BaseModel], name: str, stage: str):
+    """A stage table's column in the analysis table: missing (NA) in the rows of a model whose ``stage`` did not run."""
+    info = model.model_fields[name]
+    if name in KEY_COLUMNS:
+        return (info.annotation, info)
+    optional = copy.copy(info)  # keeps its bounds (the codebook's allowed values)
+    optional.default = None
+    optional.description = f"{info.description or ''} (missing when {stage} did not run for the model)".strip()
+    return (Optional[info.annotation], optional)
+
+
 def analysis_row_model(study: int, input_model: type[BaseModel], probability_summary: str) -> type[BaseModel]:
-    """The pydantic model of one analysis-table row for ``study`` (columns in order)."""
+    """The pydantic model of one analysis-table row for ``study`` (columns in order).
+
+    The input columns and the row's key are always there; every other column comes from one
+    stage and may be missing in the rows of a model for which that stage did not run (e.g. a
+    model scored by Experiment 2 only has no Experiment 1 answer), so the codebook allows it.
+    """
     raw = raw_response_row_model(input_model)
     structured = STRUCTURED_ROW_MODELS[study]
     probs = PROBABILITY_ROW_MODELS[probability_summary]
@@ -38,12 +58,12 @@ def analysis_row_model(study: int, input_model: type[BaseModel], probability_sum
     fields |= {n: _field(input_model, n) for n in input_model.model_fields}
     for name in raw.model_fields:
         if name not in fields and name not in RAW_DROPPED:
-            fields[RAW_RENAMES.get(name, name)] = _field(raw, name)
+            fields[RAW_RENAMES.get(name, name)] = _stage_field(raw, name, "Experiment 1 (query)")
     for name in list(EXTRACTION_FIELDS[study].model_fields) + [n for n in structured.model_fields if n.startswith("extract")]:
-        fields[name] = _field(structured, name)
+        fields[name] = _stage_field(structured, name, "extraction")
     for name in probs.model_fields:
         if name not in fields and name not in ("run_id", "row_index", "model_id", "model_name", "replication"):
-            fields[PROBABILITY_RENAMES.get(name, name)] = _field(probs, name)
+            fields[PROBABILITY_RENAMES.get(name, name)] = _stage_field(probs, name, "Experiment 2 (probabilities)")
     fields["review_flags"] = (Optional[str], Field(None, description="Validation flags of this row ('; '-separated), for manual review"))
     fields["review_reasons"] = (Optional[str], Field(None, description="Why each flag was raised"))
     fields["code_version"] = (str, Field(description="grace-pipeline version (and git commit) that produced the run"))

@@ -45,6 +45,7 @@ class Human1Trial(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     subid: str = Field(min_length=1, description="Participant id")
+    trial: Optional[int] = Field(None, ge=0, description="Trial number within the participant (optional)")
     story: str = Field(min_length=1, description="Story (exams, letters, ...)")
     access: int = Field(ge=1, le=3, description="Items the speaker looked at (1-3)")
     observe: int = Field(ge=0, le=3, description="Items the speaker said have the property")
@@ -80,7 +81,8 @@ class ComparisonRow(BaseModel):
     """One row of ``comparison/human_model_comparison``: a response option in a condition cell, from one source.
 
     Humans: ``value`` is the proportion of trials (or the mean normalised bet); models: the
-    share of coded Experiment 1 answers, or the mean Experiment 2 probability.
+    mean over items of each item's share of coded Experiment 1 answers, or of its Experiment 2
+    probability (see :mod:`steps.responses` for the units).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -99,9 +101,12 @@ class ComparisonRow(BaseModel):
     experiment: Optional[Literal["exp1_coded", "exp2_probabilities"]] = Field(
         None, description="For models: Experiment 1 coded answers, or Experiment 2 probabilities (empty for humans)")
     model: Optional[str] = Field(None, description="Model name (empty for humans)")
-    n: int = Field(ge=0, description="Trials (humans, Experiment 1) or input rows (Experiment 2) in the cell")
+    unit: str = Field(description="The unit n counts and the interval resamples: 'participant trial' (one per participant and "
+                                  "cell), 'participant', 'story' (Study 1 items) or 'scenario item' (Study 2 items)")
+    n: int = Field(ge=0, description="Units in the cell (models: items, each item's answers or prompts averaged first)")
     participants: Optional[int] = Field(None, ge=0, description="Distinct participants in the cell (humans)")
-    value: Optional[float] = Field(None, ge=0, le=1, description="Proportion, mean normalised bet, or mean probability")
+    value: Optional[float] = Field(None, ge=0, le=1, description="Proportion or mean normalised bet (humans); mean over items "
+                                                                "of the share of coded answers or of the probability (models)")
     lower: Optional[float] = Field(None, ge=0, le=1, description="Lower end of the 95% interval")
     upper: Optional[float] = Field(None, ge=0, le=1, description="Upper end of the 95% interval")
     interval: Optional[str] = Field(None, description="How the interval was computed")

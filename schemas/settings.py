@@ -23,6 +23,26 @@ class SamplingSettings(BaseModel):
     seed: int = Field(DEFAULT_SEED, ge=0, description="Run seed; each row x replication gets its own seed derived from it")
 
 
+DEFAULT_ALPHA = 0.05
+DEFAULT_EQUIVALENCE_MARGIN = 0.10
+Study1Check = Literal["prior", "knowledge"]
+
+
+class AnalysisSettings(BaseModel):
+    """How the report judges the published findings (recorded in the report)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alpha: float = Field(DEFAULT_ALPHA, gt=0.0, lt=1.0, description="Familywise error rate per source (Holm's correction)")
+    equivalence_margin: float = Field(
+        DEFAULT_EQUIVALENCE_MARGIN, gt=0.0, le=1.0,
+        description="Smallest difference that matters, on the 0-1 scale of a normalised bet (Study 1) or a share of utterances "
+                    "(Study 2): a 'not greater' finding is reproduced when the difference is shown below it (TOST)")
+    study1_exclude: tuple[Study1Check, ...] = Field(
+        (), description="Leave out Study 1 trials failing these manipulation checks: 'prior' (prior answer not 3), 'knowledge' "
+                        "(knowledge answer contradicts access); see steps/exclusions.py")
+
+
 class EmbeddedSettings(BaseModel):
     """How the laptop's embedded llama.cpp server loads this model."""
 

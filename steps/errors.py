@@ -26,7 +26,8 @@ EXIT_INTERRUPTED = 130
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "done",
     EXIT_UNEXPECTED: "unexpected internal error (a bug: the traceback says where; please report it)",
-    EXIT_BAD_INPUT: "bad input, options, credentials or checkpoint settings; nothing was sent to a model: fix and re-run",
+    EXIT_BAD_INPUT: "bad input, options, credentials or checkpoint settings, or a cluster the preflight refuses; nothing was sent "
+                    "to a model: fix and re-run",
     EXIT_ROWS_FAILED: "a step failed more rows than `--max-failed-fraction` allows; finished rows are saved: "
                       "re-run to retry the failed ones",
     EXIT_SERVER: "a model server, the LLM extractor or the Argo server could not be started or reached: re-run when it answers",

@@ -64,7 +64,7 @@ def _clean(column: str, value: str) -> Optional[str]:
     return text.lower() if column in _LOWERCASE else text
 
 
-def _typed_row(study: int, trial: BaseModel, trial_number: Optional[str]) -> dict:
+def _typed_row(study: int, trial: BaseModel) -> dict:
     values = trial.model_dump()
     if study == 2:
         return {"subid": values["subid"], "trial": values["trial"], "item": values["item"],
@@ -72,7 +72,7 @@ def _typed_row(study: int, trial: BaseModel, trial_number: Optional[str]) -> dic
                 "utterance": canonical_utterance(POSITIVITY[values["positivity"]], values["utterance"])}
     total = sum(values[b] for b in BETS) if values["bet_0"] is not None else None
     bets = {b: (values[b] / total if total else None) for b in BETS}
-    return {"subid": values["subid"], "trial": int(trial_number) if trial_number else None, "story": values["story"],
+    return {"subid": values["subid"], "trial": values["trial"], "story": values["story"],
             "access": values["access"], "observe": values["observe"], "prior": values["prior"], **bets,
             "knowledge": values["knowledge"]}
 
@@ -115,7 +115,7 @@ def load_human_table(study: int, path: str | Path, encoding: str = "utf-8", s3_e
         except ValidationError as exc:
             problems += validation_problems(exc, row_no, line)
             continue
-        rows.append(_typed_row(study, trial, values.get("trial")))
+        rows.append(_typed_row(study, trial))
     if problems:
         raise InputValidationError(file.path, problems)
     return HumanTable(study, file.path, file.sha256, pd.DataFrame(rows), warnings)

@@ -1,21 +1,25 @@
 """The module that sends requests to model servers (vLLM, llama.cpp, hosted APIs) and the LLM extractor.
 
 Other HTTP in the project is not requests to a model: the health polls of a starting
-server (``pipeline.runner.local.wait_for_health``, ``pipeline.model_server.embedded``) and the Argo API client
-(``pipeline.cluster.argo_api``, via Hera's requests-based service).
+server (:mod:`steps.server_health`) and the Argo API client (``pipeline.cluster.argo_api``,
+via Hera's requests-based service).
 
 Contracts:
 
 * One concurrency limit per client: at most ``concurrency`` requests are on the wire
   at once; a slot is released when a request finishes (or goes to sleep before a
   retry), so the window refills immediately -- never send-N-and-wait.
+* One connection pool per client (:mod:`steps.http_session`), sized by whoever makes it
+  (the runner: the client's concurrency), so a request never waits for a connection and
+  ``Response.latency_ms`` is the request's own time.
 * One finite retry policy (:mod:`steps.retry`, shared with the artifact store), decided
   by the pure :func:`retry_delay`: 408, 429, 5xx, connection errors, timeouts and
   unreadable JSON bodies are retried with exponential backoff and jitter, honouring
   ``Retry-After``; everything else fails at once.
 * Failures come back as :class:`RequestFailed` carrying a one-line reason and the
   number of attempts; callers record them per row and go on.
-* The ``httpx.AsyncClient`` is passed in, so tests use respx or MockTransport.
+* The pool is passed in: an ``httpx.AsyncClient`` (tests use respx or MockTransport) or an
+  :class:`~steps.http_session.AiohttpSession` (runs).
 * API keys go only into the ``Authorization`` header; they never appear in errors.
 """
 
@@ -31,13 +35,13 @@ from datetime import datetime, timezone
 from typing import Any, AsyncGenerator, Awaitable, Callable, Iterable, Optional, TypeVar
 
 import httpx
+import orjson
 
+from steps.http_session import DEFAULT_REQUEST_TIMEOUT_S, AiohttpSession, HttpSession, HttpxSession, Reply  # noqa: F401
 from steps.redact import redact_url  # noqa: F401  (re-exported: callers use it with the client)
 from steps.retry import DEFAULT_MAX_ATTEMPTS, RetryPolicy, backoff_delay  # noqa: F401  (RetryPolicy is part of this API)
 
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
-DEFAULT_REQUEST_TIMEOUT_S = 600.0
-DEFAULT_CONNECT_TIMEOUT_S = 10.0
 
 
 class RequestFailed(Exception):
@@ -116,35 +120,57 @@ def _describe(error: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def _error_detail(response: httpx.Response) -> str:
+def _json_body(body: bytes, status: int) -> Any:
+    """The parsed JSON of a 2xx body; _MalformedBody (retried) when it is not JSON.
+
+    orjson parses the large echo bodies of Experiment 2 (60 kB per request) in a sixth of the
+    standard library's time; a body it refuses is read again by ``json``, which also accepts the
+    ``NaN``/``Infinity`` literals some servers write (the scorer then refuses such values by name).
+    """
     try:
-        body = response.json()
-        message = body.get("error", body) if isinstance(body, dict) else body
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise _MalformedBody(f"HTTP {status} with a body that is not JSON ({len(body)} bytes)") from exc
+
+
+def _error_detail(body: bytes) -> str:
+    """The server's error message (OpenAI-style ``{"error": {"message": ...}}``, or the text), on one line, at most 300 chars."""
+    try:
+        parsed = json.loads(body)
+        message = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
         if isinstance(message, dict):
             message = message.get("message", message)
         detail = str(message)
-    except (ValueError, json.JSONDecodeError):
-        detail = response.text
+    except ValueError:
+        detail = body.decode("utf-8", errors="replace")
     return " ".join(detail.split())[:300]
 
 
 class LLMClient:
     """Sends JSON POSTs to one model server (or several replicas of it).
 
-    ``base_urls`` are replicas of the same model; each request goes to the replica
-    with the fewest requests in flight.
+    ``http`` is the connection pool (:mod:`steps.http_session`): an :class:`AiohttpSession`
+    sized to ``concurrency`` in runs, or any ``httpx.AsyncClient`` (respx in tests). ``base_urls``
+    are replicas of the same model; each request goes to the replica with the fewest requests
+    in flight. A request's latency is timed from when it holds a slot to its last byte, so it
+    excludes the wait for a slot (and, with a pool of ``concurrency`` connections, for a
+    connection).
     """
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | HttpSession,
         base_urls: Iterable[str],
         concurrency: int,
         policy: RetryPolicy = RetryPolicy(),
         api_key: Optional[str] = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ):
-        self._http = http
+        self._session: HttpSession = HttpxSession(http) if isinstance(http, httpx.AsyncClient) else http
         self._urls = [u.rstrip("/") for u in base_urls]
         if not self._urls:
             raise ValueError("LLMClient needs at least one base URL")
@@ -154,7 +180,9 @@ class LLMClient:
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight = {u: 0 for u in self._urls}
         self._policy = policy
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
         self._sleep = sleep
 
     @property
@@ -162,20 +190,20 @@ class LLMClient:
         """The replicas' base URLs, without credentials."""
         return [redact_url(u) for u in self._urls]
 
-    async def _attempt(self, path: str, payload: dict[str, Any]) -> tuple[httpx.Response, float]:
+    async def _attempt(self, path: str, body: bytes) -> tuple[Reply, float]:
         async with self._slots:
             url = min(self._urls, key=self._in_flight.__getitem__)
             self._in_flight[url] += 1
             started = time.perf_counter()
             try:
-                response = await self._http.post(url + path, json=payload, headers=self._headers)
-                await response.aread()
+                reply = await self._session.post(url + path, body, self._headers)
             finally:
                 self._in_flight[url] -= 1
-            return response, (time.perf_counter() - started) * 1000.0
+            return reply, (time.perf_counter() - started) * 1000.0
 
     async def post_json(self, path: str, payload: dict[str, Any]) -> Response:
         """POST ``payload`` to ``path`` with retries; return the parsed body or raise RequestFailed."""
+        body = orjson.dumps(payload)
         attempt = 0
         while True:
             attempt += 1
@@ -183,18 +211,15 @@ class LLMClient:
             error: Optional[BaseException] = None
             retry_after: Optional[float] = None
             try:
-                response, latency_ms = await self._attempt(path, payload)
-                status = response.status_code
-                if response.is_success:
-                    try:
-                        body = response.json()
-                    except (ValueError, json.JSONDecodeError) as exc:
-                        raise _MalformedBody(f"HTTP {status} with a body that is not JSON ({len(response.content)} bytes)") from exc
-                    if not isinstance(body, dict):
+                reply, latency_ms = await self._attempt(path, body)
+                status = reply.status
+                if 200 <= status < 300:
+                    parsed = _json_body(reply.body, status)
+                    if not isinstance(parsed, dict):
                         raise RequestFailed(f"HTTP {status} with JSON that is not an object", attempt, status)
-                    return Response(body, latency_ms, attempt, datetime.now(timezone.utc))
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
-                reason = f"HTTP {status}: {_error_detail(response)}"
+                    return Response(parsed, latency_ms, attempt, datetime.now(timezone.utc))
+                retry_after = parse_retry_after(reply.headers.get("retry-after"))
+                reason = f"HTTP {status}: {_error_detail(reply.body)}"
             except (httpx.TransportError, _MalformedBody) as exc:
                 error, reason = exc, _describe(exc)
             delay = retry_delay(attempt, self._policy, status, error, retry_after)
@@ -207,23 +232,21 @@ class LLMClient:
         """One GET (no retries) for health and metadata checks; raises RequestFailed."""
         url = self._urls[0] + path
         shown = redact_url(url)
+        headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
         try:
-            response = await self._http.get(url, headers=self._headers)
+            reply = await self._session.get(url, headers)
         except httpx.TransportError as exc:
             raise RequestFailed(f"{shown}: {_describe(exc)}", 1) from exc
-        if not response.is_success:
-            raise RequestFailed(f"{shown}: HTTP {response.status_code}: {_error_detail(response)}", 1, response.status_code)
+        if not 200 <= reply.status < 300:
+            raise RequestFailed(f"{shown}: HTTP {reply.status}: {_error_detail(reply.body)}", 1, reply.status)
         try:
-            return response.json()
-        except (ValueError, json.JSONDecodeError) as exc:
-            raise RequestFailed(f"{shown}: response is not JSON", 1, response.status_code) from exc
+            return json.loads(reply.body)
+        except ValueError as exc:
+            raise RequestFailed(f"{shown}: response is not JSON", 1, reply.status) from exc
 
-
-def make_http_client(request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S, max_connections: int = 64) -> httpx.AsyncClient:
-    """An AsyncClient with the project's timeouts (connect 10 s, read ``request_timeout_s``)."""
-    timeout = httpx.Timeout(request_timeout_s, connect=DEFAULT_CONNECT_TIMEOUT_S, pool=None)
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    return httpx.AsyncClient(timeout=timeout, limits=limits)
+    async def aclose(self) -> None:
+        """Close the client's connection pool (an httpx client passed in stays open: it belongs to the caller)."""
+        await self._session.aclose()
 
 
 T = TypeVar("T")

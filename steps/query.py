@@ -105,6 +105,7 @@ class QueryJob:
     row: dict[str, Any]
     messages: list[dict[str, str]]
     seed: int
+    prompt_hash: str = ""  # of ``messages``; computed once per row (every record of the job carries it)
 
 
 def plan_jobs(
@@ -114,8 +115,10 @@ def plan_jobs(
     jobs = []
     for row_index, row in enumerate(inputs.to_dict(orient="records")):
         messages = render_messages(spec.query_prompt, spec, row, system_role=model.system_role)
+        prompt_hash = messages_hash(messages)
         for replication in range(replications):
-            jobs.append(QueryJob(row_index, replication, row, messages, row_seed(sampling.seed, spec.number, row_index, replication)))
+            jobs.append(QueryJob(row_index, replication, row, messages, row_seed(sampling.seed, spec.number, row_index, replication),
+                                 prompt_hash))
     return jobs
 
 
@@ -129,7 +132,7 @@ def _record(job: QueryJob, model: ModelSpec, spec: StudySpec, sampling: Sampling
         "seed": job.seed,
         "model_id": model.request_model,
         "template_hash": spec.query_prompt.hash,
-        "prompt_hash": messages_hash(job.messages),
+        "prompt_hash": job.prompt_hash or messages_hash(job.messages),
         "temperature": sampling.temperature,
         "max_tokens": effective_max_tokens(model, sampling),
     }

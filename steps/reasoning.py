@@ -26,8 +26,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Optional
 
-from schemas.settings import ModelSpec
-
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 SERVER_TRACE_FIELDS = ("reasoning", "reasoning_content")  # vLLM >= 0.11.x, then the earlier name
@@ -96,14 +94,3 @@ def no_answer_reason(reply: SplitReply, finish_reason: Optional[str], max_tokens
     if finish_reason == "length":
         return f"empty answer: generation stopped at max_tokens={max_tokens}; raise --max-tokens"
     return "empty answer" + (f" after the reasoning trace (finish_reason {finish_reason!r})" if reply.trace else "")
-
-
-def trace_split_plan(model: ModelSpec) -> str:
-    """How this model's traces are meant to be split, for the manifest (each row's ``trace_split`` says how they were)."""
-    if not model.reasoning:
-        return "none: not a reasoning model (a complete <think> block in a reply would still be split off at </think>)"
-    tags = "think-tags: the pipeline splits each reply at </think>; a reply without it has no answer"
-    if model.reasoning_parser and model.engine == "vllm":
-        return (f"server where vLLM runs with --reasoning-parser {model.reasoning_parser} (the cluster's serve step starts it so); "
-                f"otherwise {tags}")
-    return tags

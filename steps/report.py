@@ -1,46 +1,36 @@
 """The run's quality report: one self-contained HTML file (plots embedded as PNG data URIs).
 
-Sections: validation status; per model x study counts of done / failed / flagged rows and
-why; extracted answers per condition (Study 1 by access x observe, Study 2 by goal x
-state); Experiment 2 distributions; Study 1 against Goodman & Stuhlmueller (2013)'s
-findings (always); per study, the models beside the human participants when a human data
-file was given (``--human1``/``--human2``: per-cell distributions with n and 95% intervals,
-agreement with participant-bootstrap intervals, and the probability-against-state figure)
+The page is the sections of :data:`SECTIONS` in order, each a function ``(ReportContext) -> str``
+(:mod:`steps.report_context`): adding a section is one line there. Sections: run header;
+validation status; per model x study counts of done / failed / flagged rows and why; extracted
+answers per condition (Study 1 by access x observe, Study 2 by goal x state); Experiment 2
+distributions; the papers' findings tested on every source (Study 1: Goodman & Stuhlmueller
+2013, Study 2: Yoon et al. 2020; :mod:`steps.report_findings`); per study, the models beside
+the human participants when a human data file was given (``--human1``/``--human2``: per-cell
+distributions with units and 95% intervals, agreement with its yardsticks, and the figures)
 or one line saying there is none; extraction confidence; timing. The study files'
-``Utterance`` column is never used: it is not human data. Statistics live in
-:mod:`steps.comparison`; nothing here calls a model.
+``Utterance`` column is never used: it is not human data. Nothing here calls a model.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
 
 from schemas.probabilities import PERCENT_BINS, STATES
-from steps import comparison
+from schemas.settings import AnalysisSettings
+from steps import comparison, report_figures
 from steps.human import HumanTable
-from steps.report_fits import fits_section
+from steps.report_context import ReportContext, html_table, png
+from steps.report_findings import agreement_html, study1_findings_section, study2_findings_section
+from steps.report_fits import fits_report_section
+from steps.responses import STUDY_MEASURES, plural
 
-MAX_MODEL_PANELS = 8  # models drawn in the human-comparison figures (every model is in the tables)
-
-
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
-
-
-def _table(frame: pd.DataFrame, index: bool = True) -> str:
-    return frame.to_html(border=0, classes="t", na_rep="NA", index=index, float_format=lambda v: f"{v:.3f}")
+_table = html_table
 
 
 def _study1_exp2_plot(study1: pd.DataFrame) -> str:
@@ -58,7 +48,7 @@ def _study1_exp2_plot(study1: pd.DataFrame) -> str:
     axes[0][0].set_ylabel("mean probability")
     axes[0][0].legend(fontsize=8)
     fig.suptitle("Study 1, Experiment 2: mean probability of each percentage answer, per state")
-    return _png(fig)
+    return png(fig)
 
 
 def _confidence_timing_plot(tables: dict[int, pd.DataFrame]) -> str:
@@ -77,7 +67,7 @@ def _confidence_timing_plot(tables: dict[int, pd.DataFrame]) -> str:
     right.set_title("Experiment 1 latency per row (s)")
     for ax in (left, right):
         ax.tick_params(axis="x", labelsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def _counts(tables: dict[int, pd.DataFrame]) -> pd.DataFrame:
@@ -96,167 +86,68 @@ def _counts(tables: dict[int, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _frame(human: Optional[HumanTable]) -> Optional[pd.DataFrame]:
-    return human.frame if human is not None else None
 
 
 def _interval_text(row: pd.Series) -> str:
     if pd.isna(row["value"]):
         return "NA"
-    if pd.isna(row["lower"]):
-        return f"{row['value']:.3f}"
-    return f"{row['value']:.3f} [{row['lower']:.3f}, {row['upper']:.3f}]"
+    bounds = "" if pd.isna(row["lower"]) else f" [{row['lower']:.3f}, {row['upper']:.3f}]"
+    return f"{row['value']:.3f}{bounds} n={int(row['n'])}"
 
 
 def _side_by_side(rows: pd.DataFrame, measure: str) -> pd.DataFrame:
-    """Cell x option rows; columns: humans (n, value [95% interval]) then each model's Experiment 2 and Experiment 1."""
+    """Cell x option rows; columns: humans then each model's Experiment 2 and Experiment 1: value [95% interval] n=units."""
     part = rows[rows.measure == measure]
     if part.empty:
         return part
-    part = part.assign(text=part.apply(_interval_text, axis=1),
-                       column=[("humans" if s == "human" else f"{m} · {'Exp 2' if e == 'exp2_probabilities' else 'Exp 1 coded'}")
-                               for s, m, e in zip(part.source, part.model, part.experiment)])
-    wide = part.pivot_table(index=["cell", "option"], columns="column", values="text", aggfunc="first", sort=False)
-    counts = part[part.source == "human"].groupby("cell", sort=False).n.first()
-    if len(counts):
-        wide.insert(0, "humans (n trials)", [counts.get(c) for c, _ in wide.index])
-        wide = wide[["humans (n trials)", "humans", *[c for c in wide.columns if c not in ("humans", "humans (n trials)")]]]
-    return wide
+    labels = [(f"humans (n = {plural(u)})" if s == "human"
+               else f"{m} · {'Exp 2' if e == 'exp2_probabilities' else 'Exp 1 coded'} (n = {plural(u)})")
+              for s, m, e, u in zip(part.source, part.model, part.experiment, part.unit)]
+    part = part.assign(text=part.apply(_interval_text, axis=1), column=labels)
+    return part.pivot_table(index=["cell", "option"], columns="column", values="text", aggfunc="first", sort=False)
 
 
-def _agreement(study: int, table: Optional[pd.DataFrame], human: Optional[pd.DataFrame]) -> pd.DataFrame:
-    """Per model x experiment x measure: JS divergence and correlation with the humans, with participant-bootstrap intervals."""
-    cells = comparison.STUDY2_CELLS if study == 2 else comparison.STUDY1_CELLS
-    rows = []
-    for measure in comparison.STUDY_MEASURES[study]:
-        people = comparison.human_responses(study, human, measure)
-        if people is None or table is None:
-            continue
-        for model, part in table.groupby("model_name", observed=True, sort=True):
-            for experiment in ("exp2_probabilities", "exp1_coded"):
-                responses = comparison.model_responses(part, study, measure, experiment)
-                if responses is None:
-                    continue
-                a = comparison.agreement(people, responses, cells)
-                rows.append({"model": model, "experiment": experiment, "measure": measure, "cells": a["cells"],
-                             "JS divergence (bits)": a["js_divergence"], "JS 95% interval": _pair(a["js_lower"], a["js_upper"]),
-                             "correlation": a["correlation"], "correlation 95% interval": _pair(a["corr_lower"], a["corr_upper"])})
-    return pd.DataFrame(rows)
+def _header(ctx: ReportContext) -> str:
+    return (f"<h1>grace-pipeline quality report</h1><p>Run <b>{html.escape(ctx.run_id)}</b>, code {html.escape(ctx.code_version)}, "
+            f"generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. Findings: &alpha; = {ctx.settings.alpha:g} per source, "
+            f"equivalence margin {ctx.settings.equivalence_margin:g}, Study 1 exclusions: "
+            f"{', '.join(ctx.settings.study1_exclude) or 'none'}.</p>")
 
 
-def _pair(low: float, high: float) -> str:
-    return "NA" if not (np.isfinite(low) and np.isfinite(high)) else f"[{low:.3f}, {high:.3f}]"
+def _validation(ctx: ReportContext) -> str:
+    status = [f"<li>Study {n}: {'passed' if v.get('passed') else '<b class=bad>FAILED</b>'}</li>"
+              for n, v in sorted(ctx.validations.items())]
+    return "<h2>Validation</h2><ul>" + "".join(status) + "</ul>" + "<h2>Rows per model and study</h2>" + _table(_counts(ctx.tables))
 
 
-SOURCE_STYLES = {None: ("-", "humans"), "exp2_probabilities": ("--", "Exp 2"), "exp1_coded": (":", "Exp 1 coded")}
+def _study1_answers(ctx: ReportContext) -> str:
+    if 1 not in ctx.tables:
+        return ""
+    t = ctx.tables[1]
+    coded = t.assign(knows_yes=t.Knowledge_A.eq("yes").where(t.Knowledge_A.notna()))
+    out = ("<h2>Study 1: extracted answers by access x observe</h2><p>Mean Prior_A and share of 'yes' to the knowledge question "
+           "(coded answers only; rows = coded answers, not independent units).</p>"
+           + _table(coded.groupby(["model_name", "access", "observe"], observed=True).agg(
+               rows=("row_index", "size"), mean_Prior_A=("Prior_A", "mean"), share_knows_yes=("knows_yes", "mean"))))
+    if "state0_prob_0" in t and t.state0_prob_0.notna().any():
+        out += "<h2>Study 1: Experiment 2 distributions</h2>" + _study1_exp2_plot(t)
+    return out
 
 
-def _series(rows: pd.DataFrame, model: Optional[str], experiment: Optional[str]) -> pd.DataFrame:
-    """The rows of one source: the humans (model None) or one model's experiment."""
-    if model is None:
-        return rows[rows.source == "human"]
-    return rows[(rows.source == "model") & (rows.model == model) & (rows.experiment == experiment)]
+def _study2_answers(ctx: ReportContext) -> str:
+    if 2 not in ctx.tables:
+        return ""
+    t = ctx.tables[2]
+    counts = pd.crosstab([t.model_name, t.Goal_simplified, t.State_number], t.response_cleaned.fillna("(not coded)"))
+    return ("<h2>Study 2: coded answers (Experiment 1) by goal x state</h2><p>Counts of coded answers (rows, not independent "
+            "units).</p>" + _table(counts))
 
 
-def _study2_lines(rows: pd.DataFrame) -> str:
-    """Probability of each utterance against the true state: panels per goal x frame ('It was' / 'It wasn't'), one
-    row of panels per model; humans solid with their 95% interval, Experiment 2 dashed, Experiment 1 dotted."""
-    import matplotlib.pyplot as plt
-
-    part = rows[rows.measure == "utterance"]
-    models = list(dict.fromkeys(part.model.dropna()))[:MAX_MODEL_PANELS] or [None]
-    columns = [(goal, frame) for frame in ("It was", "It wasn't") for goal in comparison.GOALS]
-    fig, axes = plt.subplots(len(models), len(columns), figsize=(2.4 * len(columns), 2.5 * len(models)), sharey=True, squeeze=False)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, model in enumerate(models):
-        for j, (goal, frame) in enumerate(columns):
-            ax = axes[i][j]
-            for k, option in enumerate(u for u in comparison.UTTERANCES if u.startswith(frame + " ")):
-                for source_model, experiment in [(None, None)] + ([(model, "exp2_probabilities"), (model, "exp1_coded")] if model else []):
-                    sel = _series(part, source_model, experiment)
-                    sel = sel[(sel.goal == goal) & (sel.option == option)].sort_values("state")
-                    if sel.empty:
-                        continue
-                    style, what = SOURCE_STYLES[experiment]
-                    ax.plot(sel.state.astype(float), sel.value.astype(float), style, color=colours[k], marker="o", markersize=3,
-                            label=f"{option.split()[-1]} ({what})")
-                    if source_model is None and sel.lower.notna().all():
-                        ax.fill_between(sel.state.astype(float), sel.lower.astype(float), sel.upper.astype(float), color=colours[k],
-                                        alpha=0.15)
-            ax.set_title(f"{goal}: {frame} ...", fontsize=8)
-            ax.set_xticks(list(STATES))
-            ax.tick_params(labelsize=7)
-        axes[i][0].set_ylabel(model or "humans", fontsize=8)
-        axes[-1][0].set_xlabel("true state (hearts)", fontsize=8)
-    return _finish(fig, axes, "Study 2: probability of each utterance against the true state, per goal")
-
-
-def _study1_lines(rows: pd.DataFrame) -> str:
-    """Normalised belief in exactly k of 3 against k, one panel per access x observe and one row per model; humans solid
-    (black, 95% interval), Experiment 2 dashed, Experiment 1 dotted."""
-    import matplotlib.pyplot as plt
-
-    part = rows[rows.measure == "bet"]
-    models = list(dict.fromkeys(part.model.dropna()))[:MAX_MODEL_PANELS] or [None]
-    cells = [comparison.cell_label(1, c) for c in comparison.STUDY1_CELLS]
-    fig, axes = plt.subplots(len(models), len(cells), figsize=(1.9 * len(cells), 2.3 * len(models)), sharey=True, squeeze=False)
-    colours = {None: "black", "exp2_probabilities": "tab:blue", "exp1_coded": "tab:orange"}
-    for i, model in enumerate(models):
-        for j, cell in enumerate(cells):
-            ax = axes[i][j]
-            for source_model, experiment in [(None, None)] + ([(model, "exp2_probabilities"), (model, "exp1_coded")] if model else []):
-                sel = _series(part, source_model, experiment)
-                sel = sel[sel.cell == cell]
-                if sel.empty:
-                    continue
-                sel = sel.assign(k=sel.option.astype(int)).sort_values("k")
-                style, what = SOURCE_STYLES[experiment]
-                ax.plot(sel.k, sel.value.astype(float), style, color=colours[experiment], marker="o", markersize=3, label=what)
-                if source_model is None and sel.lower.notna().all():
-                    ax.fill_between(sel.k, sel.lower.astype(float), sel.upper.astype(float), color="black", alpha=0.12)
-            ax.set_title(cell, fontsize=7)
-            ax.set_xticks(list(STATES))
-            ax.tick_params(labelsize=7)
-        axes[i][0].set_ylabel(model or "humans", fontsize=8)
-        axes[-1][0].set_xlabel("exactly k of 3", fontsize=8)
-    return _finish(fig, axes, "Study 1: belief in exactly k of 3 items, per access x observe")
-
-
-def _finish(fig, axes, title: str) -> str:
-    handles = {label: h for ax in axes.ravel() for h, label in zip(*ax.get_legend_handles_labels())}
-    fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.05, right=0.86, top=0.92, bottom=0.08, hspace=0.45, wspace=0.12)
-    return _png(fig)
-
-
-def _findings_section(table: Optional[pd.DataFrame], human: Optional[pd.DataFrame]) -> str:
-    """Goodman & Stuhlmueller (2013)'s comparisons tested on every source's bets."""
-    sources = {}
-    people = comparison.human_responses(1, human, "bet")
-    if people is not None:
-        sources["humans"] = people
-    if table is not None:
-        for model, part in table.groupby("model_name", observed=True, sort=True):
-            for experiment, label in (("exp1_coded", "Exp 1 coded bets"), ("exp2_probabilities", "Exp 2 probabilities")):
-                bets = comparison.model_responses(part, 1, "bet", experiment)
-                if bets is not None:
-                    sources[f"{model} · {label}"] = bets
-    intro = ("<h2>Study 1: the paper's findings (Goodman &amp; Stuhlmueller 2013)</h2><p>With full access, listeners bet more on "
-             "exactly the stated number than on more (an upper-bounded reading); with partial access that reading weakens or "
-             "disappears. Each comparison is tested on each source's normalised bets, paired over trials (Experiment 2: one "
-             f"trial per distinct prompt): mean difference with a 95% bootstrap interval and a one-sided sign-flip p-value; "
-             f"'reproduced' means the difference is greater (p &lt; {comparison.ALPHA}) where the paper found it greater, and "
-             "not greater where the paper found it no longer greater.</p>")
-    if not sources:
-        return intro + "<p>No bets to test: run extraction or Experiment 2, or give human bets with --human1.</p>"
-    table = comparison.findings_table(sources)
-    table["p_one_sided"] = [("NA" if pd.isna(p) else "< 0.001" if p < 0.001 else f"{p:.3f}") for p in table.p_one_sided]
-    return intro + _table(table, index=False)
-
-
-def _human_section(study: int, table: Optional[pd.DataFrame], human, rows: pd.DataFrame) -> str:
+def _human_section(ctx: ReportContext, study: int) -> str:
     """Models beside the human participants (or the models alone, said in one line, without human data)."""
+    human: Optional[HumanTable] = ctx.human.get(study)
+    table = ctx.comparison if ctx.comparison is not None else comparison.comparison_frame([])
+    rows = table[table.study == study]
     flag = f"--human{study}"
     what = "speaker production (Yoon, Tessler, Goodman &amp; Frank 2020 format)" if study == 2 else "listener judgements"
     parts = [f"<h2>Study {study}: models compared with human participants</h2>"]
@@ -264,14 +155,13 @@ def _human_section(study: int, table: Optional[pd.DataFrame], human, rows: pd.Da
         parts.append(f"<p>No human data given ({flag}): the models are shown alone.</p>")
     else:
         parts.append(f"<p>Human {what}: {html.escape(human.path)} (sha256 {human.sha256[:12]}), {len(human.frame)} trials from "
-                     f"{human.participants} participants. Intervals: {html.escape(comparison.BETA_METHOD)} for proportions, "
-                     f"{html.escape(comparison.PARTICIPANT_BOOT)} for mean bets.</p>")
-        agreement = _agreement(study, table, human.frame)
-        if len(agreement):
-            parts.append("<p>Agreement per model (mean Jensen-Shannon divergence over cells, 0 = same distribution; Pearson "
-                         "correlation over cells x options; 95% intervals by resampling participants):</p>"
-                         + _table(agreement, index=False))
-    for measure in comparison.STUDY_MEASURES[study]:
+                     f"{human.participants} participants. Intervals: {html.escape(comparison.JEFFREYS_METHOD)} for human "
+                     "proportions; bootstrap over participants for human mean bets; bootstrap over items for models (each "
+                     "item's answers averaged first). n counts those units.</p>")
+        parts.append(agreement_html(ctx, study))
+        if len(rows):
+            parts.append(report_figures.scatter(rows, study))
+    for measure in STUDY_MEASURES[study]:
         wide = _side_by_side(rows, measure)
         if len(wide):
             label = {"utterance": "utterance choice per goal x state", "bet": "normalised bet on exactly k of 3 per access x observe",
@@ -279,52 +169,64 @@ def _human_section(study: int, table: Optional[pd.DataFrame], human, rows: pd.Da
                      "knowledge": "'does the speaker know' per access x observe"}[measure]
             parts.append(f"<h3>Study {study}: {label}</h3>" + _table(wide))
     if (rows.measure == ("utterance" if study == 2 else "bet")).any():
-        parts.append(_study2_lines(rows) if study == 2 else _study1_lines(rows))
+        parts.append(report_figures.study2_lines(rows) if study == 2 else report_figures.study1_lines(rows))
     return "".join(parts)
+
+
+def _human_sections(ctx: ReportContext) -> str:
+    return "".join(_human_section(ctx, study) for study in ctx.studies)
+
+
+def _confidence_timing(ctx: ReportContext) -> str:
+    return "<h2>Extraction confidence and timing</h2>" + _confidence_timing_plot(ctx.tables)
+
+
+Section = Callable[[ReportContext], str]
+SECTIONS: list[Section] = [
+    _header,
+    _validation,
+    _study1_answers,
+    _study2_answers,
+    study1_findings_section,
+    study2_findings_section,
+    _human_sections,
+    fits_report_section,  # the papers' models fitted to every source (steps/report_fits.py)
+    _confidence_timing,
+]
+STYLE = ("<style>body{font-family:sans-serif;max-width:1300px;margin:2em auto;color:#222}"
+         "table.t{border-collapse:collapse;font-size:12px;margin:.5em 0}"
+         "table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd;vertical-align:top}"
+         ".bad{color:#b00}.ok{color:#070;font-weight:bold}.mid{color:#a60}img{max-width:100%}</style>")
+
+
+def _not_finished(lines: Optional[list[str]]) -> str:
+    """What of the run did not finish, and why (None: not known, nothing said)."""
+    if lines is None:
+        return ""
+    if not lines:
+        return "<p>Every model of the run finished.</p>"
+    return ("<h2 class=bad>Not finished</h2><p>This report and the analysis tables cover the models that finished; the run failed "
+            "for:</p><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>")
 
 
 def render_report(tables: dict[int, pd.DataFrame], validations: dict[int, dict], run_id: str, code_version: str,
                   human: Optional[dict[int, HumanTable]] = None, comparison_table: Optional[pd.DataFrame] = None,
+                  settings: Optional[AnalysisSettings] = None, not_finished: Optional[list[str]] = None,
                   fits: Optional[dict[int, tuple[pd.DataFrame, pd.DataFrame]]] = None) -> str:
     """The HTML report for the analysis tables of a run (study number -> table), with the human data files given
-    (study -> table), the long comparison table (computed here when not given) and the papers' model fits (study ->
-    parameters and predictions tables, :mod:`steps.report_fits`)."""
+    (study -> table), the long comparison table (computed here when not given) and the analysis settings.
+    ``not_finished``: what of the run did not finish, and why (one line each): said right after the header.
+    ``fits``: study -> the papers' model fit tables (parameters, predictions)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    parts = [f"<h1>grace-pipeline quality report</h1><p>Run <b>{html.escape(run_id)}</b>, code {html.escape(code_version)}, "
-             f"generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}.</p>"]
-    status = [f"<li>Study {n}: {'passed' if v.get('passed') else '<b class=bad>FAILED</b>'}</li>" for n, v in sorted(validations.items())]
-    parts.append("<h2>Validation</h2><ul>" + "".join(status) + "</ul>")
-    parts.append("<h2>Rows per model and study</h2>" + _table(_counts(tables)))
-    if 1 in tables:
-        t = tables[1]
-        coded = t.assign(knows_yes=t.Knowledge_A.eq("yes").where(t.Knowledge_A.notna()))
-        parts.append("<h2>Study 1: extracted answers by access x observe</h2>"
-                     "<p>Mean Prior_A and share of 'yes' to the knowledge question (coded answers only).</p>")
-        parts.append(_table(coded.groupby(["model_name", "access", "observe"], observed=True).agg(
-            rows=("row_index", "size"), mean_Prior_A=("Prior_A", "mean"), share_knows_yes=("knows_yes", "mean"))))
-        if "state0_prob_0" in t and t.state0_prob_0.notna().any():
-            parts.append("<h2>Study 1: Experiment 2 distributions</h2>" + _study1_exp2_plot(t))
-    if 2 in tables:
-        t = tables[2]
-        parts.append("<h2>Study 2: coded answers (Experiment 1) by goal x state</h2>")
-        parts.append(_table(pd.crosstab([t.model_name, t.Goal_simplified, t.State_number], t.response_cleaned.fillna("(not coded)"))))
+    settings = settings or AnalysisSettings()
     human = human or {}
-    if comparison_table is None:
-        comparison_table = comparison.comparison_frame(
-            [r for n in sorted(set(tables) | set(human)) for r in comparison.comparison_rows(n, tables.get(n), _frame(human.get(n)))])
-    if 1 in tables or 1 in human:
-        parts.append(_findings_section(tables.get(1), _frame(human.get(1))))
-    for study in sorted(set(tables) | set(human)):
-        parts.append(_human_section(study, tables.get(study), human.get(study), comparison_table[comparison_table.study == study]))
-    parts.append(fits_section(fits, sorted(set(tables) | set(human))))  # the papers' models (steps/report_fits.py)
-    parts.append("<h2>Extraction confidence and timing</h2>" + _confidence_timing_plot(tables))
-    style = ("<style>body{font-family:sans-serif;max-width:1300px;margin:2em auto;color:#222}"
-             "table.t{border-collapse:collapse;font-size:12px;margin:.5em 0}"
-             "table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd}"
-             ".bad{color:#b00}img{max-width:100%}</style>")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>grace-pipeline report {html.escape(run_id)}</title>{style}</head>"
-            f"<body>{''.join(parts)}</body></html>")
-
-
+    ctx = ReportContext(tables, validations, run_id, code_version, human, comparison_table, settings, fits=fits or {})
+    if ctx.comparison is None:
+        ctx.comparison = comparison.comparison_frame(
+            [r for n in ctx.studies for r in comparison.comparison_rows(n, tables.get(n), ctx.human_frame(n), settings.study1_exclude)])
+    parts = [section(ctx) for section in SECTIONS]
+    body = parts[0] + _not_finished(not_finished) + "".join(parts[1:])  # after the header (SECTIONS[0])
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>grace-pipeline report {html.escape(run_id)}</title>{STYLE}"
+            f"</head><body>{body}</body></html>")

@@ -6,27 +6,17 @@ Input: per study the two fit tables (:mod:`schemas.fits`, written by the fit ste
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from typing import Optional
 
 import numpy as np
 import pandas as pd
 
+from steps.report_context import ReportContext, png
 from steps.rsa_polite import GOALS, PAPER_WEIGHTS, informational_emphasis
 
 MAX_SOURCES = 8  # sources drawn in the per-cell figures (every source is in the tables)
 PAPER_R2 = 0.97  # Yoon et al. (2020): variance explained by the full model on the human data
-
-
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
 def _table(frame: pd.DataFrame) -> str:
@@ -225,7 +215,7 @@ def _finish(fig, axes, title: str) -> str:
     fig.suptitle(title, fontsize=10)
     height = fig.get_size_inches()[1]
     fig.subplots_adjust(left=0.06, right=0.84, top=1 - 0.55 / height, bottom=0.4 / height, hspace=0.5, wspace=0.12)
-    return _png(fig)
+    return png(fig)
 
 
 def fits_section(fits: Optional[dict[int, tuple[pd.DataFrame, pd.DataFrame]]], studies: list[int]) -> str:
@@ -239,3 +229,8 @@ def fits_section(fits: Optional[dict[int, tuple[pd.DataFrame, pd.DataFrame]]], s
         parameters, predictions = fits[study]
         parts.append(_study2(parameters, predictions) if study == 2 else _study1(parameters, predictions))
     return "".join(parts)
+
+
+def fits_report_section(ctx: ReportContext) -> str:
+    """The report section (see :data:`steps.report.SECTIONS`): the fits of every study of the run."""
+    return fits_section(ctx.fits, ctx.studies)

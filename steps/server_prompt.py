@@ -126,7 +126,9 @@ class ReplyTokenizer:
         if not text:
             return ()
         task = self._known.get(text)
-        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+        if task is not None and task.done() and not task.cancelled() and task.exception() is None:
+            return tuple(task.result())  # known: no new task (every row asks again for every option)
+        if task is None or task.done():
             task = self._known[text] = asyncio.create_task(tokenize_text(self.client, self.model, text))
         return tuple(await asyncio.shield(task))
 
@@ -148,7 +150,7 @@ async def option_ids(replies: ReplyTokenizer, remainder: str, form: str) -> tupl
 
     Raises :class:`Unscorable` on a boundary merge or an option without tokens of its own.
     """
-    before, whole = await asyncio.gather(replies.ids(remainder), replies.ids(remainder + form))
+    before, whole = await replies.ids(remainder), await replies.ids(remainder + form)  # known after the first row
     if whole[: len(before)] != before:
         raise OptionIdsError(f"boundary merge: the server's tokenizer joins the end of the reply prefix {remainder!r} with the start "
                          f"of the option {form!r} (the prefix's ids change when the option follows), so the option has no ids "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -34,9 +34,9 @@ class PromptTemplate:
     system: str
     user: str
 
-    @property
+    @cached_property
     def hash(self) -> str:
-        """First 16 hex digits of sha256 over the template's canonical JSON."""
+        """First 16 hex digits of sha256 over the template's canonical JSON (computed once: every row's record carries it)."""
         canonical = json.dumps({"system": self.system, "user": self.user}, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -51,7 +51,6 @@ class ProbabilityQuestion:
 
     name: str
     template: PromptTemplate
-    answer_prefix: str
     options: dict[str, tuple[str, ...]]
     repeat: dict[str, tuple] = field(default_factory=dict)
 
@@ -77,11 +76,11 @@ class StudySpec:
     probability_summary: str = ""
     extraction_prompt: PromptTemplate = PromptTemplate("", "")
 
-    @property
+    @cached_property
     def probability_hash(self) -> str:
         """First 16 hex digits of sha256 over every Experiment 2 prompt and option list."""
         canonical = json.dumps(
-            [[q.name, q.template.system, q.template.user, q.answer_prefix, q.options, q.repeat] for q in self.probability_questions],
+            [[q.name, q.template.system, q.template.user, q.options, q.repeat] for q in self.probability_questions],
             sort_keys=True,
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -107,7 +106,6 @@ def _parse(number: int, raw: dict[str, Any]) -> StudySpec:
                 ProbabilityQuestion(
                     name=q["name"],
                     template=PromptTemplate(system=q.get("system", ""), user=q["user"]),
-                    answer_prefix=q.get("answer_prefix", ""),
                     options={str(label): tuple(forms) for label, forms in q["options"].items()},
                     repeat={k: tuple(v) for k, v in (q.get("repeat") or {}).items()},
                 )

@@ -14,6 +14,14 @@ from tests.fakes.fake_openai_server import FakeOpenAIServer
 from tests.s3_server import SeaweedS3
 
 
+@pytest.fixture(autouse=True)
+def no_kubernetes_credentials(monkeypatch, tmp_path_factory):
+    """No test reaches a real cluster: no kubeconfig and no in-cluster ServiceAccount unless a test points at a FAKE one
+    (tests/fakes/fake_kube_api.py), whatever the machine running the tests has."""
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path_factory.getbasetemp() / "no-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+
 @pytest.fixture
 def study1():
     return load_study(1)

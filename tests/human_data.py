@@ -6,6 +6,9 @@ In cell (informative, heart0) 29 of 50 say "It was terrible" (0.58), 11 "It wasn
 every other cell: participant i says utterance i % 8.
 Study 1 (this project's long format): 20 participants x the 9 access x observe cells; bets
 with the upper-bounded reading at full access (3 of 3 seen).
+Study 2 with the paper's directions (:func:`write_human2_paper`): 120 participants drawing, with a
+fixed seed, from per-cell chances in which every effect Yoon et al. (2020) report points the
+published way (more negation with both goals, most in bad states; white lies with a kind goal).
 """
 
 from __future__ import annotations
@@ -69,4 +72,49 @@ def write_human1(path: Path, participants: int = 20) -> Path:
                     trial += 1
                     out.writerow([f"s{p}", trial, "exams", access, observe, 3 if p % 4 else 2, *study1_bets(p, access, observe),
                                   "yes" if access == 3 else "no"])
+    return path
+
+
+# Study 2 with the direction of every effect Yoon et al. (2020) report (a synthetic file, not their data): per goal and
+# state, the chance of each utterance; participants draw one utterance per cell with a fixed seed.
+ORDER = ("was terrible", "was bad", "was good", "was amazing", "wasn't terrible", "wasn't bad", "wasn't good", "wasn't amazing")
+PAPER_CELLS = {
+    ("informative", 0): {"was terrible": .55, "was bad": .15, "wasn't good": .15, "wasn't amazing": .05, "wasn't terrible": .05,
+                         "wasn't bad": .05},
+    ("informative", 1): {"was bad": .3, "wasn't good": .3, "wasn't amazing": .2, "wasn't terrible": .1, "was terrible": .05,
+                         "was good": .05},
+    ("informative", 2): {"was good": .75, "wasn't amazing": .1, "wasn't bad": .05, "was amazing": .1},
+    ("informative", 3): {"was amazing": .9, "was good": .1},
+    ("social", 0): {"was good": .25, "was amazing": .1, "wasn't terrible": .3, "wasn't bad": .2, "was terrible": .1, "was bad": .05},
+    ("social", 1): {"was good": .35, "was amazing": .1, "wasn't terrible": .2, "wasn't bad": .25, "was bad": .1},
+    ("social", 2): {"was good": .5, "was amazing": .45, "wasn't bad": .05},
+    ("social", 3): {"was amazing": .9, "was good": .1},
+    ("both", 0): {"wasn't terrible": .4, "wasn't bad": .2, "wasn't good": .1, "wasn't amazing": .05, "was terrible": .15,
+                  "was good": .05, "was bad": .05},
+    ("both", 1): {"wasn't terrible": .3, "wasn't bad": .25, "wasn't amazing": .15, "wasn't good": .05, "was good": .15, "was bad": .1},
+    ("both", 2): {"was good": .85, "wasn't bad": .1, "was amazing": .05},
+    ("both", 3): {"was amazing": .85, "was good": .15},
+}
+ITEMS2 = ("poem", "cake", "presentation", "song", "painting", "speech", "dinner", "essay", "recital", "film", "app", "cookie", "solo")
+
+
+def paper_cell_distribution(goal: str, state: int) -> list[float]:
+    """The synthetic chance of each utterance (in ORDER) for a goal ('informative' / 'social' / 'both') and state."""
+    cell = PAPER_CELLS[(goal, state)]
+    return [cell.get(u, 0.0) for u in ORDER]
+
+
+def write_human2_paper(path: Path, participants: int = 120, seed: int = 7) -> Path:
+    """A Study 2 human file whose participants choose with the chances of PAPER_CELLS (one trial per goal x state each)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    with path.open("w", newline="") as f:
+        out = csv.writer(f, quoting=csv.QUOTE_NONNUMERIC)
+        out.writerow(["subid", "trial", "item", "goal", "true_state", "positivity", "utterance"])
+        for p in range(participants):
+            for trial, (goal, state) in enumerate(PAPER_CELLS, start=1):
+                frame, word = ORDER[rng.choice(len(ORDER), p=paper_cell_distribution(goal, state))].split()
+                out.writerow([f"sub-{p:03d}", trial, ITEMS2[(p + trial) % len(ITEMS2)], goal, f"heart{state}",
+                              "neg" if frame == "wasn't" else "no_neg", word])
     return path

@@ -40,7 +40,11 @@ VALID = {"s3": {"bucket": "grace-artifacts", "endpoint": "minio.minio.svc:9000",
 WT_SOURCE = "grace-pipeline/templates/workflowtemplate.yaml"
 KUBE_VERSIONS = ("1.27.0", kubernetes_validate.utils.latest_version())  # the chart's kubeVersion floor and the newest schemas
 SECRET_NAMES = {"s3": S3_SECRET[0], "hfToken": HF_SECRET[0], "extractor": EXTRACTOR_SECRET[0], "endpoint": ENDPOINT_SECRET[0]}
-ARGO_EXPRESSION = re.compile(r"\{\{(workflow\.parameters|inputs\.parameters|item|tasks\.[a-z0-9-]+\.outputs)\b[^{}]*\}\}")
+SUBMITTER = "grace-submitter"  # the account README.md's submit recipe mints a token for
+CHART_KINDS = ["ConfigMap", "ConfigMap", "PersistentVolumeClaim", *(["ServiceAccount", "Role", "RoleBinding"] * 2), "ClusterRole",
+               "ClusterRoleBinding"]  # besides the template
+PREFLIGHT_ROLE = f"grace-pipeline-preflight-{NAMESPACE}"
+ARGO_EXPRESSION = re.compile(r"\{\{(workflow\.parameters|workflow\.name|inputs\.parameters|item|tasks\.[a-z0-9-]+\.outputs)\b[^{}]*\}\}")
 
 
 def merged(base: dict, override: dict) -> dict:
@@ -115,7 +119,7 @@ def test_argo_expressions_survive_helm(manifests, expected_template):
 
 def test_workflowtemplate_can_be_left_out(chart):
     docs = documents(render(chart, merged(VALID, {"workflowTemplate": {"install": False}})))
-    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "ConfigMap", "PersistentVolumeClaim", "Role", "RoleBinding", "ServiceAccount"]
+    assert sorted(d["kind"] for d in docs) == sorted(CHART_KINDS)
 
 
 def test_workflowtemplate_refers_to_what_the_chart_installs(docs):
@@ -201,11 +205,77 @@ def test_service_account_and_least_privilege_rbac(docs):
     account = one(docs, "ServiceAccount", SERVICE_ACCOUNT)
     assert account.get("automountServiceAccountToken") is True  # Argo's executor reports outputs with this token
     role = one(docs, "Role", SERVICE_ACCOUNT)
-    assert role["rules"] == [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}]
+    assert role["rules"] == [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]},
+                             {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "resourceNames": ["grace-model-cache"],
+                              "verbs": ["get"]}]  # the executor's task results; the plan step's preflight reads the weight cache
     binding = one(docs, "RoleBinding", SERVICE_ACCOUNT)
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]
+    # cluster-wide: only reading nodes and storage classes, for the preflight
+    (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    assert cluster_role["metadata"]["name"] == PREFLIGHT_ROLE and cluster_role["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]},
+        {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get"]}]
+    (cluster_binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    assert cluster_binding["roleRef"]["name"] == PREFLIGHT_ROLE and {s["name"] for s in cluster_binding["subjects"]} == {
+        SERVICE_ACCOUNT, SUBMITTER}
+
+
+def test_the_preflights_node_reader_can_be_left_out(chart):
+    docs = documents(render(chart, merged(VALID, {"preflight": {"readNodes": False}})))
     assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    alone = documents(render(chart, merged(VALID, {"submitter": {"create": False}})))
+    assert [s["name"] for d in alone if d["kind"] == "ClusterRoleBinding" for s in d["subjects"]] == [SERVICE_ACCOUNT]
+
+
+def grants(rule: dict, group: str, resource: str, verb: str = "*") -> bool:
+    """Whether an RBAC rule grants ``verb`` on ``resource`` of API ``group`` (wildcards included; verb '*': any verb)."""
+    return (group in rule.get("apiGroups", []) or "*" in rule.get("apiGroups", [])) and \
+        (resource in rule.get("resources", []) or "*" in rule.get("resources", [])) and \
+        (verb == "*" or verb in rule.get("verbs", []) or "*" in rule.get("verbs", []))
+
+
+def roles(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if d["kind"] in ("Role", "ClusterRole")]
+
+
+def test_the_submitter_account_of_the_readme_exists_with_least_privilege(docs):
+    """README: ARGO_TOKEN="$(kubectl -n grace create token grace-submitter)": the chart creates that account, which may submit
+    and retry workflows from the template and read their status and logs, and nothing more."""
+    readme = (CHART.parents[1] / "README.md").read_text()
+    assert f"create token {SUBMITTER}" in readme
+    account = one(docs, "ServiceAccount", SUBMITTER)
+    assert account["automountServiceAccountToken"] is False  # no pod runs as it; tokens are minted on demand
+    role = one(docs, "Role", SUBMITTER)
+    rules = role["rules"]
+    for group, resource, verb in (("argoproj.io", "workflowtemplates", "get"), ("argoproj.io", "workflows", "create"),
+                                  ("argoproj.io", "workflows", "get"), ("argoproj.io", "workflows", "watch"),
+                                  ("argoproj.io", "workflows", "update"), ("", "pods/log", "get"), ("", "pods", "delete")):
+        assert any(grants(r, group, resource, verb) for r in rules), (group, resource, verb)  # submit, status, retry, logs
+    forbidden = (("", "secrets", "*"), ("argoproj.io", "workflows", "delete"), ("argoproj.io", "workflowtemplates", "create"),
+                 ("argoproj.io", "workflowtemplates", "update"), ("", "pods/exec", "*"), ("rbac.authorization.k8s.io", "roles", "*"),
+                 ("", "serviceaccounts/token", "*"))
+    for group, resource, verb in forbidden:
+        assert not any(grants(r, group, resource, verb) for r in rules), (group, resource, verb)
+    assert not [r for r in rules if "*" in r["apiGroups"] + r["resources"] + r["verbs"]]
+    readable = [r for r in rules if r["resources"] in (["configmaps"], ["persistentvolumeclaims"])]
+    assert readable and all(r["verbs"] == ["get"] and r.get("resourceNames") for r in readable)  # the preflight's reads: named objects
+    binding = one(docs, "RoleBinding", SUBMITTER)
+    assert binding["roleRef"]["name"] == SUBMITTER and binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": SUBMITTER, "namespace": NAMESPACE}]
+
+
+def test_no_account_of_the_chart_may_read_secrets(docs):
+    found = [(r["metadata"]["name"], rule) for r in roles(docs) for rule in r["rules"] if grants(rule, "", "secrets")]
+    assert found == []
+    planted = {"apiGroups": [""], "resources": ["*"], "verbs": ["get"]}  # the check can fail: a wildcard counts
+    assert grants(planted, "", "secrets")
+
+
+def test_the_submitter_account_can_be_left_out(chart):
+    docs = documents(render(chart, merged(VALID, {"submitter": {"create": False}})))
+    assert not [d for d in docs if d["metadata"]["name"] == SUBMITTER]
+    assert lint(merged(VALID, {"submitter": {"create": False}}))["errors"] == []
 
 
 def test_notes_tell_how_to_create_secrets_and_submit(manifests):
@@ -243,6 +313,8 @@ INVALID = [
     pytest.param({"s3": {"bukket": "grace-artifacts"}}, "additional properties 'bukket'", id="s3-typo"),
     pytest.param({"replicas": 2}, "additional properties 'replicas'", id="unknown-top-level-key"),
     pytest.param({"workflowTemplate": {"install": "false"}}, "/workflowTemplate/install", id="install-string"),
+    pytest.param({"submitter": {"create": "yes"}}, "/submitter/create", id="submitter-create-string"),
+    pytest.param({"preflight": {"readNodes": 1}}, "/preflight/readNodes", id="preflight-read-nodes-number"),
     pytest.param({"modelCache": {"size": "lots"}}, "/modelCache/size", id="cache-size-not-a-quantity"),
     pytest.param({"modelCache": {"create": "yes"}}, "/modelCache/create", id="cache-create-string"),
     pytest.param({"secrets": {"s3": {"name": "my-s3"}}}, "/secrets/s3/name", id="s3-secret-renamed"),
@@ -291,7 +363,7 @@ def test_manifests_pass_strict_kubernetes_validation(docs, version):
             continue  # a CRD: kubernetes-validate ships no schema for it
         kubernetes_validate.validate(doc, version, strict=True)
         validated.append(doc["kind"])
-    assert sorted(validated) == ["ConfigMap", "ConfigMap", "PersistentVolumeClaim", "Role", "RoleBinding", "ServiceAccount"]
+    assert sorted(validated) == sorted(CHART_KINDS)
 
 
 def test_strict_validation_would_catch_a_wrong_field(docs):

@@ -101,6 +101,8 @@ def test_vllm_model_without_endpoint_is_a_clear_error(tmp_path, capsys):
     pytest.param(["--max-tokens", "0"], "max_tokens", id="max-tokens-zero"),
     pytest.param(["--studies", "3"], "unknown study", id="unknown-study"),
     pytest.param(["--temperature", "9"], "temperature", id="temperature-range"),
+    pytest.param(["--study1-exclude", "prior,mood"], "unknown check 'mood'", id="unknown-exclusion-check"),
+    pytest.param(["--equivalence-margin", "0"], "equivalence_margin", id="margin-zero"),
 ])
 def test_invalid_options(tmp_path, capsys, args, message):
     try:
@@ -210,3 +212,14 @@ def test_a_bad_registry_file_names_the_file_and_entry(tmp_path, capsys):
     assert main(["models", "--registry", str(registry)]) == 2
     err = capsys.readouterr().err
     assert str(registry) in err and "entry 1 ('x')" in err and "gpus" in err
+
+
+def test_analysis_options_reach_the_run_configuration():
+    from pipeline.cli import build_parser
+    from pipeline.cli_options import config_from_args
+
+    args = build_parser().parse_args(["run", "--equivalence-margin", "0.2", "--study1-exclude", "prior,knowledge"])
+    analysis = config_from_args(args).analysis
+    assert analysis.equivalence_margin == 0.2 and analysis.study1_exclude == ("prior", "knowledge")
+    assert config_from_args(build_parser().parse_args(["run"])).analysis.study1_exclude == ()
+

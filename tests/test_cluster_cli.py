@@ -110,9 +110,9 @@ def test_step_waits_for_the_sidecar_to_become_healthy():
         async with httpx.AsyncClient() as http:
             await wait_for_health(http, server.url, timeout_s, poll_s=0.2)
 
-    with FakeOpenAIServer(healthy_after_s=1.0) as loading:
-        asyncio.run(wait(loading, 30))
-        assert loading.health_requests >= 3  # 503 while "loading", then 200
+    with FakeOpenAIServer(healthy_after_polls=2) as loading:
+        asyncio.run(wait(loading, 600))
+        assert loading.health_requests == 3  # 503 twice while "loading", then 200
     with FakeOpenAIServer(healthy_after_s=60) as stuck:
         with pytest.raises(ServerError, match="not healthy after 1 s"):
             asyncio.run(wait(stuck, 1))

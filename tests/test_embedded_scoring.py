@@ -103,13 +103,34 @@ def test_scores_equal_direct_llama_cpp_and_shared_prefix_is_reproducible(server,
     assert evaluated < usage["prompt_tokens"] / 4
 
 
-def test_row_distributions_sum_to_one(server, study1, study1_table):
-    distributions = _with_client(server, lambda client: score_row(study1_table.frame.iloc[1].to_dict(), study1, MODEL, client, "exact"))
+def test_row_distributions_are_the_options_probabilities_normalised(server, study1, study1_table):
+    """Not a sum-to-1 check (a softmax always sums to 1): the row's knowledge distribution and its option mass are
+    recomputed from scratch with llama_cpp.Llama and numpy on the question's own ids ('yes' + 'Yes', 'no' + 'No'),
+    equal within the measured shared-prefix bound (each option's log-probability within the bound, hence each
+    probability within twice it after normalising)."""
+    import math
+
+    row = study1_table.frame.iloc[1].to_dict()
+    knowledge = study1.probability_questions[1]
+    messages = scoring_messages(knowledge, study1, row, {}, MODEL)
+
+    async def work(client):
+        return await score_row(row, study1, MODEL, client, "exact"), await question_ids(client, MODEL, messages, knowledge.options)
+
+    distributions, question = _with_client(server, work)
     assert set(distributions) == {"state0", "state1", "state2", "state3", "knowledge"}
     for d in distributions.values():
-        assert abs(sum(d.probs.values()) - 1.0) < 1e-9
         assert 0 < d.mass <= 1
         assert len(set(round(p, 12) for p in d.probs.values())) > 1  # not a uniform fallback
+    prompts = question.prompts()
+    direct = dict(zip(range(len(prompts)), _direct_scores(gguf_path(MODEL), [ids for _, ids in prompts], len(question.context))))
+    label_logprob = {label: math.log(sum(math.exp(direct[i]) for i, (lab, _) in enumerate(prompts) if lab == label))
+                     for label in knowledge.options}
+    mass = sum(math.exp(v) for v in label_logprob.values())
+    got = distributions["knowledge"]
+    assert abs(math.log(got.mass) - math.log(mass)) <= SHARED_PREFIX_BOUND_NATS
+    for label, value in label_logprob.items():
+        assert abs(math.log(got.probs[label]) - (value - math.log(mass))) <= 2 * SHARED_PREFIX_BOUND_NATS
 
 
 def test_separate_requests_are_the_from_scratch_reference(server, study2, study2_table):

@@ -84,6 +84,8 @@ def test_study1_long_format(tmp_path):
     pytest.param("subid,story,access,observe,bet_0,bet_1,bet_2,bet_3", "a,exams,2,1,-5,30,30,45", "greater than or equal to 0",
                  id="negative-bet"),
     pytest.param("subid,story,access,observe,prior", "a,exams,4,1,2", "less than or equal to 3", id="access-4"),
+    pytest.param("subid,trial,story,access,observe,prior", "a,first,exams,3,1,2", "column 'trial'", id="trial-not-a-number"),
+    pytest.param("subid,trial,story,access,observe,prior", "a,1.5,exams,3,1,2", "column 'trial'", id="trial-not-whole"),
 ])
 def test_study1_problems_are_named(tmp_path, header, row, problem):
     path = tmp_path / "h1.csv"

@@ -181,3 +181,59 @@ def test_credentials_in_urls_are_redacted():
     from steps.llm_client import redact_url
     assert redact_url("http://user:s3cret@vllm.local:8000/v1") == "http://vllm.local:8000/v1"
     assert redact_url("http://vllm.local:8000") == "http://vllm.local:8000"
+
+
+def test_each_model_has_a_pool_as_large_as_its_concurrency_and_latency_is_the_requests_own(tmp_path, fake_server):
+    """100 requests in flight (more than the 64 connections every model once shared): none waits for a connection, so
+    each row's processing_time_ms is its request's 2 s, not 2 s more for a connection (a shared 64 pool gave >= 4 s)."""
+    import pandas as pd
+
+    from pipeline.cli import main
+
+    fake_server.latency_ms = 2000
+    code = main(["run", "--endpoint", f"fake-model={fake_server.url}", "--studies", "2", "--replications", "13", "--concurrency", "100",
+                 "--stages", "query", "--output", str(tmp_path)])
+    assert code == 0
+    assert fake_server.max_in_flight == 100
+    (raw,) = tmp_path.glob("*/exp1/fake-model_study2_raw_responses.parquet")
+    latency = pd.read_parquet(raw).processing_time_ms
+    # measured on a loaded 2-core machine (load 10): at most 1.35 s of a 1 s request; a wait for a connection adds a whole request
+    assert len(latency) == 104 and latency.min() >= 2000 and latency.max() < 3800
+
+
+def test_the_aiohttp_session_speaks_the_contract(fake_server):
+    """The pool runs use: replies for any status, transport failures as httpx.TransportError (retried), in the
+    same LLMClient the respx tests drive."""
+    from steps.http_session import AiohttpSession
+
+    async def go():
+        session = AiohttpSession(4, request_timeout_s=0.5, connect_timeout_s=1)
+        try:
+            client = LLMClient(session, [fake_server.url], 4, RetryPolicy(max_attempts=2, base_delay_s=0.0, max_delay_s=0.0))
+            ok = await client.post_json("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})
+            fake_server.fault_script = ["truncated", "ok", "reset", "reset", "timeout", "timeout", "429", "ok"]
+            after_truncated = await client.post_json("/v1/chat/completions", {"messages": [{"role": "user", "content": "a"}]})
+            with pytest.raises(RequestFailed) as reset:
+                await client.post_json("/v1/chat/completions", {"messages": [{"role": "user", "content": "b"}]})
+            with pytest.raises(RequestFailed) as slow:
+                await client.post_json("/v1/chat/completions", {"messages": [{"role": "user", "content": "c"}]})
+            after_429 = await client.post_json("/v1/chat/completions", {"messages": [{"role": "user", "content": "d"}]})
+            with pytest.raises(RequestFailed) as rejected:
+                await client.post_json("/v1/chat/completions", {"messages": [{"role": "user", "content": "REJECT"}]})
+            listing = await client.get_json("/v1/models")
+            refused = LLMClient(session, ["http://127.0.0.1:9"], 1, RetryPolicy(max_attempts=1))
+            with pytest.raises(RequestFailed) as unreachable:
+                await refused.post_json("/v1/chat/completions", {})
+            return ok, after_truncated, reset.value, slow.value, after_429, rejected.value, listing, unreachable.value
+        finally:
+            await session.aclose()
+
+    fake_server.hang_s = 2
+    ok, after_truncated, reset, slow, after_429, rejected, listing, unreachable = asyncio.run(go())
+    assert ok.attempts == 1 and ok.body["choices"][0]["message"]["content"]
+    assert after_truncated.attempts == 2 and after_429.attempts == 2
+    assert reset.attempts == 2 and reset.reason.startswith(("ReadError", "RemoteProtocolError"))
+    assert slow.attempts == 2 and slow.reason.startswith("ReadTimeout")
+    assert rejected.attempts == 1 and rejected.status_code == 400 and rejected.reason == "HTTP 400: fake 400"
+    assert listing["data"][0]["id"] == "fake-model"
+    assert unreachable.reason.startswith("ConnectError") and unreachable.status_code is None

@@ -85,3 +85,30 @@ def test_broken_outputs_fail_validation_with_exit_5(tmp_path, capsys):
     out = capsys.readouterr()
     assert "row 1: joint sums to" in out.out
     assert (run / "analysis" / "study2_analysis.parquet").exists()  # the data is still merged for inspection
+
+
+def test_models_with_different_stages_merge_side_by_side():
+    """One model with Experiment 1 and extraction, one scored by Experiment 2 alone, one whose raw table is gone but whose
+    structured table (a copy of it plus the coded fields) is there: every row kept, each stage's columns where it ran."""
+    from schemas.analysis import analysis_row_model
+    from steps.merge import merge_study
+    from steps.studies import load_study
+
+    spec = load_study(2)
+    inputs = {"Participant_ID": [1, 2], "Domain": ["poem", "cake"], "Goal_simplified": ["social", "both"], "State_number": [0, 3]}
+    key = {"run_id": ["r", "r"], "row_index": [0, 1]}
+    raw = pd.DataFrame({**inputs, **key, "replication": [0, 0], "model_name": "a", "model_id": "a", "model_response": ["x", "y"],
+                        "status": "ok"})
+    structured = raw.assign(Was_Wasnt=["was", "wasn't"], extraction_status="ok")
+    probs = pd.DataFrame({**inputs, **key, "model_name": "b", "model_id": "b", "prob_was": [0.25, 0.75], "status": "ok"})
+    flags = pd.DataFrame([{"model_name": "b", "study": 2, "row_index": 1, "replication": 0, "flag": "low_option_mass", "reason": "r"}])
+    row_model = analysis_row_model(2, spec.input_model, spec.probability_summary)
+    table = merge_study({"a": (raw, structured, None), "b": (None, None, probs), "c": (None, structured.assign(model_name="c"), None)},
+                        flags, row_model, "v")
+    assert list(zip(table.model_name, table.row_index)) == [("a", 0), ("b", 0), ("c", 0), ("a", 1), ("b", 1), ("c", 1)]
+    by_model = table.set_index(["model_name", "row_index"])
+    assert by_model.loc[("a", 1), "Was_Wasnt"] == "wasn't" and pd.isna(by_model.loc[("a", 1), "prob_was"])
+    assert by_model.loc[("b", 1), "prob_was"] == 0.75 and pd.isna(by_model.loc[("b", 1), "model_response"])
+    assert by_model.loc[("b", 1), "replication"] == 0 and by_model.loc[("b", 1), "probability_status"] == "ok"
+    assert by_model.loc[("b", 1), "review_flags"] == "low_option_mass" and pd.isna(by_model.loc[("a", 1), "review_flags"])
+    assert by_model.loc[("c", 0), "model_response"] == "x" and by_model.loc[("c", 0), "query_status"] == "ok"

@@ -44,18 +44,24 @@ def test_study1_columns_are_the_seeds_and_distributions_are_consistent(tmp_path,
     assert list(frame.columns)[:SEED_COLUMN_COUNT[1]] == seed and len(seed) == 64
     assert set(study1.input_model.model_fields) <= set(frame.columns)  # the 9 inputs (68 + model_name)
     assert (frame.status == "ok").all()
-    for k in STATES:
+    state_question, knowledge_question = study1.probability_questions
+    for index, row in enumerate(study1_table.frame.to_dict(orient="records")):  # each bin: its own option's probability
+        for k in STATES:
+            expected, mass = _independent_distribution(study1, state_question, row, {"state": k})
+            assert [frame[f"state{k}_prob_{p}"].iloc[index] for p in PERCENT_BINS] == pytest.approx(
+                [expected[str(p)] for p in PERCENT_BINS], rel=1e-9)
+            assert frame[f"state{k}_option_mass"].iloc[index] == pytest.approx(mass, rel=1e-9)
+        expected, mass = _independent_distribution(study1, knowledge_question, row, {})  # 'yes' + 'Yes', 'no' + 'No'
+        assert frame.prob_knowledge_yes.iloc[index] == pytest.approx(expected["yes"], rel=1e-9)
+        assert frame.knowledge_option_mass.iloc[index] == pytest.approx(mass, rel=1e-9)
+    for k in STATES:  # the summaries are those of the distribution
         probs = frame[[f"state{k}_prob_{p}" for p in PERCENT_BINS]].to_numpy(dtype=float)
-        assert ((probs >= 0) & (probs <= 1)).all()
-        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
         mean = (probs * np.array(PERCENT_BINS)).sum(axis=1)
         np.testing.assert_allclose(frame[f"state{k}_mean"].to_numpy(dtype=float), mean, atol=1e-9)
         std = np.sqrt((probs * (np.array(PERCENT_BINS) - mean[:, None]) ** 2).sum(axis=1))
         np.testing.assert_allclose(frame[f"state{k}_std"].to_numpy(dtype=float), std, atol=1e-9)
         entropy = -(probs * np.log2(probs)).sum(axis=1)
         np.testing.assert_allclose(frame[f"state{k}_entropy"].to_numpy(dtype=float), entropy, atol=1e-9)
-        assert frame[f"state{k}_option_mass"].between(0, 1).all()
-    np.testing.assert_allclose((frame.prob_knowledge_yes + frame.prob_knowledge_no).to_numpy(dtype=float), 1.0, atol=1e-9)
 
 
 def test_study2_marginals_come_from_the_joint(tmp_path, study2, study2_table):
@@ -64,8 +70,7 @@ def test_study2_marginals_come_from_the_joint(tmp_path, study2, study2_table):
     frame = coerce_to_schema(outcome.frame, PROBABILITY_ROW_MODELS["study2_utterances"])
     assert list(frame.columns)[:5] == ["Participant_ID", "Domain", "Goal_simplified", "State_number", "model_name"]
     assert SEED_COLUMN_COUNT[2] == 22
-    joint = frame[[f"prob_{f}_{a}" for f in FRAMES for a in ASSESSMENTS]].to_numpy(dtype=float)
-    np.testing.assert_allclose(joint.sum(axis=1), 1.0, atol=1e-9)
+    joint = frame[[f"prob_{f}_{a}" for f in FRAMES for a in ASSESSMENTS]].to_numpy(dtype=float)  # the joint itself: below
     np.testing.assert_allclose(frame.prob_was.to_numpy(dtype=float), joint[:, :4].sum(axis=1), atol=1e-12)
     np.testing.assert_allclose(frame.prob_good.to_numpy(dtype=float), joint[:, 2] + joint[:, 6], atol=1e-12)
     np.testing.assert_allclose(frame.entropy_joint.to_numpy(dtype=float), -(joint * np.log2(joint)).sum(axis=1), atol=1e-9)
@@ -270,39 +275,45 @@ def test_seed_literal_sends_the_seeds_own_requests(tmp_path, study1, study1_tabl
     assert outcome.frame.state2_mean.iloc[0] == pytest.approx(50.0)
 
 
-def test_study2_distribution_and_mass_equal_an_independent_computation(tmp_path, study2, study2_table):
-    """Not a sum-to-1 check (a softmax always sums to 1): the probabilities and the unnormalised option mass are
-    recomputed here from the FAKE server's own definition of its template, tokenizer and log-probabilities
-    (:func:`fake_chat_template`, :func:`fake_tokens`, :func:`fake_logprob`), without the scoring code or token ids:
-    an option's log-probability is the sum over the tokens of context + option that start at or after the end of
-    the context text, each scored after the text before it (BOS not included, as the FAKE server scores it)."""
+def _independent_distribution(spec, question, row: dict, extra: dict) -> tuple[dict[str, float], float]:
+    """(label -> probability, option mass) of one question instance, recomputed from the FAKE server's own definition
+    of its template, tokenizer and log-probabilities (:func:`fake_chat_template`, :func:`fake_tokens`,
+    :func:`fake_logprob`), without the scoring code or token ids: an option's log-probability is the sum over the
+    tokens of context + option that start at or after the end of the context text, each scored after the text before
+    it (BOS not included, as the FAKE server scores it); a label's adds up its forms' probabilities."""
     import math
 
     from tests.fakes.fake_openai_server import BOS, fake_logprob, fake_tokens
 
+    assert FAKE.reply_prefix == ""  # the context is the FAKE template's text up to the reply, nothing after it
+    context = fake_chat_template(scoring_messages(question, spec, row, extra, FAKE))
+    assert context.startswith(BOS) and context.endswith("\n")  # no option can merge with the context's last token
+    scores = {}
+    for label, forms in question.options.items():
+        per_form = []
+        for form in forms:
+            text = context + form
+            tokens = fake_tokens(text)
+            starts = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+            option = [i for i in range(len(tokens)) if starts[i] >= len(context)]
+            assert "".join(tokens[i] for i in option) == form
+            per_form.append(sum(fake_logprob(text[len(BOS):starts[i]], tokens[i]) for i in option))
+        scores[label] = math.log(sum(math.exp(s) for s in per_form))
+    mass = sum(math.exp(s) for s in scores.values())
+    return {label: math.exp(score) / mass for label, score in scores.items()}, mass
+
+
+def test_study2_distribution_and_mass_equal_an_independent_computation(tmp_path, study2, study2_table):
+    """Not a sum-to-1 check (a softmax always sums to 1): see :func:`_independent_distribution`."""
     rows = study2_table.frame.head(2)
     with FakeOpenAIServer() as server:
         outcome = _run(server, rows, study2, tmp_path / "c.jsonl")
     assert (outcome.frame.status == "ok").all()
     (question,) = study2.probability_questions
-    assert FAKE.reply_prefix == ""  # the context is the FAKE template's text up to the reply, nothing after it
     for index, row in enumerate(rows.to_dict(orient="records")):
-        context = fake_chat_template(scoring_messages(question, study2, row, {}, FAKE))
-        assert context.startswith(BOS) and context.endswith("\n")  # no option can merge with the context's last token
-        scores = {}
-        for label, forms in question.options.items():
-            per_form = []
-            for form in forms:
-                text = context + form
-                tokens = fake_tokens(text)
-                starts = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
-                option = [i for i in range(len(tokens)) if starts[i] >= len(context)]
-                assert "".join(tokens[i] for i in option) == form
-                per_form.append(sum(fake_logprob(text[len(BOS):starts[i]], tokens[i]) for i in option))
-            scores[label] = math.log(sum(math.exp(s) for s in per_form))
-        mass = sum(math.exp(s) for s in scores.values())
+        probs, mass = _independent_distribution(study2, question, row, {})
         got = outcome.frame.iloc[index]
         assert got["option_mass"] == pytest.approx(mass, rel=1e-9) and 0 < mass < 1
-        assert len(scores) == len(FRAMES) * len(ASSESSMENTS) == 8
-        for label, score in scores.items():
-            assert got[f"prob_{label}"] == pytest.approx(math.exp(score) / mass, rel=1e-9)
+        assert len(probs) == len(FRAMES) * len(ASSESSMENTS) == 8
+        for label, p in probs.items():
+            assert got[f"prob_{label}"] == pytest.approx(p, rel=1e-9)

@@ -66,3 +66,15 @@ def test_readme_hera_submission_snippet_works(monkeypatch, capsys):
     assert body["resourceKind"] == "WorkflowTemplate" and body["resourceName"] == "grace-pipeline"
     assert body["submitOptions"]["parameters"] == ["models=llama-3.1-8b-instruct", "limit=10"]
     assert capsys.readouterr().out.strip() == SUBMITTED["metadata"]["name"]
+
+
+def test_the_readme_retry_list_is_the_workflows():
+    """The cluster section names every exit code the WorkflowTemplate retries, and no other."""
+    import re
+
+    from pipeline.cluster.workflow import TRANSIENT_EXIT_CODES
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    retries = text.split("- Retries: transient failures only (", 1)[1].split(")", 1)[0]
+    named = {int(c) for c in re.findall(r"\b(\d{1,3})\b", retries)}
+    assert named == set(TRANSIENT_EXIT_CODES)

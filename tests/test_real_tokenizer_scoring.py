@@ -138,7 +138,8 @@ def test_a_registry_reasoning_model_through_the_cli(tmp_path):
         assert len(probabilities) == rows and (probabilities.status == "ok").all()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["models"]["r1-distill-qwen-fake"]["reasoning_parser"] == "deepseek_r1"
-    assert manifest["reasoning_traces"]["r1-distill-qwen-fake"].startswith("server where vLLM runs with --reasoning-parser deepseek_r1")
+    # an endpoint of the researcher's: the pipeline splits at </think> unless the server sends the trace apart (trace_split says)
+    assert manifest["invocations"][-1]["servers"]["r1-distill-qwen-fake"]["reasoning_split"].startswith("client:")
 
 
 def test_a_model_spec_with_a_parser_must_be_a_reasoning_model():

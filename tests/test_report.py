@@ -34,18 +34,24 @@ def report(tmp_path_factory):
 def test_report_is_self_contained_with_every_section(report):
     text = report.read_text(encoding="utf-8")
     assert "http://" not in text and "https://" not in text  # opens offline
-    assert text.count("data:image/png;base64,") == 6  # 2 of them: the papers' models fitted (steps/report_fits.py)
+    # Exp 2 distributions, per-item Study 1 effects, per study the scatter and the lines, the papers' models fitted (one per
+    # study: steps/report_fits.py), confidence and timing
+    assert text.count("data:image/png;base64,") == 9
     for heading in ("Validation", "Rows per model and study", "Study 1: extracted answers by access x observe",
                     "Study 1: Experiment 2 distributions", "Study 2: coded answers (Experiment 1) by goal x state",
-                    "Study 1: the paper's findings (Goodman &amp; Stuhlmueller 2013)",
+                    "Study 1: the paper's findings (Goodman &amp; Stuhlmueller 2013)", "Study 2: the paper's findings (Yoon et al. 2020)",
                     "Study 1: models compared with human participants", "Study 2: models compared with human participants",
                     "Study 1: the paper's model (Goodman &amp; Stuhlmüller 2013)",
                     "Study 2: the paper's model (Yoon, Tessler, Goodman &amp; Frank 2020)", "Extraction confidence and timing"):
         assert f"<h2>{heading}</h2>" in text
     assert "fake-model" in text and "other-model" in text
     assert "600 trials from 50 participants" in text and "180 trials from 20 participants" in text
-    assert "0.580 [0.442, 0.707]" in text  # the synthetic cell where 29 of 50 say "It was terrible"
+    assert "0.580 [0.442, 0.709] n=50" in text  # the synthetic cell where 29 of 50 say "It was terrible" (Jeffreys)
     assert "No human data given" not in text
+    assert "equivalence margin <b>0.1</b>" in text and "Exclusions: none" in text
+    assert "humans: noise ceiling" in text and "baseline: goal-blind (state only)" in text
+    assert "<b>Self-check</b>" in text  # this synthetic human file lacks the paper's effects: said, not hidden
+    assert "the human file reproduces" in text
 
 
 def test_the_study_files_utterance_column_is_not_human_data(report):
@@ -59,7 +65,7 @@ def test_the_long_table_for_r_has_hand_computable_values(report):
     assert (report.parent / "comparison" / "human_model_comparison.csv").exists()
     human = table[(table.source == "human") & (table.study == 2)]
     cell = human[(human.goal == "informational") & (human.state == 0) & (human.option == "It was terrible")].iloc[0]
-    assert cell.value == pytest.approx(0.58) and cell.n == 50 and cell.participants == 50 and cell.interval.startswith("Bayesian")
+    assert cell.value == pytest.approx(0.58) and cell.n == 50 and cell.participants == 50 and cell.interval.startswith("Jeffreys")
     assert len(human) == 96
     bets = table[(table.source == "human") & (table.measure == "bet")]
     full = bets[(bets.access == 3) & (bets.observe == 2)].set_index("option").value

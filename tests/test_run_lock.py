@@ -100,16 +100,18 @@ def test_the_same_command_twice_second_stops_at_once_first_finishes(tmp_path, ca
     """Two runs on one store used to both exit 0, sending every request twice and mixing their checkpoints."""
     header, rows = read_rows(example_study_path(2))
     study = write_rows(tmp_path / "s2.csv", header, [[str(100 + c)] + r[1:] for c in range(10) for r in rows])  # 80 rows
-    with FakeOpenAIServer(latency_ms=50) as server:
-        args = ["--endpoint", f"fake-model={server.url}", "--studies", "2", "--study2", str(study), "--concurrency", "2",
-                "--stages", "query", "--output", str(tmp_path / "out")]
-        first = _cli(*args)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and server.chat_requests < 3:
+    with FakeOpenAIServer() as server, FakeOpenAIServer() as other:  # the same model on two servers: the same run id
+        server.hold_after = 2  # the first run cannot finish (or release its lock) before the second has been turned away
+        args = ["--studies", "2", "--study2", str(study), "--concurrency", "2", "--stages", "query", "--output", str(tmp_path / "out")]
+        first = _cli("--endpoint", f"fake-model={server.url}", *args)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.chat_requests < 3 and first.poll() is None:
             time.sleep(0.05)
-        assert first.poll() is None  # still running
-        assert main(["run", *args]) == 7
+        assert first.poll() is None and server.chat_requests >= 3  # running, and holding the lock
+        assert main(["run", "--endpoint", f"fake-model={other.url}", *args]) == 7
+        server.hold_after = None
         assert first.wait(120) == 0, first.stdout.read().decode()
+        assert other.chat_requests == 0
     err = capsys.readouterr().err
     assert "query-fake-model-study2 of this run is held by" in err and "since" in err
     assert server.chat_requests == 80  # every request sent exactly once

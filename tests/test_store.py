@@ -186,13 +186,15 @@ def test_killed_stage_resumes_from_s3_with_empty_local_disk(s3_env, tmp_path, la
     store_url, extra = ("work", ["--checkpoint-store", url]) if cluster else (url, [])
     common += extra
     store = open_store(url).child("kill-test")
-    with FakeOpenAIServer(latency_ms=40) as server:
+    with FakeOpenAIServer() as server:
+        server.hold_after = 45  # the first run cannot finish before it is killed, whatever the machine's load
         first_pod = tmp_path / "pod1"
         first_pod.mkdir()
         killed = _fake_run(server, store_url, *common, cwd=first_pod)
         assert _wait_for_segments(store, "checkpoints/exp1/fake-model_study1", 2, killed), "no checkpoint segment was written"
         killed.send_signal(signal.SIGKILL)
         killed.wait()
+        server.hold_after = None
         saved = store.list("checkpoints/exp1/fake-model_study1")
         rows_saved = sum(len(store.read_bytes(k).splitlines()) - 1 for k in saved)
         assert 0 < rows_saved < 90

@@ -150,6 +150,14 @@ class ArgoClient:
             insecure = os.environ.get("ARGO_INSECURE_SKIP_VERIFY", "").strip().lower() in _TRUE
         return cls(_normalize_host(host, secure=secure), token, namespace, verify_ssl=not insecure)
 
+    @property
+    def bearer_token(self) -> str | None:
+        """The token without a "Bearer " prefix, for asking the Kubernetes API what this identity may do (the preflight);
+        never printed."""
+        if not self._token:
+            return None
+        return self._token.split(" ", 1)[1] if self._token.lower().startswith("bearer ") else self._token
+
     def __repr__(self) -> str:
         token = "set" if self._token else "none"
         return f"ArgoClient(host={self.host!r}, namespace={self.namespace!r}, token=<{token}>)"

@@ -8,12 +8,21 @@ WorkflowTemplate reads as output parameters:
 
 - ``run-id``: the given run id, or the one derived from inputs, prompts and sampling
   (the same as a local run's, so re-submitting the same inputs resumes);
-- ``<gpu class>.json`` for every class of :func:`pipeline.cluster.placement.gpu_classes`: the models
-  whose served stages still have work, served by a vLLM sidecar of that class;
+- ``<gpu class>.json`` for every GPU class of the WorkflowTemplate (``--gpu-classes``): the models
+  whose served stages still have work, served by a vLLM sidecar of that class. Models come from the run's
+  registry (``--registry``: new models and overridden fields alike) and are placed in the least
+  demanding class that fits them (:func:`pipeline.cluster.placement.place`), or refused (exit 2) naming
+  the class the template lacks;
 - ``endpoint.json``: models served by an existing endpoint (or the embedded CPU model);
 - ``extract-only.json``: models whose served tables are complete but not their extraction
   (no model server is started for them);
+- ``<gpu class>-timeout``: the deadline of that class's GPU steps (Argo template ``timeout``, e.g. ``5400s``): the
+  pending allowance plus a bound on the run of its slowest model (:func:`pipeline.cluster.cost.step_deadline_s`);
 - ``study-items.json``: the studies; ``models``: the comma-separated model list.
+
+Before any GPU pod, the preflight checks the cluster as the workflow's ServiceAccount (nodes for each GPU class in
+use, the weight-cache PVC, its own permissions; :mod:`pipeline.cluster.preflight`) and refuses with exit 2 naming
+the fix; ``--preflight false`` skips it.
 
 A (model, study) item whose tables are complete in the run's store (every row, none
 failed) costs nothing on a re-submit: a model with nothing left is in no list. The run's
@@ -28,9 +37,12 @@ from typing import Optional
 
 import httpx
 
-from pipeline.cluster.cost import estimate, format_costs
+from pipeline.cluster.cost import DEFAULT_PENDING_MINUTES, estimate, format_costs, step_deadline_s
 from pipeline.cluster.hub_access import check_hub_access
-from pipeline.cluster.placement import gpu_class, gpu_classes
+from pipeline.cluster.kube_api import KubeApi, from_environment
+from pipeline.cluster.names import HF_SECRET, MODEL_CACHE_PVC
+from pipeline.cluster.placement import GpuClass, gpu_classes, place
+from pipeline.cluster.preflight import class_scheduling, conclude, plan_checks
 from pipeline.config import RunConfig, checkpoint_store
 from pipeline.layout import stage_keys
 from pipeline.manifest import write_manifest
@@ -41,7 +53,6 @@ from schemas.settings import ModelSpec
 from steps.store import Store
 from steps.tables import read_table
 
-HF_SECRET_NAME = "grace-hf-token"  # pipeline.cluster.workflow.HF_SECRET (not imported: the plan step needs no Hera)
 FAILED_COLUMN = {"query": "status", "probabilities": "status", "extract": "extraction_status"}
 
 
@@ -67,14 +78,33 @@ def remaining_stages(store: Store, model: ModelSpec, inputs: dict, config: RunCo
     return left
 
 
-def cluster_plan(config: RunConfig, out: Path, http: Optional[httpx.Client] = None) -> dict[str, object]:
-    """Write the plan files into ``out`` (see the module docstring) and return their contents."""
+def preflight(kube: Optional[KubeApi], classes: dict[str, list[str]], template_classes: list[GpuClass]) -> None:
+    """The plan step's preflight (module docstring); PreflightRefused (exit 2) before any GPU pod."""
+    if kube is None:
+        print("preflight: no Kubernetes credentials here (not in a pod, no kubeconfig): skipped", flush=True)
+        return
+    by_name = {c.name: c for c in template_classes}
+    needs = {name: (class_scheduling(by_name[name]), models) for name, models in classes.items() if models}
+    conclude(plan_checks(kube, kube.namespace or "default", needs, MODEL_CACHE_PVC), lambda text: print(text, flush=True))
+
+
+def cluster_plan(config: RunConfig, out: Path, http: Optional[httpx.Client] = None,
+                 template_classes: Optional[list[GpuClass]] = None, check_cluster: bool = False, kube: Optional[KubeApi] = None,
+                 pending_minutes: float = DEFAULT_PENDING_MINUTES, workflow: Optional[str] = None) -> dict[str, object]:
+    """Write the plan files into ``out`` (see the module docstring) and return their contents.
+
+    ``template_classes``: the GPU classes the WorkflowTemplate has (default: those it is rendered with from the
+    shipped registry). ``check_cluster``: run the preflight, with ``kube`` (default: this pod's ServiceAccount or the
+    kubeconfig). ``workflow``: the Argo workflow's name, recorded in the manifest (its logs are archived under it)."""
     inputs, human = load_run_inputs(config)
     models = resolve_models(config, require_endpoints=False)
+    template_classes = gpu_classes(load_registry().values()) if template_classes is None else template_classes
+    on_gpus = {name: place(model, template_classes) for name, model in models.items()
+               if model.engine == "vllm" and model.gpus > 0 and not config.endpoints.get(name)}  # exit 2 before anything else
     run_id = run_id_for(config, inputs)
     durable = checkpoint_store(config, run_id)
     durable.check()
-    classes: dict[str, list[str]] = {c.name: [] for c in gpu_classes(load_registry().values())}
+    classes: dict[str, list[str]] = {c.name: [] for c in template_classes}
     endpoint: list[str] = []
     extract_only: list[str] = []
     skipped: list[str] = []
@@ -84,25 +114,31 @@ def cluster_plan(config: RunConfig, out: Path, http: Optional[httpx.Client] = No
             skipped.append(name)
         elif not any(set(SERVED_STAGES) & stages for stages in left.values()):
             extract_only.append(name)
-        elif model.engine == "vllm" and model.gpus > 0 and not config.endpoints.get(name):
-            classes[gpu_class(model).name].append(name)
+        elif name in on_gpus:
+            classes[on_gpus[name].name].append(name)
         else:
             endpoint.append(name)
     sidecar_models = [models[n] for names in classes.values() for n in names]
     with (http or httpx.Client()) as client:
-        for warning in check_hub_access(sidecar_models, HF_SECRET_NAME, client):
+        for warning in check_hub_access(sidecar_models, HF_SECRET[0], client):
             print(f"warning: {warning}", flush=True)
-    plan: dict[str, object] = {"run-id": run_id, **{f"{name}.json": names for name, names in classes.items()}, "endpoint.json": endpoint,
-            "extract-only.json": extract_only, "study-items.json": [str(n) for n in sorted(inputs)], "models": ",".join(models)}
+    if check_cluster:
+        preflight(kube or from_environment(), classes, template_classes)
+    rows = {n: len(table.frame) for n, (_, table) in inputs.items()}
+    deadlines = {name: max((step_deadline_s(models[m], rows, config.replications, pending_minutes) for m in names),
+                           default=int(pending_minutes * 60 + 3600)) for name, names in classes.items()}
+    plan: dict[str, object] = {"run-id": run_id, **{f"{name}.json": names for name, names in classes.items()},
+                               **{f"{name}-timeout": f"{seconds}s" for name, seconds in deadlines.items()}, "endpoint.json": endpoint,
+                               "extract-only.json": extract_only, "study-items.json": [str(n) for n in sorted(inputs)],
+                               "models": ",".join(models)}
     out.mkdir(parents=True, exist_ok=True)
     for name, value in plan.items():
         (out / name).write_text(value if isinstance(value, str) else json.dumps(value))
-    rows = {n: len(table.frame) for n, (_, table) in inputs.items()}
     print(format_costs([estimate(m, rows, config.replications) for m in sidecar_models],
                        f"Cost model of run {run_id} (pipeline/models.yaml; a cold weight cache downloads each model once):"), flush=True)
     if skipped:
         print(f"complete, nothing to do: {', '.join(skipped)}", flush=True)
     write_manifest(durable, "manifest.json", config, run_id, inputs, models, {"cluster": {
         "gpu_classes": {k: v for k, v in classes.items() if v}, "endpoint": endpoint, "extract_only": extract_only,
-        "complete": skipped}}, human)
+        "complete": skipped, "workflow": workflow, "gpu_step_deadlines_s": {k: v for k, v in deadlines.items() if classes[k]}}}, human)
     return plan

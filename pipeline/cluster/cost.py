@@ -31,6 +31,9 @@ from schemas.settings import ModelSpec
 
 Layout = Literal["once", "per-step"]
 STARTUP_MARGIN_MINUTES = 5.0
+DEFAULT_PENDING_MINUTES = 60  # a GPU pod may wait this long to be scheduled (a busy cluster, an autoscaler adding a node)
+RUN_BOUND_FACTOR = 4  # a GPU step's deadline allows this many times the estimated work (the rates are rough guesses)
+RUN_BOUND_MARGIN_MINUTES = 15.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,15 @@ def startup_timeout_s(model: ModelSpec) -> float:
         return model.startup_timeout_minutes * 60
     download = model.weights_gb / hub_download_gb_per_minute()
     return (3 * model.load_minutes + download + STARTUP_MARGIN_MINUTES) * 60
+
+
+def step_deadline_s(model: ModelSpec, rows_by_study: dict[int, int], replications: int, pending_minutes: float) -> int:
+    """A GPU step's deadline (Argo template ``timeout``), counted from its pod's creation: ``pending_minutes`` to be
+    scheduled, the model's start-up wait, :data:`RUN_BOUND_FACTOR` times the estimated work and a margin. Argo fails a
+    step still Pending past it (the bound on Pending time) and stops one still running (a retry resumes its rows)."""
+    rows = sum(rows_by_study.values())
+    work_minutes = rows * replications / model.answers_per_minute + rows / model.scored_rows_per_minute
+    return int(pending_minutes * 60 + startup_timeout_s(model) + (RUN_BOUND_FACTOR * work_minutes + RUN_BOUND_MARGIN_MINUTES) * 60)
 
 
 def estimate(model: ModelSpec, rows_by_study: dict[int, int], replications: int = 1, layout: Layout = "once",

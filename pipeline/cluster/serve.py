@@ -1,8 +1,9 @@
 """The cluster's model step (``grace-pipeline serve``): every served stage of one model, against ONE server start.
 
 With ``--vllm-dir DIR`` the model is served by the pod's vLLM sidecar, which waits for
-``DIR/args`` (its command-line arguments, written here from the registry entry: the
-template is the same for every model of a GPU class) and writes ``DIR/exit-code`` when vLLM
+``DIR/args`` (its command-line arguments, written here from the model's entry in the run's
+registry, ``--registry`` merged over the shipped one: the template is the same for every model
+of a GPU class) and writes ``DIR/exit-code`` when vLLM
 exits (see ``pipeline.cluster.workflow.VLLM_WRAPPER``). The step then
 
 * waits for ``/health`` at most the model's start-up time (:func:`pipeline.cluster.cost.startup_timeout_s`),
@@ -11,6 +12,9 @@ exits (see ``pipeline.cluster.workflow.VLLM_WRAPPER``). The step then
   for the served stages) while a watchdog polls ``/health``: a server that exited, or that
   stopped answering for :data:`DEAD_AFTER_S` after it was healthy, ends the step with exit 4
   (retryable) naming the model, within a minute; finished rows are in the checkpoints.
+
+Either failure is recorded as the end of the model's served nodes (:mod:`pipeline.runner.outcome`), so the report
+names the model and why, though the pod ends before its nodes could.
 
 Without ``--vllm-dir`` the model's endpoint (``--endpoints``) or the embedded CPU model serves it.
 """
@@ -26,23 +30,34 @@ from typing import Optional
 import httpx
 
 from pipeline.cluster.cost import startup_timeout_s
-from pipeline.config import RunConfig
+from pipeline.config import RunConfig, checkpoint_store
+from pipeline.manifest import reasoning_split
+from pipeline.plan import SERVED_STAGES, build_plan
 from pipeline.progress import ProgressReporter
-from pipeline.registry import resolve_model
+from pipeline.run_setup import resolve_models
 from pipeline.runner.local import RunResult, ServerStarter, run_local
+from pipeline.runner.outcome import record_setup_failure
 from schemas.settings import ModelSpec
+from steps import server_health
 from steps.errors import ConfigError, ServerError
 
-POLL_S = 2.0
+POLL_S = server_health.POLL_S
 DEAD_AFTER_S = 30.0  # a healthy server that answers nothing for this long is dead (well within a minute)
 ARGS_FILE, EXIT_FILE, LOG_FILE = "args", "exit-code", "vllm.log"
 
 
 def vllm_args(model: ModelSpec, port: int) -> list[str]:
-    """The vLLM OpenAI server's arguments for ``model`` (weights and compile cache: the sidecar's HF_HOME / VLLM_CACHE_ROOT)."""
-    return ["--model", model.hf_id, "--served-model-name", model.request_model, "--dtype", model.dtype,
+    """The vLLM OpenAI server's arguments for ``model`` (weights and compile cache: the sidecar's HF_HOME / VLLM_CACHE_ROOT).
+
+    A reasoning model with a ``reasoning_parser`` is served with vLLM's ``--reasoning-parser``: the server returns
+    its trace in the message's reasoning field and the answer alone (:func:`reasoning_split` says so in the manifest)."""
+    args = ["--model", model.hf_id, "--served-model-name", model.request_model, "--dtype", model.dtype,
             "--tensor-parallel-size", str(model.tensor_parallel_size), "--max-model-len", str(model.max_model_len),
             "--port", str(port), "--max-logprobs", "20"]
+    if model.reasoning and model.reasoning_parser:
+        args += ["--reasoning-parser", model.reasoning_parser]
+    return args
+
 
 
 def write_vllm_args(vllm_dir: Path, model: ModelSpec, port: int) -> Path:
@@ -66,31 +81,12 @@ def _log_hint(vllm_dir: Path) -> str:
     return f"see the vLLM log (container 'vllm', archived as logs/<model>/vllm.log; in the pod {vllm_dir / LOG_FILE})"
 
 
-async def _healthy(http: httpx.AsyncClient, url: str) -> bool:
-    try:
-        return (await http.get(url.rstrip("/") + "/health", timeout=5.0)).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 async def wait_until_healthy(http: httpx.AsyncClient, url: str, vllm_dir: Path, model: ModelSpec, timeout_s: float,
                              poll_s: float = POLL_S) -> float:
     """Poll /health until 200; ServerError (exit 4) when the sidecar exits or ``timeout_s`` passes. Returns the seconds waited."""
-    started = last_log = time.monotonic()
-    while True:
-        code = _exited(vllm_dir)
-        if code is not None:
-            raise ServerError(f"the vLLM server of {model.name} exited with code {code} while loading {model.hf_id}; {_log_hint(vllm_dir)}")
-        if await _healthy(http, url):
-            return time.monotonic() - started
-        waited = time.monotonic() - started
-        if waited >= timeout_s:
-            raise ServerError(f"the vLLM server of {model.name} was not healthy after {timeout_s:.0f} s (registry: load_minutes "
-                              f"{model.load_minutes}, weights {model.weights_gb} GB); {_log_hint(vllm_dir)}")
-        if time.monotonic() - last_log >= 30:
-            print(f"waiting for the vLLM server of {model.name} ({waited:.0f} s of at most {timeout_s:.0f} s)", flush=True)
-            last_log = time.monotonic()
-        await asyncio.sleep(poll_s)
+    hint = f"model {model.hf_id} (registry: load_minutes {model.load_minutes}, weights {model.weights_gb} GB); {_log_hint(vllm_dir)}"
+    return await server_health.wait_until_healthy(http, url, timeout_s, server=f"the vLLM server of {model.name}", hint=hint,
+                                                  exited=lambda: _exited(vllm_dir), poll_s=poll_s)
 
 
 async def watch_server(http: httpx.AsyncClient, url: str, vllm_dir: Path, model: ModelSpec, poll_s: float = POLL_S,
@@ -102,7 +98,7 @@ async def watch_server(http: httpx.AsyncClient, url: str, vllm_dir: Path, model:
         if code is not None:
             raise ServerError(f"the vLLM server of {model.name} exited with code {code} during the run; finished rows are saved "
                               f"and a retry resumes; {_log_hint(vllm_dir)}")
-        if await _healthy(http, url):
+        if await server_health.is_healthy(http, url):
             failing_since = None
         else:
             failing_since = failing_since or time.monotonic()
@@ -119,20 +115,36 @@ async def serve(config: RunConfig, progress: ProgressReporter, started: float, v
         raise ConfigError(f"serve runs one model, got {list(config.models)}")
     if vllm_dir is None:
         return await run_local(config, progress, started, start_server)
-    model = resolve_model(config.models[0], external=False)
+    model = resolve_models(config, require_endpoints=False)[config.models[0]]  # the run's registry, as every step resolves it
     url = f"http://localhost:{port}"
-    write_vllm_args(vllm_dir, model, port)
+    args = shlex.split(write_vllm_args(vllm_dir, model, port).read_text())
+    server_info = {model.name: {"engine": "vllm sidecar", "vllm_args": args, "dtype": model.dtype,
+                                **({"reasoning_split": reasoning_split(model, sidecar=True)} if model.reasoning else {})}}
     config = config.model_copy(update={"endpoints": {model.name: (url,)}, "wait_for_endpoint_s": 0.0})
+    nodes = build_plan([model.name], sorted(config.studies), [s for s in config.stages if s in SERVED_STAGES])
+
+    def record(error: ServerError, keep_done: bool) -> None:
+        if config.run_id:  # the cluster always names the run
+            record_setup_failure(checkpoint_store(config, config.run_id), nodes, error, error.exit_code, keep_done)
+
     async with httpx.AsyncClient() as http:
-        waited = await wait_until_healthy(http, url, vllm_dir, model, startup_timeout_s(model), poll_s)
+        try:
+            waited = await wait_until_healthy(http, url, vllm_dir, model, startup_timeout_s(model), poll_s)
+        except ServerError as exc:
+            await asyncio.to_thread(record, exc, False)
+            raise
         print(f"the vLLM server of {model.name} is healthy after {waited:.0f} s", flush=True)
-        run = asyncio.ensure_future(run_local(config, progress, started))
+        run = asyncio.ensure_future(run_local(config, progress, started, server_info=server_info))
         watch = asyncio.ensure_future(watch_server(http, url, vllm_dir, model, poll_s, dead_after_s))
         await asyncio.wait({run, watch}, return_when=asyncio.FIRST_COMPLETED)
         if not run.done():
             run.cancel()
             await asyncio.gather(run, return_exceptions=True)
-            watch.result()  # raises the watchdog's ServerError
+            try:
+                watch.result()  # raises the watchdog's ServerError
+            except ServerError as exc:
+                await asyncio.to_thread(record, exc, True)
+                raise
         watch.cancel()
         await asyncio.gather(watch, return_exceptions=True)
         return run.result()

@@ -12,9 +12,24 @@ model, and ``extract-only`` for models whose served tables are already complete.
 validate, merge (per study), fit (the papers' models, every study) and report. The ``plan``
 step routes models and skips finished ones, so a re-submit loads nothing that is done.
 
-The DAG's ``target`` is ``fit report validate``: a failed validation (exit 5) or fit does not
-block merge and report, and still ends the workflow Failed (Argo judges a DAG by its target
-tasks), so ``grace-pipeline retry`` can re-run it.
+Partial results: validate, merge, fit and report wait for every model task to END, however it ended
+(``X.Succeeded || X.Skipped || X.Failed || X.Errored``: ``Errored`` is what an eviction or spent retries
+give), and run on the models that finished; the report and ``run_summary.json`` name the ones that
+did not, and why (:mod:`pipeline.runner.outcome`). A failed validation (exit 5, or Error) does not
+block merge, fit and report either (nor does a failed fit block the report). The DAG's ``target`` is every
+model task, validate, merge, fit and report:
+Argo judges a DAG by its target tasks, so any failure still ends the workflow Failed (and
+``grace-pipeline retry`` re-runs only what failed).
+
+Clusters as they are: the plan step checks the cluster before any GPU pod (:mod:`pipeline.cluster.preflight`,
+``preflight`` parameter); every GPU step has a deadline (``timeout``, from the plan step: the
+``gpu-pending-minutes`` parameter plus a bound on its run from the cost model), which is Argo's one
+bound on time spent Pending that every supported controller enforces (v3.6-v4.1: a node still Pending
+past its template's ``timeout`` fails with the message ``timeout``; ``pendingTimeout`` exists only from
+v4.1), and a timed-out step is not retried. Pods meet Pod Security ``restricted``: seccomp
+RuntimeDefault, no privilege escalation, all capabilities dropped, non-root (the vLLM sidecar too,
+with HOME in the pod's work folder and its caches on the weight-cache PVC), ``fsGroupChangePolicy:
+OnRootMismatch`` so the large weight cache is not re-chowned at every start.
 
 Every step is a Container template calling ``grace-pipeline`` in the steps image, with
 the same arguments a local run takes. Step outputs are key-only S3 artifacts in the
@@ -22,12 +37,15 @@ workflow's artifact repository (``artifactRepositoryRef``: no endpoint or creden
 this YAML), not archived, at ``grace-runs/<run id>/<stage folder>/<file>`` - the layout of
 a local run's store. Checkpoints go straight to the durable store
 (``$GRACE_CHECKPOINT_STORE`` from the ``grace-pipeline-store`` ConfigMap), so a retried pod
-resumes. Exit codes 4 (model server) and 6 (storage), a killed pod (137/143) and Argo
+resumes. Exit codes 4 (model server), 6 (storage) and 7 (run lock), a killed pod (137/143), a pod
+whose main container never ran (exit code -1: a device-plugin admission error, an eviction) and Argo
 errors are retried, waiting 1, 2, 4 minutes (no ``maxDuration``: in Argo it is a deadline
 across all attempts counted from the first start, which would forbid retrying a long step);
 bad input (2), too many failed rows (3) and broken outputs (5) are not. Secrets come only
 from Kubernetes Secret references. Main containers' logs are archived to the artifact
-repository (``archiveLogs``); the vLLM sidecar's log is an output artifact of its step.
+repository (``archiveLogs``, at Argo's key ``<workflow>/<pod>/main.log``: not below the run; the plan
+step records the workflow's name in the manifest); the vLLM sidecar's log is an output artifact of its
+step, below the run.
 """
 
 from __future__ import annotations
@@ -42,36 +60,40 @@ from hera.workflows.env_from import ConfigMapEnvFrom
 from hera.workflows.retry_strategy import RetryStrategy
 
 from pipeline import __version__
-from pipeline.cluster.placement import GpuClass, gpu_classes
+from pipeline.cluster.cost import DEFAULT_PENDING_MINUTES
+from pipeline.cluster.names import (
+    ARTIFACT_REPOSITORY,
+    ENDPOINT_SECRET,
+    EXTRACTOR_SECRET,
+    HF_SECRET,
+    MODEL_CACHE_PVC,
+    S3_SECRET,
+    SERVICE_ACCOUNT,
+    STORE_CONFIGMAP,
+    TEMPLATE_NAME,
+)
+from pipeline.cluster.placement import GpuClass, classes_arg, gpu_classes
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, DEFAULT_EXTRACTOR_CONCURRENCY, DEFAULT_EXTRACTOR_MODEL
-from pipeline.layout import COMPARISON_STEM, REPORT_KEY, STAGE_FOLDERS
-from pipeline.plan import NON_BLOCKING_STAGES, RUN_STAGES, SERVED_STAGES, STUDY_STAGE_DEPENDENCIES
+from pipeline.layout import COMPARISON_STEM, REPORT_KEY, STAGE_FOLDERS, SUMMARY_KEY
+from pipeline.plan import RUN_STAGES, SERVED_STAGES, STUDY_STAGE_DEPENDENCIES
 from pipeline.registry import load_registry
 from schemas.fits import BootstrapMethod, FitSettings, SemanticsMode
 from schemas.probabilities import ScoringMethod
-from schemas.settings import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE
+from schemas.settings import DEFAULT_EQUIVALENCE_MARGIN, DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE
 from steps.errors import RunLockedError, ServerError, StorageError
 from steps.extract import JSON_MODES
 from steps.human import HUMAN_FORMATS
 from steps.query import DEFAULT_MAX_FAILED_FRACTION
 from steps.studies import available_studies
 
-TEMPLATE_NAME = "grace-pipeline"
 STEPS_IMAGE = f"ghcr.io/grace-pipeline/steps:{__version__}"
 VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"  # pinned; see images/README.md before changing it
 KEY_PREFIX = "grace-runs"  # artifact keys: grace-runs/<run id>/..., as a local --store s3://<bucket>/grace-runs
 WORKDIR = "/grace/runs"  # the step's local store; artifacts are placed at the same relative paths
 VLLM_DIR = "/grace/vllm"  # the serve step writes the sidecar's arguments here; the sidecar its log and exit code
+VLLM_HOME = "/grace/vllm-home"  # the sidecar's HOME: writable by its non-root user, one per pod
 PLAN_DIR = "/tmp/grace-plan"
-SERVICE_ACCOUNT = "grace-pipeline-workflow"
-ARTIFACT_REPOSITORY = ("grace-artifact-repository", "grace-s3")  # ConfigMap, key
-STORE_CONFIGMAP = "grace-pipeline-store"
-MODEL_CACHE_PVC = "grace-model-cache"  # ReadWriteMany PVC (the chart's modelCache): Hugging Face cache and vLLM compile cache
 MODEL_CACHE_MOUNT = "/models"
-S3_SECRET = ("grace-s3-credentials", "accessKey", "secretKey")
-HF_SECRET = ("grace-hf-token", "token")
-EXTRACTOR_SECRET = ("grace-extractor", "api-key")
-ENDPOINT_SECRET = ("grace-endpoint", "api-key")
 EXTRACTION_MUTEX = "grace-pipeline-extraction"
 VLLM_PORT = 8000
 TRANSIENT_EXIT_CODES = (ServerError.exit_code, StorageError.exit_code, RunLockedError.exit_code, 137, 143)
@@ -79,6 +101,7 @@ MODEL_TASKS_ON_ENDPOINT = ("endpoint", "extract-only")  # main-DAG model tasks b
 # The vLLM sidecar: waits for the serve step to write its arguments, tees its log next to them, records its exit code.
 VLLM_WRAPPER = f"""set -u
 d={VLLM_DIR}
+mkdir -p "$HOME"
 until [ -s "$d/args" ]; do sleep 1; done
 eval "set -- $(cat "$d/args")"
 python3 -m vllm.entrypoints.openai.api_server "$@" > >(tee -a "$d/vllm.log") 2>&1 &
@@ -136,6 +159,11 @@ PARAMETERS = (
                       "json_schema (vLLM/OpenAI), llama_schema (llama.cpp)", JSON_MODES),
     WorkflowParameter("extractor-concurrency", str(DEFAULT_EXTRACTOR_CONCURRENCY),
                       "Extractor requests in flight (one extraction job runs at a time)"),
+    WorkflowParameter("equivalence-margin", str(DEFAULT_EQUIVALENCE_MARGIN),
+                      "Findings in the report: smallest difference that matters (0-1 scale of a bet or an utterance share); "
+                      "a 'no longer greater' finding is reproduced when shown below it"),
+    WorkflowParameter("study1-exclude", "", "Leave out Study 1 trials failing the researchers' checks in the report: prior, "
+                      "knowledge or prior,knowledge (empty: none)"),
     WorkflowParameter("fit-semantics", "", "Literal-semantics norming judgements for the Study 2 polite-speaker fit as "
                       "s3://bucket/key (empty: Yoon et al. 2020's, in the image)"),
     WorkflowParameter("fit-semantics-mode", FitSettings().semantics_mode, "joint: the Study 2 fit infers the semantics with the "
@@ -146,6 +174,10 @@ PARAMETERS = (
                       "resample refitted to convergence)", typing.get_args(BootstrapMethod)),
     WorkflowParameter("fit-seed", str(FitSettings().seed), "Seed of the fits' starts and resamples"),
     WorkflowParameter("run-id", "", "Name of the run (empty: derived from inputs, prompts and sampling, so re-submitting resumes)"),
+    WorkflowParameter("preflight", "true", "Check the cluster before any GPU pod: nodes for each GPU class, the weight-cache PVC "
+                      "Bound, the workflow's permissions (false: GPU nodes that autoscale from zero)", ("true", "false")),
+    WorkflowParameter("gpu-pending-minutes", str(DEFAULT_PENDING_MINUTES), "How long a GPU step may wait to be scheduled; its "
+                      "deadline adds a bound on its run from the cost model, and a step past it fails (message 'timeout') unretried"),
     WorkflowParameter("steps-image", STEPS_IMAGE, "The grace-pipeline steps image"),
 )
 
@@ -168,9 +200,15 @@ def common_run_args() -> list[str]:
     return args + ["--store", WORKDIR]
 
 
-STEPS_UID = 10001  # the steps image's user (images/steps.Dockerfile)
+STEPS_UID = 10001  # the steps image's user (images/steps.Dockerfile); the vLLM sidecar runs as it too (shared files in /grace)
+# Pod Security "restricted": every container without privilege escalation, with all capabilities dropped, non-root; the pod
+# with seccomp RuntimeDefault. Argo's own init/wait containers take theirs from the controller's executor.securityContext.
 STEPS_SECURITY = m.SecurityContext(run_as_non_root=True, run_as_user=STEPS_UID, allow_privilege_escalation=False,
                                    capabilities=m.Capabilities(drop=["ALL"]))
+VLLM_SECURITY = m.SecurityContext(run_as_non_root=True, run_as_user=STEPS_UID, run_as_group=STEPS_UID, allow_privilege_escalation=False,
+                                  capabilities=m.Capabilities(drop=["ALL"]))
+POD_SECURITY = m.PodSecurityContext(run_as_non_root=True, fs_group=STEPS_UID, fs_group_change_policy="OnRootMismatch",
+                                    seccomp_profile=m.SeccompProfile(type="RuntimeDefault"))  # fsGroup: emptyDirs and the PVC writable
 STEP_REQUESTS = {"plan": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "1Gi"},
                  "serve-on-endpoint": {"cpu": "2", "memory": "4Gi", "ephemeral-storage": "4Gi"}}  # may run the embedded CPU model
 DEFAULT_STEP_REQUESTS = {"cpu": "1", "memory": "2Gi", "ephemeral-storage": "4Gi"}
@@ -200,15 +238,19 @@ def _steps_container(name: str, stage: str, args: list[str], work_volume: bool =
                      volume_mounts=[m.VolumeMount(name="work", mount_path="/grace")] if work_volume else None, **options)
 
 
+def retry_expression() -> str:
+    """When Argo retries a step: an Argo error; a transient exit code; or exit code -1, which Argo reports when the main
+    container never ran (a device-plugin admission error, an eviction) - except a step that timed out (its deadline
+    passed, e.g. Pending: message 'timeout'), which would only wait as long again."""
+    codes = ", ".join(str(c) for c in TRANSIENT_EXIT_CODES)
+    return (f"lastRetry.status == 'Error' or (lastRetry.status == 'Failed' and (asInt(lastRetry.exitCode) in [{codes}] or "
+            "(lastRetry.exitCode == '-1' and lastRetry.message != 'timeout')))")
+
+
 def _retry() -> RetryStrategy:
     """3 retries after 1, 2 and 4 minutes. No maxDuration: Argo counts it from the FIRST attempt's start across all attempts
     (and kills a late attempt at that deadline), so any bound would forbid retrying a step that ran longer than it."""
-    codes = ", ".join(str(c) for c in TRANSIENT_EXIT_CODES)
-    return RetryStrategy(
-        limit="3", retry_policy="Always",
-        expression=f"lastRetry.status == 'Error' or (lastRetry.status == 'Failed' and asInt(lastRetry.exitCode) in [{codes}])",
-        backoff=m.Backoff(duration="1m", factor="2"),
-    )
+    return RetryStrategy(limit="3", retry_policy="Always", expression=retry_expression(), backoff=m.Backoff(duration="1m", factor="2"))
 
 
 def _artifact(name: str, relative: str, optional: bool = False) -> S3Artifact:
@@ -233,9 +275,13 @@ def _vllm_sidecar(gpu: GpuClass) -> UserContainer:
     return UserContainer(
         name="vllm", image=VLLM_IMAGE, command=["bash", "-c", VLLM_WRAPPER],
         env=[SecretEnv(name="HF_TOKEN", secret_name=HF_SECRET[0], secret_key=HF_SECRET[1], optional=True),
+             Env(name="HOME", value=VLLM_HOME),  # non-root: the image's HOME (/root) is not writable; per pod, in the work emptyDir
              Env(name="HF_HOME", value=f"{MODEL_CACHE_MOUNT}/huggingface"),  # weights: downloaded once per cluster
              Env(name="VLLM_CACHE_ROOT", value=f"{MODEL_CACHE_MOUNT}/vllm"),  # torch.compile cache
-             Env(name="TRITON_CACHE_DIR", value=f"{MODEL_CACHE_MOUNT}/triton")],
+             Env(name="TRITON_CACHE_DIR", value=f"{MODEL_CACHE_MOUNT}/triton"),
+             Env(name="XDG_CACHE_HOME", value=f"{MODEL_CACHE_MOUNT}/cache"),  # other ~/.cache users (kernel JIT caches)
+             Env(name="VLLM_NO_USAGE_STATS", value="1")],  # no usage report written to HOME or sent out
+        security_context=VLLM_SECURITY,
         resources=m.ResourceRequirements(
             requests={"cpu": str(4 * gpu.gpus), "memory": f"{24 * gpu.gpus}Gi", "ephemeral-storage": "10Gi", "nvidia.com/gpu": gpus},
             limits={"nvidia.com/gpu": gpus}),
@@ -246,8 +292,9 @@ def _vllm_sidecar(gpu: GpuClass) -> UserContainer:
 
 def _serve_step(gpu: GpuClass | None) -> Container:
     """Every served stage of one model (every study) against one server: a vLLM sidecar of ``gpu``, or (None) the model's
-    endpoint / the embedded CPU model. Writes the model's Experiment 1 and 2 tables (and the vLLM log)."""
-    inputs = [Parameter(name="run-id"), Parameter(name="model")]
+    endpoint / the embedded CPU model. Writes the model's Experiment 1 and 2 tables (and the vLLM log). A GPU step has a
+    deadline (``timeout`` input, from the plan step), the bound on its time spent Pending."""
+    inputs = [Parameter(name="run-id"), Parameter(name="model"), *([Parameter(name="timeout")] if gpu else [])]
     outputs = _folder_artifacts(SERVED_STAGES, optional=False)
     args = _model_args(SERVED_STAGES)
     if gpu is None:
@@ -257,9 +304,9 @@ def _serve_step(gpu: GpuClass | None) -> Container:
                               archive=NoneArchiveStrategy(), optional=True))
     return _steps_container(
         f"serve-{gpu.name}", "serve", [*args, "--vllm-dir", VLLM_DIR, "--vllm-port", str(VLLM_PORT)], command="serve",
-        inputs=inputs, outputs=outputs, sidecars=[_vllm_sidecar(gpu)],
+        inputs=inputs, outputs=outputs, sidecars=[_vllm_sidecar(gpu)], timeout=_in("timeout"),
         node_selector=dict(gpu.node_selector) or None, affinity=m.Affinity(**gpu.affinity()) if gpu.affinity() else None,
-        tolerations=[m.Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
+        tolerations=[m.Toleration(**t) for t in gpu.scheduling()["tolerations"]],
         volumes=[m.Volume(name="dshm", empty_dir=m.EmptyDirVolumeSource(medium="Memory", size_limit=gpu.shm_size)),
                  m.Volume(name="model-cache", persistent_volume_claim=m.PersistentVolumeClaimVolumeSource(claim_name=MODEL_CACHE_PVC))],
     )
@@ -278,6 +325,11 @@ def human_args() -> list[str]:
     return [f"--human{n}={_wf(f'human{n}')}" for n in HUMAN_FORMATS]
 
 
+def analysis_args() -> list[str]:
+    """How the report step judges the papers' findings (the other steps do not use these)."""
+    return [f"--{option}={_wf(option)}" for option in ("equivalence-margin", "study1-exclude")]
+
+
 # run stage -> the stage folders it reads (every study's)
 RUN_STAGE_INPUTS = {"fit": ("merge",), "report": ("validate", "merge", "fit")}
 
@@ -287,12 +339,13 @@ def _study_step(stage: str) -> Container:
     per_study = stage in STUDY_STAGE_DEPENDENCIES
     studies = _in("study") if per_study else _wf("studies")
     inputs_from = STUDY_STAGE_DEPENDENCIES[stage] if per_study else RUN_STAGE_INPUTS[stage]
-    if per_study or stage in STAGE_FOLDERS:
-        outputs = [_artifact(STAGE_FOLDERS[stage], STAGE_FOLDERS[stage])]
+    if per_study or stage in STAGE_FOLDERS:  # optional: with no model's tables (every model failed) nothing is written
+        outputs = [_artifact(STAGE_FOLDERS[stage], STAGE_FOLDERS[stage], optional=True)]
     else:
-        outputs = [_artifact("report", REPORT_KEY), _artifact("comparison", COMPARISON_STEM.split("/")[0])]
+        outputs = [_artifact("report", REPORT_KEY), _artifact("comparison", COMPARISON_STEM.split("/")[0]),
+                   _artifact("summary", SUMMARY_KEY)]
     args = ["--stages", stage, "--models", _in("models"), f"--endpoints={_wf('endpoints')}", "--studies", studies,
-            "--run-id", _in("run-id"), *common_run_args(), *([] if per_study else human_args())]
+            "--run-id", _in("run-id"), *common_run_args(), *([] if per_study else [*human_args(), *analysis_args()])]
     inputs = [Parameter(name="run-id"), Parameter(name="models"), *([Parameter(name="study")] if per_study else []),
               *_folder_artifacts(inputs_from)]
     return _steps_container(stage, stage, args, inputs=inputs, outputs=outputs)
@@ -300,30 +353,42 @@ def _study_step(stage: str) -> Container:
 
 def plan_outputs(classes: list[GpuClass]) -> list[str]:
     """The plan step's output parameters (files in PLAN_DIR, '.json' dropped): see pipeline.cluster.cluster_plan."""
-    return ["run-id", *(f"{c.name}.json" for c in classes), "endpoint.json", "extract-only.json", "study-items.json", "models"]
+    return ["run-id", *(f"{c.name}.json" for c in classes), *(f"{c.name}-timeout" for c in classes), "endpoint.json",
+            "extract-only.json", "study-items.json", "models"]
 
 
 def _plan_step(classes: list[GpuClass]) -> Container:
     outputs = [Parameter(name=name.removesuffix(".json"), value_from=m.ValueFrom(path=f"{PLAN_DIR}/{name}"))
                for name in plan_outputs(classes)]
     args = ["--models", _wf("models"), f"--endpoints={_wf('endpoints')}", "--studies", _wf("studies"),
-            f"--run-id={_wf('run-id')}", *common_run_args(), *human_args(), "--out", PLAN_DIR]
+            f"--run-id={_wf('run-id')}", *common_run_args(), *human_args(), "--out", PLAN_DIR,
+            f"--gpu-classes={classes_arg(classes)}",  # the template's classes: the plan step places every model in one of them
+            f"--preflight={_wf('preflight')}", f"--gpu-pending-minutes={_wf('gpu-pending-minutes')}",
+            "--workflow={{workflow.name}}"]
     return _steps_container("plan", "plan", args, work_volume=False, command="cluster-plan", outputs=outputs)
 
 
-def _model_dag(name: str, serve: Container, extract: Container) -> DAG:
-    """One model: serve (Experiment 1 + 2, one server start), then its extraction as soon as its queries are done."""
-    with DAG(name=name, inputs=[Parameter(name="run-id"), Parameter(name="model")], fail_fast=False) as dag:
+def _model_dag(name: str, serve: Container, extract: Container, deadline: bool) -> DAG:
+    """One model: serve (Experiment 1 + 2, one server start), then its extraction as soon as its queries are done.
+    ``deadline``: the serve step is a GPU step with a ``timeout`` input."""
+    inputs = [Parameter(name="run-id"), Parameter(name="model"), *([Parameter(name="timeout")] if deadline else [])]
+    with DAG(name=name, inputs=inputs, fail_fast=False) as dag:
         arguments = {"run-id": _in("run-id"), "model": _in("model")}
-        Task(name="serve", template=serve, arguments=arguments)
+        Task(name="serve", template=serve, arguments={**arguments, **({"timeout": _in("timeout")} if deadline else {})})
         Task(name="extract", template=extract, arguments=arguments, depends="serve")
     return dag
 
 
-def build_workflow_template(namespace: str | None = None) -> WorkflowTemplate:
-    """The WorkflowTemplate (see the module docstring)."""
+def ended(task: str) -> str:
+    """A ``depends`` term true however ``task`` ended (Errored: an eviction, retries spent; Skipped: an empty fan-out)."""
+    return f"({task}.Succeeded || {task}.Skipped || {task}.Failed || {task}.Errored)"
+
+
+def build_workflow_template(namespace: str | None = None, registry: str | None = None) -> WorkflowTemplate:
+    """The WorkflowTemplate (see the module docstring). Its GPU classes are those of the shipped registry with
+    ``registry`` (a researcher's or operator's YAML) merged over it."""
     plan_out = "{{tasks.plan.outputs.parameters.%s}}"
-    classes = gpu_classes(load_registry().values())
+    classes = gpu_classes(load_registry(registry).values())
     with WorkflowTemplate(
         name=TEMPLATE_NAME, namespace=namespace, entrypoint="main",
         labels={"app.kubernetes.io/name": "grace-pipeline", "app.kubernetes.io/version": __version__},
@@ -336,26 +401,27 @@ def build_workflow_template(namespace: str | None = None) -> WorkflowTemplate:
         volumes=[m.Volume(name="work", empty_dir=m.EmptyDirVolumeSource(size_limit=WORK_SIZE_LIMIT))],
         pod_gc=m.PodGC(strategy="OnPodSuccess"),
         ttl_strategy=m.TTLStrategy(seconds_after_completion=14 * 24 * 3600),
-        security_context=m.PodSecurityContext(fs_group=STEPS_UID),  # the emptyDirs are writable by the steps' user
+        security_context=POD_SECURITY,
     ) as template:
         plan = _plan_step(classes)
         extract = _extract_step()
-        model_dags = {c.name: _model_dag(f"model-{c.name}", _serve_step(c), extract) for c in classes}
-        model_dags["endpoint"] = _model_dag("model-on-endpoint", _serve_step(None), extract)
+        model_dags = {c.name: _model_dag(f"model-{c.name}", _serve_step(c), extract, deadline=True) for c in classes}
+        model_dags["endpoint"] = _model_dag("model-on-endpoint", _serve_step(None), extract, deadline=False)
         study_steps = {stage: _study_step(stage) for stage in (*STUDY_STAGE_DEPENDENCIES, *RUN_STAGES)}
         model_tasks = [*model_dags, "extract-only"]
-        with DAG(name="main", fail_fast=False, target=" ".join(dict.fromkeys((*RUN_STAGES, *NON_BLOCKING_STAGES)))):
+        with DAG(name="main", fail_fast=False, target=" ".join((*model_tasks, *study_steps))):
             Task(name="plan", template=plan)
             for name, dag in model_dags.items():
-                Task(name=name, template=dag, arguments={"run-id": plan_out % "run-id", "model": "{{item}}"},
+                deadline = {"timeout": plan_out % f"{name}-timeout"} if name != "endpoint" else {}
+                Task(name=name, template=dag, arguments={"run-id": plan_out % "run-id", "model": "{{item}}", **deadline},
                      with_param=plan_out % name, depends="plan")
             Task(name="extract-only", template=extract, arguments={"run-id": plan_out % "run-id", "model": "{{item}}"},
                  with_param=plan_out % "extract-only", depends="plan")
             for stage, container in study_steps.items():
                 arguments = {"run-id": plan_out % "run-id", "models": plan_out % "models"}
                 after = STUDY_STAGE_DEPENDENCIES.get(stage) or (*STUDY_STAGE_DEPENDENCIES, *RUN_STAGES[:RUN_STAGES.index(stage)])
-                study_tasks = [f"({s}.Succeeded || {s}.Failed)" if s in NON_BLOCKING_STAGES else s for s in after if s in study_steps]
-                depends = " && ".join(["plan", *model_tasks, *study_tasks])
+                # partial results: every model task and earlier study stage has ENDED, however (pipeline.plan.PARTIAL_STAGES)
+                depends = " && ".join(["plan", *(ended(t) for t in model_tasks), *(ended(s) for s in after if s in study_steps)])
                 if stage in STUDY_STAGE_DEPENDENCIES:
                     Task(name=stage, template=container, arguments={**arguments, "study": "{{item}}"},
                          with_param=plan_out % "study-items", depends=depends)
@@ -364,7 +430,10 @@ def build_workflow_template(namespace: str | None = None) -> WorkflowTemplate:
     return template
 
 
-def render_yaml(namespace: str | None = None) -> str:
-    """The WorkflowTemplate as YAML (what ``grace-pipeline render`` writes and the chart ships)."""
+def render_yaml(namespace: str | None = None, registry: str | None = None) -> str:
+    """The WorkflowTemplate as YAML (what ``grace-pipeline render`` writes and the chart ships); ``registry``: see
+    :func:`build_workflow_template`."""
     header = "# Generated by `grace-pipeline render` from pipeline/cluster/workflow.py; do not edit by hand.\n"
-    return header + build_workflow_template(namespace).to_yaml()
+    if registry:
+        header += f"# GPU classes from pipeline/models.yaml + {registry}\n"
+    return header + build_workflow_template(namespace, registry).to_yaml()

@@ -1,7 +1,8 @@
 """Run the DAG on one machine: validate inputs, start or reach model servers, run nodes.
 
 Order of work (nothing is sent to a model before every input file is valid):
-inputs -> run id -> store check -> plan -> lock of every node (:mod:`steps.run_lock`) ->
+inputs -> run id -> store check -> plan -> every stage's inputs there or made by this run
+(:mod:`pipeline.runner.stage_inputs`) -> lock of every node (:mod:`steps.run_lock`) ->
 every checkpoint's fingerprint -> servers -> manifest -> nodes -> tables -> summary.
 
 Nodes run as tasks of one ``asyncio.TaskGroup``: a node starts when its dependencies have
@@ -9,7 +10,10 @@ finished; independent nodes run concurrently and share each model's one client, 
 one concurrency limit. One failure policy: every node ends with a recorded
 :class:`NodeResult` (done, failed, or skipped because a blocking dependency failed), an
 error inside a node never cancels its siblings, and the clients close only after every
-node ended, so the summary always covers every node. Blocking work (checkpoint commits,
+node ended, so the summary always covers every node. Validation, merge and report run on the models that
+finished (:data:`pipeline.plan.PARTIAL_STAGES`): every model node leaves a status record
+(:mod:`pipeline.runner.outcome`), and the report and ``run_summary.json`` name what failed and why; the run's
+exit code is still the failures'. Blocking work (checkpoint commits,
 table writes, the validate/merge/report nodes, S3 retries) runs in worker threads, never
 on the event loop, so one slow store does not stall the other nodes or inflate the
 latency recorded per row. Every artifact and checkpoint goes through the run's store (a
@@ -33,18 +37,22 @@ import pandas as pd
 
 from pipeline.config import DEFAULT_ENDPOINT_CONCURRENCY, ENDPOINT_API_KEY_ENV, RunConfig, checkpoint_store, run_store
 from pipeline.layout import manifest_key, stage_keys
-from pipeline.manifest import write_manifest
-from pipeline.plan import SERVED_STAGES, Node, blocks, build_plan
+from pipeline.manifest import reasoning_split, write_manifest
+from pipeline.plan import SERVED_STAGES, STAGE_DEPENDENCIES, Node, blocks, build_plan
 from pipeline.progress import ProgressReporter
 from pipeline.registry import EMBEDDED_DEFAULT, load_registry
 from pipeline.run_setup import HumanData, Inputs, extractor_api_key, load_run_inputs, resolve_models, run_id_for
+from pipeline.runner.outcome import record_setup_failure, write_node_status
+from pipeline.runner.stage_inputs import check_stage_inputs
 from pipeline.runner.study_stages import run_fits, run_merge, run_report, run_validation, stage_tables
 from schemas.settings import ModelSpec
+from steps import server_health
 from steps.checkpoint import open_checkpoint
 from steps.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, GraceError, ServerError
 from steps.extract import EMBEDDED_JSON_MODE, Extractor, JsonMode, run_extract_step
+from steps.http_session import AiohttpSession
 from steps.inputs import StudyTable
-from steps.llm_client import LLMClient, RequestFailed, RetryPolicy, make_http_client, redact_url
+from steps.llm_client import LLMClient, RequestFailed, RetryPolicy, redact_url
 from steps.outcome import enforce_failure_threshold
 from steps.probabilities import run_probability_step
 from steps.query import effective_max_tokens, run_query_step
@@ -125,23 +133,9 @@ class NodeCrashed(GraceError):
 
 
 async def wait_for_health(http: httpx.AsyncClient, url: str, timeout_s: float, poll_s: float = 2.0) -> None:
-    """Poll ``url``/health until it answers 200 (a vLLM sidecar loading its model); ServerError after ``timeout_s``."""
-    started = last_log = time.monotonic()
-    health = url.rstrip("/") + "/health"
-    while True:
-        try:
-            if (await http.get(health, timeout=10.0)).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        waited = time.monotonic() - started
-        if waited >= timeout_s:
-            raise ServerError(f"the model server at {redact_url(url)} was not healthy after {timeout_s:.0f} s (GET /health); "
-                              "check the vLLM container's log (model download, GPU memory, HF_TOKEN for gated models)")
-        if time.monotonic() - last_log >= 30:
-            print(f"waiting for {redact_url(health)} ({waited:.0f} s; the model may still be loading)", flush=True)
-            last_log = time.monotonic()
-        await asyncio.sleep(poll_s)
+    """Poll ``url``/health until it answers 200 (a vLLM server loading its model); ServerError after ``timeout_s``."""
+    await server_health.wait_until_healthy(http, url, timeout_s, poll_s=poll_s, hint="check the vLLM container's log "
+                                           "(model download, GPU memory, HF_TOKEN for gated models)")
 
 
 async def check_endpoint(client: LLMClient, model: ModelSpec) -> Optional[str]:
@@ -254,10 +248,11 @@ def _run_study_node(node: Node, spec: StudySpec, table: StudyTable, models, conf
     try:
         if node.stage == "validate":
             result.done, result.failed, result.outputs = run_validation(
-                spec, len(table.frame), config.replications, tables, config.min_extraction_confidence, store)
+                spec, len(table.frame), config.replications, tables, config.min_extraction_confidence, store,
+                without_tables=[m for m in models if m not in tables])
         else:
             result.outputs = run_merge(spec, tables, store)
-            result.done = sum(len(t[0]) for t in tables.values())
+            result.done = sum(len(next(t for t in model_tables if t is not None)) for model_tables in tables.values())
     except GraceError as exc:
         result.error = exc
         result.failed = 1
@@ -270,14 +265,29 @@ def _run_fit_node(node: Node, studies: list[int], run_id: str, store: Store, hum
     return NodeResult(node, outputs=outputs, done=len(seconds))
 
 
-def _run_report_node(node: Node, studies: list[int], run_id: str, store: Store, human: HumanData) -> NodeResult:
-    """The quality report and the human-vs-model comparison table (blocking: runs in a thread)."""
-    return NodeResult(node, outputs=run_report(studies, run_id, store, human), done=1)
+def _run_report_node(node: Node, studies: list[int], run_id: str, store: Store, human: HumanData, models, config: RunConfig) -> NodeResult:
+    """The quality report, the human-vs-model comparison table and the run summary (what finished, what failed and why,
+    over every model node of the run: :mod:`pipeline.runner.outcome`) (blocking: runs in a thread)."""
+    model_nodes = build_plan(list(models), studies, list(STAGE_DEPENDENCIES))
+    outputs = run_report(studies, run_id, store, human, config.analysis, status_store=checkpoint_store(config, run_id),
+                         model_nodes=model_nodes)
+    return NodeResult(node, outputs=outputs, done=1)
 
 
-async def _execute(nodes: list[Node], run_node) -> list[NodeResult]:
+def _record_end(store: Store, result: NodeResult) -> None:
+    """Leave a model node's status record (blocking); a store that fails here only costs the record, never the run."""
+    node, error = result.node, result.error
+    state = "done" if error is None else "skipped" if isinstance(error, NodeSkipped) else "failed"
+    try:
+        write_node_status(store, node, state, error.exit_code if error else 0, str(error) if error else None, result.done, result.failed)
+    except GraceError as exc:
+        print(f"warning: the status of {node.name} could not be recorded: {exc}", file=sys.stderr)
+
+
+async def _execute(nodes: list[Node], run_node, on_end=None) -> list[NodeResult]:
     """Run ``nodes`` in one TaskGroup; each starts when its dependencies have ended. Never raises for a node:
-    every node ends with a NodeResult (its error recorded; skipped when a blocking dependency failed)."""
+    every node ends with a NodeResult (its error recorded; skipped when a blocking dependency failed), handed to
+    ``on_end`` (a coroutine function) before any node that depends on it starts."""
     ended: dict[str, asyncio.Future[NodeResult]] = {n.name: asyncio.get_running_loop().create_future() for n in nodes}
 
     async def one(node: Node) -> None:
@@ -295,6 +305,8 @@ async def _execute(nodes: list[Node], run_node) -> list[NodeResult]:
                 traceback.print_exc(file=sys.stderr)
                 result = NodeResult(node, failed=1, error=NodeCrashed(f"{node.name}: unexpected {type(exc).__name__}: {exc}"))
         result.wall_s = result.wall_s or time.perf_counter() - started
+        if on_end is not None:
+            await on_end(result)
         ended[node.name].set_result(result)
 
     async with asyncio.TaskGroup() as group:
@@ -303,7 +315,14 @@ async def _execute(nodes: list[Node], run_node) -> list[NodeResult]:
     return [ended[n.name].result() for n in nodes]
 
 
-async def _connect_models(config, models, stack, http, logs: Path,
+def _client(sessions: list[AiohttpSession], config: RunConfig, urls: list[str], concurrency: int,
+            api_key: Optional[str] = None) -> LLMClient:
+    """A client with a connection pool of its own, sized to its concurrency (closed with the run's other pools)."""
+    sessions.append(AiohttpSession(concurrency, config.request_timeout_s))
+    return LLMClient(sessions[-1], urls, concurrency, RetryPolicy(), api_key=api_key)
+
+
+async def _connect_models(config, models, stack, sessions: list[AiohttpSession], logs: Path,
                           start_server: Optional[ServerStarter]) -> tuple[dict[str, LLMClient], dict[str, dict]]:
     """One client per model: an existing endpoint, or embedded servers started here; each checked."""
     api_key = os.environ.get(ENDPOINT_API_KEY_ENV) or None
@@ -312,16 +331,20 @@ async def _connect_models(config, models, stack, http, logs: Path,
     for name, model in models.items():
         if name in config.endpoints:
             urls, concurrency, version = list(config.endpoints[name]), config.concurrency or DEFAULT_ENDPOINT_CONCURRENCY, None
-            clients[name] = LLMClient(http, urls, concurrency, RetryPolicy(), api_key=api_key)
-            for url in urls if config.wait_for_endpoint_s else ():
-                await wait_for_health(http, url, config.wait_for_endpoint_s)
+            if config.wait_for_endpoint_s:
+                async with httpx.AsyncClient() as probe:
+                    for url in urls:
+                        await wait_for_health(probe, url, config.wait_for_endpoint_s)
+            clients[name] = _client(sessions, config, urls, concurrency, api_key)
         else:
             urls, workers, version = _start_own_server(start_server, stack, model, logs, config.embedded_workers, "model")
             concurrency = config.concurrency or workers
-            clients[name] = LLMClient(http, urls, concurrency, RetryPolicy())
+            clients[name] = _client(sessions, config, urls, concurrency)
         version = await check_endpoint(clients[name], model) or version
         servers[name] = {"urls": [redact_url(u) for u in urls], "concurrency": concurrency, "server_version": version,
                          "engine": "endpoint" if name in config.endpoints else model.engine}
+        if model.reasoning:
+            servers[name]["reasoning_split"] = reasoning_split(model, sidecar=False)
     return clients, servers
 
 
@@ -339,17 +362,19 @@ async def check_extractor(client: LLMClient) -> None:
                               "is running; finished rows are kept, re-run when it answers") from None
 
 
-async def _make_extractor(config, clients, stack, http, logs: Path, api_key, start_server: Optional[ServerStarter]) -> Extractor:
-    """The configured LLM extractor (checked reachable), or (offline default) the embedded model with grammar-constrained JSON."""
+async def _make_extractor(config, clients, stack, sessions: list[AiohttpSession], logs: Path, api_key,
+                          start_server: Optional[ServerStarter]) -> Extractor:
+    """The configured LLM extractor (checked reachable; a pool of its own, sized to --extractor-concurrency), or (offline
+    default) the embedded model with grammar-constrained JSON, sharing that model's client when it is also under study."""
     model, json_mode = extractor_identity(config)
     if config.extractor_url:
-        client = LLMClient(http, [config.extractor_url], config.extractor_concurrency, RetryPolicy(), api_key=api_key)
+        client = _client(sessions, config, [config.extractor_url], config.extractor_concurrency, api_key)
         await check_extractor(client)
         return Extractor(client, model, json_mode)
     if EMBEDDED_DEFAULT not in clients:
         urls, workers, _ = _start_own_server(start_server, stack, load_registry()[EMBEDDED_DEFAULT], logs, config.embedded_workers,
                                              "the default extractor")
-        clients[EMBEDDED_DEFAULT] = LLMClient(http, urls, workers, RetryPolicy())
+        clients[EMBEDDED_DEFAULT] = _client(sessions, config, urls, workers)
     return Extractor(clients[EMBEDDED_DEFAULT], model, json_mode)
 
 
@@ -360,9 +385,10 @@ def _logs_folder(store: Store, run_id: str) -> Path:
 
 
 async def run_local(config: RunConfig, progress: ProgressReporter, started: float,
-                    start_server: Optional[ServerStarter] = None) -> RunResult:
+                    start_server: Optional[ServerStarter] = None, server_info: Optional[dict[str, dict]] = None) -> RunResult:
     """Execute the run's nodes in this process and return its summary (every node's result); models without an
-    endpoint are served by ``start_server`` (the CLI passes the embedded model server's)."""
+    endpoint are served by ``start_server`` (the CLI passes the embedded model server's). ``server_info``: model -> what
+    the caller knows of its server (the cluster's serve step: the vLLM sidecar's arguments), recorded in the manifest."""
     inputs, human = load_run_inputs(config)
     models = resolve_models(config, require_endpoints=any(s in SERVED_STAGES for s in config.stages))  # other stages need no model server
     extractor_key = extractor_api_key(config) if "extract" in config.stages else None  # fails before any model starts
@@ -372,6 +398,7 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
     if config.checkpoint_store:
         checkpoint_store(config, run_id).check()
     nodes = build_plan(list(models), sorted(inputs), list(config.stages))
+    check_stage_inputs(nodes, list(config.stages), {n: spec for n, (spec, _) in inputs.items()}, models, config.scoring, store)
     served = {name: m for name, m in models.items() if any(n.model == name and n.stage in SERVED_STAGES for n in nodes)}
     logs = _logs_folder(store, run_id)
 
@@ -380,13 +407,21 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
         stack.enter_context(RunLock(checkpoint_store(config, run_id), [n.name for n in nodes], wait_s=config.lock_wait_s,
                                     what=f"grace-pipeline run (stages {','.join(config.stages)})"))
         check_checkpoints(nodes, inputs, models, config, run_id)  # exit 2 before any server starts
-        http = make_http_client(config.request_timeout_s)
+        sessions: list[AiohttpSession] = []  # one connection pool per client
+        durable = checkpoint_store(config, run_id)
         try:
-            clients, servers = await _connect_models(config, served, stack, http, logs, start_server)
-            extractor = None
-            if any(n.stage == "extract" for n in nodes):
-                extractor = await _make_extractor(config, clients, stack, http, logs, extractor_key, start_server)
-                servers["extractor"] = {"urls": extractor.client.base_urls, "model": extractor.model, "json_mode": extractor.json_mode}
+            try:
+                clients, servers = await _connect_models(config, served, stack, sessions, logs, start_server)
+                extractor = None
+                if any(n.stage == "extract" for n in nodes):
+                    extractor = await _make_extractor(config, clients, stack, sessions, logs, extractor_key, start_server)
+                    servers["extractor"] = {"urls": extractor.client.base_urls, "model": extractor.model,
+                                            "json_mode": extractor.json_mode}
+            except (ServerError, ConfigError) as exc:  # a model server or the extractor: each model node ends with this error
+                await asyncio.to_thread(record_setup_failure, durable, nodes, exc, exc.exit_code)
+                raise
+            for name, info in (server_info or {}).items():
+                servers.setdefault(name, {}).update(info)
             await asyncio.to_thread(write_manifest, checkpoint_store(config, run_id), manifest_key(bool(config.checkpoint_store), nodes),
                                     config, run_id, inputs, models, servers, human)
 
@@ -394,14 +429,18 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
                 if node.stage == "fit":
                     return await asyncio.to_thread(_run_fit_node, node, sorted(inputs), run_id, store, human, config)
                 if node.study is None:
-                    return await asyncio.to_thread(_run_report_node, node, sorted(inputs), run_id, store, human)
+                    return await asyncio.to_thread(_run_report_node, node, sorted(inputs), run_id, store, human, models, config)
                 spec, table = inputs[node.study]
                 if node.model is None:
                     return await asyncio.to_thread(_run_study_node, node, spec, table, models, config, store)
                 return await _run_step_node(node, inputs, models, clients.get(node.model), config, run_id, store, progress, extractor)
 
+            async def on_end(result: NodeResult) -> None:
+                if result.node.model is not None:
+                    await asyncio.to_thread(_record_end, durable, result)
+
             with progress:
-                results = await _execute(nodes, run_node)
+                results = await _execute(nodes, run_node, on_end)
         finally:
-            await http.aclose()
+            await asyncio.gather(*(session.aclose() for session in sessions))
     return RunResult(run_id, store, results, time.perf_counter() - started)

@@ -7,19 +7,23 @@ artifacts), so they work on any run, including one whose model stages ran earlie
 
 from __future__ import annotations
 
+import html
 import io
 import json
-from typing import Optional
+from typing import Optional, Sequence
 
 import pandas as pd
 
 from pipeline.layout import COMPARISON_STEM, REPORT_KEY, analysis_stem, codebook_key, fit_stems, validation_keys
 from pipeline.manifest import code_version
+from pipeline.plan import Node
+from pipeline.runner.outcome import outcome_lines, run_outcome, write_summary
 from schemas.analysis import FACTOR_COLUMNS, analysis_row_model, codebook
 from schemas.fits import FitSettings
 from schemas.human import ComparisonRow
+from schemas.settings import AnalysisSettings
 from steps import comparison
-from steps.errors import ValidationFailedError
+from steps.errors import ConfigError, ValidationFailedError
 from steps.fit import fit_study, write_fit_tables
 from steps.merge import merge_study
 from steps.store import Store
@@ -30,17 +34,27 @@ from steps.validate import validate_outputs
 FLAG_COLUMNS = ["model_name", "study", "row_index", "replication", "flag", "reason"]
 
 
-StageTables = tuple[pd.DataFrame, Optional[pd.DataFrame], Optional[pd.DataFrame]]  # raw, structured, probabilities
+StageTables = tuple[Optional[pd.DataFrame], Optional[pd.DataFrame], Optional[pd.DataFrame]]  # raw, structured, probabilities
 
 
 def stage_tables(spec: StudySpec, models, stage_files, store: Store) -> dict[str, StageTables]:
-    """Model name -> (raw, structured, probabilities) tables that exist in the run's store."""
+    """Model name -> its (raw, structured, probabilities) tables in the run's store, None for a stage that did not
+    run; models without any table are left out (validation and merge cover whatever finished)."""
     tables: dict[str, StageTables] = {}
     for name, model in models.items():
-        raw, structured, probs = (read_table(store, stage_files(stage, spec, model)[1]) for stage in ("query", "extract", "probabilities"))
-        if raw is not None:
-            tables[name] = (raw, structured, probs)
+        found = tuple(read_table(store, stage_files(stage, spec, model)[1]) for stage in ("query", "extract", "probabilities"))
+        if any(t is not None for t in found):
+            tables[name] = (found[0], found[1], found[2])
     return tables
+
+
+def _require_tables(spec: StudySpec, tables: dict, store: Store, stage: str, failed: Sequence[str] = ()) -> None:
+    if not tables and failed:
+        raise ConfigError(f"{stage} study {spec.number}: no model finished study {spec.number} ({', '.join(failed)} failed or did "
+                          "not run: the run's summary says why); re-run (or retry the workflow) once they can")
+    if not tables:
+        raise ConfigError(f"{stage} study {spec.number}: no model's table of study {spec.number} in {store.uri()}: run query and/or "
+                          "probabilities first")
 
 
 def _csv_bytes(frame: pd.DataFrame) -> bytes:
@@ -48,13 +62,19 @@ def _csv_bytes(frame: pd.DataFrame) -> bytes:
 
 
 def run_validation(spec: StudySpec, input_rows: int, replications: int, tables: dict[str, StageTables], min_confidence: float,
-                   store: Store) -> tuple[int, int, list[str]]:
-    """Validate every model's tables; write the JSON result and flagged rows. Raises ValidationFailedError."""
+                   store: Store, without_tables: Sequence[str] = ()) -> tuple[int, int, list[str]]:
+    """Validate every model's tables; write the JSON result and flagged rows. Raises ValidationFailedError.
+
+    ``without_tables``: models of the run with no Experiment 1 table for this study (their steps failed or did not run):
+    listed in the result, not validated (the run's failure is theirs; the report says why). ConfigError when no
+    model has a table of this study (nothing to validate is not a pass)."""
+    _require_tables(spec, tables, store, "validate", without_tables)
     results = [validate_outputs(model, spec.number, input_rows, replications, raw, structured, probs, min_confidence=min_confidence)
                for model, (raw, structured, probs) in tables.items()]
     report = {
         "study": spec.number, "passed": all(r.passed for r in results), "input_rows": input_rows, "replications": replications,
         "models": {r.model: {"passed": r.passed, "checks": [c.__dict__ for c in r.checks], "flags": len(r.flags)} for r in results},
+        "models_without_tables": list(without_tables),
     }
     json_key, flags_key = validation_keys(spec.number)
     store.write_bytes(json_key, json.dumps(report, indent=2).encode("utf-8"))
@@ -66,7 +86,8 @@ def run_validation(spec: StudySpec, input_rows: int, replications: int, tables: 
 
 
 def run_merge(spec: StudySpec, tables: dict, store: Store) -> list[str]:
-    """Write the analysis-ready table and its codebook for one study."""
+    """Write the analysis-ready table and its codebook for one study (ConfigError when no model has a table of it)."""
+    _require_tables(spec, tables, store, "merge")
     flags_csv = store.read_bytes(validation_keys(spec.number)[1])
     flags = pd.read_csv(io.BytesIO(flags_csv)) if flags_csv is not None else pd.DataFrame(columns=FLAG_COLUMNS)
     flags = flags[flags["study"] == spec.number] if len(flags) else flags
@@ -109,21 +130,43 @@ def read_fits(studies: list[int], store: Store) -> dict[int, tuple[pd.DataFrame,
     return found
 
 
-def run_report(studies: list[int], run_id: str, store: Store, human: Optional[dict] = None) -> list[str]:
+def run_report(studies: list[int], run_id: str, store: Store, human: Optional[dict] = None,
+               settings: Optional[AnalysisSettings] = None, status_store: Optional[Store] = None,
+               model_nodes: Optional[list[Node]] = None) -> list[str]:
     """Write the long human-vs-model comparison table and ``report.html`` from the run's analysis tables, validation
-    results and the validated human data (study -> table); return where they are."""
+    results and the validated human data (study -> table), judged with ``settings``; return where they are.
+
+    With ``model_nodes`` (every model node of the run) and ``status_store`` (where their status records are), also the run
+    summary (``run_summary.json``): what finished, what failed and why; the report opens with it and it is printed."""
     from steps.report import render_report
 
     human = human or {}
+    settings = settings or AnalysisSettings()
     tables = {n: t for n in studies if (t := read_table(store, analysis_stem(n))) is not None}
+    not_finished: list[str] = []
+    summary_uri = None
+    if model_nodes is not None:
+        finished = {n: {str(m) for m in t["model_name"].dropna().unique()} for n, t in tables.items()}
+        outcome = run_outcome(status_store or store, model_nodes, finished)
+        not_finished = outcome_lines(outcome)
+        summary_uri = write_summary(store, outcome)
+        for line in not_finished:
+            print(f"not finished: {line}", flush=True)
     validations = {n: json.loads(v) for n in studies if (v := store.read_bytes(validation_keys(n)[0])) is not None}
     rows = [r for n in sorted(set(tables) | set(human))
-            for r in comparison.comparison_rows(n, tables.get(n), human[n].frame if n in human else None)]
+            for r in comparison.comparison_rows(n, tables.get(n), human[n].frame if n in human else None, settings.study1_exclude)]
     frame = comparison.comparison_frame(rows)
     outputs = write_table(frame, ComparisonRow, store, COMPARISON_STEM)
     comparison_codebook = COMPARISON_STEM + "_codebook.csv"
     store.write_bytes(comparison_codebook, pd.DataFrame(codebook(ComparisonRow)).to_csv(index=False).encode("utf-8"))
     outputs.append(store.uri(comparison_codebook))
-    page = render_report(tables, validations, run_id, code_version(), human, frame, fits=read_fits(studies, store))
+    if tables or human:
+        page = render_report(tables, validations, run_id, code_version(), human, frame, settings,
+                             not_finished=not_finished if model_nodes else None, fits=read_fits(studies, store))
+    else:  # no model finished any study: the report is what did not finish
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in not_finished)
+        page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>grace-pipeline report {html.escape(run_id)}</title></head>"
+                f"<body><h1>grace-pipeline quality report</h1><p>Run <b>{html.escape(run_id)}</b>: no model finished any study, so "
+                f"there is nothing to analyse.</p><h2>Not finished</h2><ul>{items}</ul></body></html>")
     store.write_bytes(REPORT_KEY, page.encode("utf-8"))
-    return [store.uri(REPORT_KEY), *outputs]
+    return [store.uri(REPORT_KEY), *outputs, *([summary_uri] if summary_uri else [])]

@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.plan import PARTIAL_STAGES
 from pipeline.runner.local import RunResult
 
 
@@ -32,3 +33,8 @@ def print_summary(console: Console, result: RunResult) -> None:
         print(f"Quality report: {Path(report).as_uri() if result.run_path else report}")
     for error in result.errors:
         print(f"error: {error}")
+    not_finished = sorted({str(r.node.model) for r in result.results if r.node.model and r.error is not None})
+    partial = [r for r in result.results if r.node.stage in PARTIAL_STAGES and r.error is None]
+    if not_finished and partial:
+        print(f"Partial results: {', '.join(sorted({r.node.stage for r in partial}))} covered the models that finished; not finished: "
+              f"{', '.join(not_finished)} (why: the errors above, and run_summary.json in the run's folder when the report ran)")

@@ -21,9 +21,12 @@ Not Argo: no controller, no pods. What it does keep is what the steps rely on:
 * input artifacts are downloaded from, and output artifacts uploaded to, their ``s3.key``
   in a REAL S3 bucket (the artifact repository); folders are key prefixes;
 * output parameters are read from their ``valueFrom.path``;
-* a failed pod is retried like Argo's ``retryStrategy`` (a new pod, fresh work folder) when
-  its exit code is one the strategy's expression lists, up to ``limit`` times (no backoff
-  wait); a pod killed by signal N exits 128+N, as Kubernetes reports it.
+* a failed pod is retried like Argo's ``retryStrategy`` (a new pod, fresh work folder) when the
+  strategy's expression, evaluated as Argo does with ``lastRetry.status/exitCode/message``
+  (:func:`retry_decision`), says so, up to ``limit`` times (no backoff wait); a pod killed by
+  signal N exits 128+N, as Kubernetes reports it;
+* a template's ``timeout`` (a GPU step's deadline) is substituted and must be a Go duration in
+  seconds, as the plan step writes it (``PodRun.timeout``); nothing here waits for it.
 
 The only rewrites are the pod-local addresses: ``/grace`` and ``/tmp/grace-plan`` become
 folders of the fake pod, and the vLLM sidecar's port a fake model server's.
@@ -42,6 +45,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Optional
 
 from steps.store import Store
@@ -61,12 +65,21 @@ class PodRun:
     parameters: dict[str, str] = field(default_factory=dict)
     node: str = ""
     progress: Optional[str] = None
+    timeout: Optional[str] = None
 
 
 def fake_vllm(served_name: str, port: int, vllm_dir: Path):
     """The default FAKE vLLM sidecar: a fake OpenAI server for ``served_name`` that writes a log line."""
     (vllm_dir / "vllm.log").write_text(f"FAKE vLLM serving {served_name} on port {port}\n")
     return FakeOpenAIServer(model=served_name, port=port).start()
+
+
+def retry_decision(expression: str, status: str, exit_code: str, message: str = "") -> bool:
+    """Argo's answer to a retryStrategy ``expression`` (expr-lang; the generated ones are Python-compatible: ``==``, ``!=``,
+    ``and``, ``or``, ``in [..]``, ``asInt``) for a last attempt that ended ``status`` with ``exit_code`` (a string, "-1" when
+    the main container never ran, as Argo's controller sets it) and ``message``."""
+    last = SimpleNamespace(status=status, exitCode=exit_code, message=message)
+    return bool(eval(expression, {"__builtins__": {}}, {"lastRetry": last, "asInt": int}))  # noqa: S307 - our own generated expression
 
 
 def _free_port() -> int:
@@ -96,6 +109,7 @@ class FakeArgo:
         self.root, self.localhost_map = root, localhost_map or {}
         self.on_pod_start = on_pod_start  # called with (task, inputs, Popen) as each pod starts (fault injection)
         self.sidecar_factory = sidecar_factory
+        self.name = "grace-pipeline-fake"  # {{workflow.name}}
         self.pods: list[PodRun] = []
         self.nodes: dict[str, str] = {}  # node name -> phase
         self.vllm_starts: list[tuple[str, list[str]]] = []
@@ -103,6 +117,8 @@ class FakeArgo:
     def _substitute(self, text: str, scope: dict[str, str], task_outputs: Optional[dict] = None) -> str:
         def value(match: re.Match) -> str:
             expression = match.group(1).strip()
+            if expression == "workflow.name":
+                return self.name
             if expression.startswith("workflow.parameters."):
                 return self.workflow_parameters[expression.removeprefix("workflow.parameters.")]
             if expression.startswith("tasks."):
@@ -191,8 +207,10 @@ class FakeArgo:
                 except RuntimeError:  # a test already stopped it (a sidecar that "died")
                     pass
         exit_code = process.returncode if process.returncode >= 0 else 128 - process.returncode
+        timeout = self._substitute(template["timeout"], scope) if "timeout" in template else None
+        assert timeout is None or re.fullmatch(r"[1-9][0-9]*s", timeout), f"{task}: timeout {timeout!r} is not a Go duration"
         run = PodRun(task, template["name"], args, exit_code, output, node=node,
-                     progress=progress_file.read_text() if progress_file.exists() else None)
+                     progress=progress_file.read_text() if progress_file.exists() else None, timeout=timeout)
         self.pods.append(run)
         if exit_code != 0:
             return run
@@ -238,17 +256,16 @@ class FakeArgo:
         expression = depends
         for name in sorted(_depends_targets(depends), key=len, reverse=True):
             phase = phases[name]
-            expression = re.sub(rf"\b{re.escape(name)}\.(Succeeded|Failed|Skipped)\b",
+            expression = re.sub(rf"\b{re.escape(name)}\.(Succeeded|Failed|Skipped|Errored|Omitted)\b",
                                 lambda m: str(m.group(1) == phase), expression)
             expression = re.sub(rf"(?<![-\w.]){re.escape(name)}(?![-\w.])", str(phase in ("Succeeded", "Skipped")), expression)
         return eval(expression.replace("&&", " and ").replace("||", " or "))  # noqa: S307 - our own generated expression
 
     @staticmethod
     def _retried(template: dict, exit_code: int) -> bool:
-        """Argo's retry decision for a Failed pod under the template's expression (the exit-code list it holds)."""
+        """Argo's retry decision for a Failed pod under the template's expression."""
         expression = template.get("retryStrategy", {}).get("expression", "")
-        codes = re.search(r"asInt\(lastRetry\.exitCode\) in \[([\d, ]+)\]", expression)
-        return bool(codes) and exit_code in {int(c) for c in codes.group(1).split(",")}
+        return bool(expression) and retry_decision(expression, "Failed", str(exit_code))
 
     def _run_task(self, task: dict, phases: dict[str, str], scope: Optional[dict[str, str]] = None,
                   outputs: Optional[dict] = None, prefix: str = "") -> str:

@@ -4,7 +4,7 @@ A hand-written HTTP/1.1 server on asyncio streams, so it can misbehave at the
 socket level: reset connections, truncate bodies, hang. It answers
 
 * ``GET /v1/models``, ``GET /version`` and ``GET /health`` (503 for the first
-  ``healthy_after_s`` seconds, like vLLM loading a model);
+  ``healthy_after_s`` seconds, or for the first ``healthy_after_polls`` polls, like vLLM loading a model);
 * ``POST /v1/chat/completions`` with a deterministic answer derived from the
   messages and seed (so two runs over the same rows give identical answers): in the
   requested format, or with ``free_text`` in words the parser cannot settle; an
@@ -36,8 +36,15 @@ Faults come from ``fault_script`` (consumed one per chat request, in arrival ord
 ``completion_faults`` (one per ``/v1/completions`` request: ``no_choices``, a JSON reply
 without choices; ``null_logprobs``, choices without log-probabilities; ``positive_logprob``,
 every token at an impossible +3.0) and from markers in the prompt: a user message containing ``FAIL-ALWAYS`` always gets
-HTTP 500; ``REJECT`` always gets HTTP 400. Latency per request is drawn from a
-seeded lognormal distribution (``latency_ms`` median, ``latency_sigma`` spread).
+HTTP 500; ``REJECT`` always gets HTTP 400. Setting ``hold_after = n`` holds every chat request after the n-th
+unanswered until it is set back to None (a run that cannot finish before the test says so, whatever the
+machine's load). Latency per request is drawn from a
+seeded lognormal distribution (``latency_ms`` median, ``latency_sigma`` spread); with
+``latency_every_post`` the ``/tokenize`` and ``/detokenize`` requests take ``latency_ms`` too (the
+benchmark's server, whose bound is then concurrency / latency for every request). ``record_requests=False``
+keeps no ``scoring_requests`` (a long benchmark would hold every request body); ``cache_replies`` answers a
+``/v1/completions`` body seen before with the same bytes as the first time (the benchmark repeats rows: its
+server then spends its CPU on HTTP, not on recomputing 60 kB of pseudo log-probabilities).
 
 Run standalone: ``python -m tests.fakes.fake_openai_server --port 8000 --latency-ms 50``.
 """
@@ -107,8 +114,25 @@ class FakeTokenizer:
 def fake_logprob(prefix: str, token: str) -> float:
     """Deterministic pseudo log-probability of ``token`` after ``prefix``, in [-8, -2.5] (so that no
     answer set of up to 12 options carries more than all the mass: the scorer refuses that)."""
-    digest = hashlib.sha256((prefix + "\x00" + token).encode()).digest()
-    return -2.5 - (int.from_bytes(digest[:2], "big") / 65535) * 5.5
+    return _logprob_of(hashlib.sha256((prefix + "\x00" + token).encode()))
+
+
+def _logprob_of(digest) -> float:
+    return -2.5 - (int.from_bytes(digest.digest()[:2], "big") / 65535) * 5.5
+
+
+def fake_logprobs_along(pieces: list[str], skip_first: bool) -> list[float]:
+    """``fake_logprob(prefix, piece)`` for every piece after the first (the prefix: the pieces before it,
+    without the first when ``skip_first``), hashing each prefix once: linear in the prompt, not quadratic."""
+    prefix = hashlib.sha256((pieces[0] if not skip_first and pieces else "").encode())
+    values = []
+    for i in range(1, len(pieces)):
+        if i > 1:
+            prefix.update(pieces[i - 1].encode())
+        digest = prefix.copy()
+        digest.update(("\x00" + pieces[i]).encode())
+        values.append(_logprob_of(digest))
+    return values
 
 
 FAULTS = ("ok", "500", "503", "429", "400", "timeout", "reset", "truncated", "malformed", "no_choices")
@@ -168,8 +192,15 @@ class FakeOpenAIServer:
                  reasoning: bool = False, port: int = 0, prompt_logprobs: bool = True, healthy_after_s: float = 0.0,
                  completion_faults: Optional[list[str]] = None, free_text: bool = False,
                  chat_template=fake_chat_template, logprob_overrides: Optional[dict] = None, tokenizer=None,
-                 trace_words: int = 0, server_trace_field: str = "reasoning_content"):
+                 trace_words: int = 0, server_trace_field: str = "reasoning_content",
+                 latency_every_post: bool = False, record_requests: bool = True, cache_replies: bool = False,
+                 healthy_after_polls: int = 0):
         self.model = model
+        self.cache_replies = cache_replies
+        self.hold_after: Optional[int] = None
+        self._reply_cache: dict[bytes, bytes] = {}
+        self.latency_every_post = latency_every_post
+        self.record_requests = record_requests
         self.chat_template = chat_template
         self.tokenizer = tokenizer or FakeTokenizer()
         self.trace_words = trace_words
@@ -179,6 +210,7 @@ class FakeOpenAIServer:
         self.tokenize_requests = 0
         self.scoring_requests: list[tuple[str, dict]] = []  # (path, body) of every /tokenize and /v1/completions request
         self.healthy_after_s = healthy_after_s
+        self.healthy_after_polls = healthy_after_polls
         self.health_requests = 0
         self._started_at = time.monotonic()
         self.latency_ms = latency_ms
@@ -284,18 +316,22 @@ class FakeOpenAIServer:
         for piece in pieces:
             offsets.append(position)
             position += len(piece)
-        values: list = [None]
-        for i in range(1, len(pieces)):
-            before = "".join(pieces[:i])
-            values.append(self.logprob_overrides.get(pieces[i], fake_logprob(before[skip:], pieces[i])))
+        along = fake_logprobs_along(pieces, skip_first=skip > 0)
+        values: list = [None] + [self.logprob_overrides.get(piece, value) for piece, value in zip(pieces[1:], along)]
         return {"index": index, "text": text + generated, "finish_reason": "length", "logprobs": {
             "tokens": pieces + [generated], "token_logprobs": values + [fake_logprob(scored, generated)],
             "text_offset": offsets + [position], "top_logprobs": [None] * len(pieces) + [top]}}
 
     async def _handle_completion(self, writer: asyncio.StreamWriter, raw: bytes) -> None:
         self.completion_requests += 1
+        if raw in self._reply_cache and not self.completion_faults:
+            if self.latency_ms:
+                await asyncio.sleep(self.latency_ms / 1000.0)
+            await self._respond(writer, 200, self._reply_cache[raw])
+            return
         request = json.loads(raw or b"{}")
-        self.scoring_requests.append(("/v1/completions", request))
+        if self.record_requests:
+            self.scoring_requests.append(("/v1/completions", request))
         prompts = request.get("prompt")
         if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and all(isinstance(t, int) for t in prompts)):
             prompts = [prompts]
@@ -324,12 +360,16 @@ class FakeOpenAIServer:
         self.prompt_tokens_total += n_prompt
         usage = {"prompt_tokens": n_prompt, "completion_tokens": len(pieces), "prompt_tokens_details": {"cached_tokens": 0}}
         body = {"object": "text_completion", "model": request.get("model"), "choices": choices, "usage": usage}
-        await self._respond(writer, 200, json.dumps(body).encode())
+        encoded = json.dumps(body).encode()
+        if self.cache_replies and fault == "ok":
+            self._reply_cache[raw] = encoded
+        await self._respond(writer, 200, encoded)
 
     async def _handle_tokenize(self, writer: asyncio.StreamWriter, raw: bytes) -> None:
         self.tokenize_requests += 1
         request = json.loads(raw or b"{}")
-        self.scoring_requests.append(("/tokenize", request))
+        if self.record_requests:
+            self.scoring_requests.append(("/tokenize", request))
         if "messages" in request:
             if self.chat_template is None:
                 await self._respond(writer, 400, json.dumps({"error": {"message": "As of transformers v4.44, default chat template is no "
@@ -349,6 +389,9 @@ class FakeOpenAIServer:
     async def _handle_chat(self, writer: asyncio.StreamWriter, raw: bytes) -> bool:
         """Answer one chat request; return False when the connection must be dropped."""
         self.chat_requests += 1
+        number = self.chat_requests
+        while self.hold_after is not None and number > self.hold_after:  # held until a test sets hold_after = None
+            await asyncio.sleep(0.01)
         request = json.loads(raw or b"{}")
         text = json.dumps(request.get("messages", []))
         fault = self.fault_script.pop(0) if self.fault_script else "ok"
@@ -398,7 +441,8 @@ class FakeOpenAIServer:
                     await self._respond(writer, 200, json.dumps(models).encode())
                 elif method == "GET" and path == "/health":
                     self.health_requests += 1
-                    healthy = time.monotonic() - self._started_at >= self.healthy_after_s
+                    healthy = (time.monotonic() - self._started_at >= self.healthy_after_s
+                               and self.health_requests > self.healthy_after_polls)
                     await self._respond(writer, 200 if healthy else 503, b"")
                 elif method == "GET" and path == "/version":
                     await self._respond(writer, 200, b'{"version": "fake-0.1"}')
@@ -411,10 +455,10 @@ class FakeOpenAIServer:
                         self._in_flight -= 1
                 elif method == "POST" and path == "/v1/completions":
                     await self._handle_completion(writer, body)
-                elif method == "POST" and path == "/tokenize":
-                    await self._handle_tokenize(writer, body)
-                elif method == "POST" and path == "/detokenize":
-                    await self._handle_detokenize(writer, body)
+                elif method == "POST" and path in ("/tokenize", "/detokenize"):
+                    if self.latency_every_post and self.latency_ms:
+                        await asyncio.sleep(self.latency_ms / 1000.0)
+                    await (self._handle_tokenize if path == "/tokenize" else self._handle_detokenize)(writer, body)
                 else:
                     await self._respond(writer, 404, b'{"error": {"message": "not found"}}')
                 if not keep:
@@ -468,8 +512,11 @@ def main() -> None:
     parser.add_argument("--model", default="fake-model")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--latency-sigma", type=float, default=0.0)
+    parser.add_argument("--latency-every-post", action="store_true", help="/tokenize and /detokenize take --latency-ms too")
+    parser.add_argument("--cache-replies", action="store_true", help="answer a /v1/completions body seen before from a cache")
     args = parser.parse_args()
-    server = FakeOpenAIServer(args.model, args.latency_ms, args.latency_sigma, port=args.port)
+    server = FakeOpenAIServer(args.model, args.latency_ms, args.latency_sigma, port=args.port,
+                              latency_every_post=args.latency_every_post, record_requests=False, cache_replies=args.cache_replies)
     print(f"fake server on port {args.port}", flush=True)
     asyncio.run(server._serve())
 
