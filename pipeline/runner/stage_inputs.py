@@ -15,6 +15,7 @@ extract        Experiment 1's answers of its model x study (``query``)
 validate       whatever tables of the study's models exist (``query``, ``extract``,
                ``probabilities``); at least one
 merge          the same tables, and validation's flagged rows (``validate``)
+fit            every study's analysis table (``merge``)
 report         every study's analysis table (``merge``)
 =============  ==========================================================================
 """
@@ -59,12 +60,12 @@ def missing_inputs(nodes: list[Node], stages: list[str], specs: dict[int, StudyS
             if not exists(key):
                 problems.append(f"{node.name}: needs validation's flagged rows ({where(key)}), which are not there: "
                                 "add validate to the stages (--stages ...,validate,merge)")
-        if node.stage == "report" and "merge" not in made_here:
+        if node.stage in ("fit", "report") and "merge" not in made_here:
             for number in sorted(specs):
                 key = analysis_stem(number) + ".parquet"
                 if not exists(key):
                     problems.append(f"{node.name}: needs the analysis table of study {number} ({where(key)}), which is not there: "
-                                    "run --stages validate,merge,report")
+                                    f"run --stages validate,merge,{node.stage}")
     return problems
 
 
