@@ -34,11 +34,12 @@ async def wait_until_healthy(
     http: httpx.AsyncClient, url: str, timeout_s: float, *, server: Optional[str] = None, hint: str = "check the server's log",
     exited: Callable[[], Optional[str]] = lambda: None, poll_s: float = POLL_S,
     say: Callable[[str], None] = lambda text: print(text, flush=True),
+    loading: str = "",
 ) -> float:
     """Poll ``url``/health until it answers 200; return the seconds waited.
 
     Raises :class:`ServerError` (exit 4) when ``exited()`` gives the server's exit code (it
-    stopped while loading), or after ``timeout_s``; both messages name ``server`` (default:
+    stopped while loading ``loading``, e.g. the model's id), or after ``timeout_s``; both messages name ``server`` (default:
     the model server at the redacted URL) and end with ``hint``. Says every 30 s that it is
     still waiting.
     """
@@ -47,7 +48,7 @@ async def wait_until_healthy(
     while True:
         code = exited()
         if code is not None:
-            raise ServerError(f"{server} exited with code {code} while loading; {hint}")
+            raise ServerError(f"{server} exited with code {code} while loading{' ' + loading if loading else ''}; {hint}")
         if await is_healthy(http, url):
             return time.monotonic() - started
         waited = time.monotonic() - started

@@ -86,7 +86,7 @@ async def wait_until_healthy(http: httpx.AsyncClient, url: str, vllm_dir: Path, 
     """Poll /health until 200; ServerError (exit 4) when the sidecar exits or ``timeout_s`` passes. Returns the seconds waited."""
     hint = f"model {model.hf_id} (registry: load_minutes {model.load_minutes}, weights {model.weights_gb} GB); {_log_hint(vllm_dir)}"
     return await server_health.wait_until_healthy(http, url, timeout_s, server=f"the vLLM server of {model.name}", hint=hint,
-                                                  exited=lambda: _exited(vllm_dir), poll_s=poll_s)
+                                                  exited=lambda: _exited(vllm_dir), poll_s=poll_s, loading=model.hf_id)
 
 
 async def watch_server(http: httpx.AsyncClient, url: str, vllm_dir: Path, model: ModelSpec, poll_s: float = POLL_S,
