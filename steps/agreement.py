@@ -33,19 +33,6 @@ from steps.responses import Responses
 SPLITS = 200
 
 
-def _participant_sums(human: Responses, cells: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
-    """(sums participants x cells x options, counts participants x cells) of the human trials."""
-    names, index = np.unique(human.groups.astype(str), return_inverse=True)
-    position = {c: i for i, c in enumerate(cells)}
-    cell_index = np.fromiter((position.get(c, -1) for c in human.cells), int, len(human.cells))
-    inside = cell_index >= 0
-    sums = np.zeros((len(names), len(cells), len(human.options)))
-    counts = np.zeros((len(names), len(cells)))
-    np.add.at(sums, (index[inside], cell_index[inside]), human.values[inside])
-    np.add.at(counts, (index[inside], cell_index[inside]), 1)
-    return sums, counts
-
-
 def _ratio(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums / counts[..., None]
@@ -109,7 +96,7 @@ def agreement(human: Responses, model, cells: list[tuple], seed: int = stats.SEE
               resamples: int = stats.BOOTSTRAP_RESAMPLES) -> dict:
     """Divergence and correlation of ``model`` (a model's Responses, resampled over items, or a fixed cells x options
     array such as a baseline) against ``human`` over the cells both have: raw, bias-corrected, basic 95% intervals."""
-    sums, counts = _participant_sums(human, cells)
+    _, sums, counts = human.unit_sums(cells)
     h = _ratio(sums.sum(axis=0), counts.sum(axis=0))
     m, m_boot = _model_side(model, cells, resamples, seed)
     shared = np.isfinite(h[:, 0]) & np.isfinite(m[:, 0])
@@ -144,7 +131,7 @@ def noise_ceiling(human: Responses, cells: list[tuple], splits: int = SPLITS, se
     ``reliability``: mean split-half r over cells x options, Spearman-Brown corrected; ``r_ceiling``: its square root
     (what a model equal to the true human distributions would correlate with these data); ``js_floor``: the halves'
     mean divergence scaled to the full sample (what that perfect model's raw divergence would be)."""
-    sums, counts = _participant_sums(human, cells)
+    _, sums, counts = human.unit_sums(cells)
     n_people = len(sums)
     out: dict[str, float] = {"participants": n_people, "splits": splits, "reliability": float("nan"), "r_ceiling": float("nan"),
                              "js_floor": float("nan")}
@@ -180,7 +167,7 @@ def baselines(human: Responses, cells: list[tuple]) -> dict[str, np.ndarray]:
 
     Blind pools the humans' responses over the cell's first factor, keeping the second: for Study 2 (goal, state)
     the goal-blind, state-only distribution; for Study 1 (access, observe) the access-blind one (stated number only)."""
-    sums, counts = _participant_sums(human, cells)
+    _, sums, counts = human.unit_sums(cells)
     cell_sums, cell_counts = sums.sum(axis=0), counts.sum(axis=0)
     second = np.array([c[1] for c in cells])
     pooled = np.zeros_like(cell_sums)

@@ -68,8 +68,8 @@ class Responses:
         """Boolean row mask of condition ``cell``."""
         return np.fromiter((c == cell for c in self.cells), bool, len(self.cells))
 
-    def unit_means(self, cells: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
-        """(unit names, array units x cells x options of each unit's mean response in each cell; NaN where it has none)."""
+    def unit_sums(self, cells: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(unit names, sums units x cells x options, response counts units x cells) over ``cells`` (others left out)."""
         names, unit_index = np.unique(self.groups.astype(str), return_inverse=True)
         position = {c: i for i, c in enumerate(cells)}
         cell_index = np.fromiter((position.get(c, -1) for c in self.cells), int, len(self.cells))
@@ -78,6 +78,11 @@ class Responses:
         counts = np.zeros((len(names), len(cells)))
         np.add.at(sums, (unit_index[inside], cell_index[inside]), self.values[inside])
         np.add.at(counts, (unit_index[inside], cell_index[inside]), 1)
+        return names, sums, counts
+
+    def unit_means(self, cells: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+        """(unit names, array units x cells x options of each unit's mean response in each cell; NaN where it has none)."""
+        names, sums, counts = self.unit_sums(cells)
         with np.errstate(invalid="ignore", divide="ignore"):
             return names, sums / counts[..., None]
 
