@@ -191,7 +191,8 @@ def test_killed_stage_resumes_from_s3_with_empty_local_disk(s3_env, tmp_path, la
         first_pod = tmp_path / "pod1"
         first_pod.mkdir()
         killed = _fake_run(server, store_url, *common, cwd=first_pod)
-        assert _wait_for_segments(store, "checkpoints/exp1/fake-model_study1", 2, killed), "no checkpoint segment was written"
+        # one segment is enough: rows held by the server after it are never saved, so what resumes is what was committed
+        assert _wait_for_segments(store, "checkpoints/exp1/fake-model_study1", 1, killed), "no checkpoint segment was written"
         killed.send_signal(signal.SIGKILL)
         killed.wait()
         server.hold_after = None
