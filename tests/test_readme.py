@@ -8,8 +8,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = "python3 -m venv .venv && "
-INSTALL_AND_RUN = VENV + ".venv/bin/pip install . && .venv/bin/grace-pipeline run"
-TEST = VENV + '.venv/bin/pip install ".[test]" && .venv/bin/python -m pytest'
+# llama.cpp compiled for the build machine's own CPU features (GGML_NATIVE, its default) segfaults on the first
+# request on Xeons with AMX (ggml_backend_amx_mul_mat, seen on this project's machines): both commands build it portably.
+PORTABLE = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" '
+INSTALL_AND_RUN = VENV + PORTABLE + ".venv/bin/pip install . && .venv/bin/grace-pipeline run"
+TEST = VENV + PORTABLE + '.venv/bin/pip install ".[test]" && .venv/bin/python -m pytest'
 
 
 def test_readme_opens_with_the_two_commands():
@@ -26,7 +29,19 @@ def test_each_command_works_on_a_pep668_python():
     for command in (INSTALL_AND_RUN, TEST):
         steps = command.split(" && ")
         assert steps[0] == "python3 -m venv .venv"
-        assert all(step.split()[0].startswith(".venv/bin/") for step in steps[1:]), command
+        programs = [step.removeprefix(PORTABLE).split()[0] for step in steps[1:]]
+        assert all(program.startswith(".venv/bin/") for program in programs), command
+
+
+def test_every_install_builds_llama_cpp_portably():
+    """The README's two installs and CI's own (lint) install all compile llama.cpp without GGML_NATIVE, so the
+    build CI tests is the build a newcomer gets."""
+    for command in (INSTALL_AND_RUN, TEST):
+        (install,) = [step for step in command.split(" && ") if "pip install" in step]
+        assert install.startswith(PORTABLE)
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert 'export CMAKE_ARGS="-DGGML_NATIVE=OFF"' in ci.splitlines()
+    assert ci.index("export CMAKE_ARGS") < ci.index("pip install")
 
 
 def test_ci_runs_the_readme_test_command():
