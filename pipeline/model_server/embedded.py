@@ -3,7 +3,10 @@
 :class:`EmbeddedServers` starts ``workers`` single-thread server processes on free
 loopback ports (one llama.cpp server answers one request at a time; on 2 cores two
 single-thread processes give about twice the throughput of one), waits until each
-answers ``/v1/models``, and stops them on exit (SIGTERM, then SIGKILL after 5 s).
+answers ``/v1/models`` and has computed one token (a llama.cpp built for CPU features it
+cannot use crashes on its first computation, not at load: that is reported at start, with
+the fix, rather than as every row's connection error), and stops them on exit (SIGTERM,
+then SIGKILL after 5 s).
 On Linux the children are also killed if this process dies (PR_SET_PDEATHSIG), so a
 SIGKILLed run leaves no server behind.
 """
@@ -29,6 +32,7 @@ from schemas.settings import ModelSpec
 from steps.errors import ConfigError, ServerError
 
 READY_TIMEOUT_S = 180.0
+FIRST_COMPUTATION_TIMEOUT_S = 120.0
 STOP_GRACE_S = 5.0
 MODEL_CACHE_ENV = "GRACE_MODEL_CACHE"
 
@@ -91,6 +95,20 @@ def server_command(model: ModelSpec, gguf: Path, port: int) -> list[str]:
     ]
 
 
+def crash_message(returncode: int, log: Path) -> str:
+    """What to tell a user whose embedded server died on its first computation (exit code or signal, log tail, the fix)."""
+    how = f"signal {-returncode} ({signal.Signals(-returncode).name})" if returncode < 0 else f"exit code {returncode}"
+    tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+    try:
+        version = metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        version = "0.3.36"
+    return (f"the embedded model server crashed on its first computation ({how}). A llama.cpp compiled for this CPU's own "
+            "features (pip's default build) does this on some CPUs (ggml's AMX kernels on Xeons with AMX). Rebuild it "
+            f'portably: CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv/bin/pip install --force-reinstall --no-cache-dir '
+            f"llama-cpp-python=={version}\nLog {log}:\n{tail}")
+
+
 class EmbeddedServers:
     """Context manager running ``workers`` embedded servers for ``model``; ``.urls`` lists them."""
 
@@ -130,11 +148,27 @@ class EmbeddedServers:
                 raise ServerError(f"the embedded model server exited with code {proc.returncode} before it was ready. Log {log}:\n{tail}")
             try:
                 if httpx.get(url + "/v1/models", timeout=2.0).status_code == 200:
-                    return
+                    return self._check_first_computation(proc, log, url)
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
         raise ServerError(f"the embedded model server at {url} did not answer within {READY_TIMEOUT_S:.0f} s (log: {log})")
+
+    def _check_first_computation(self, proc: subprocess.Popen, log: Path, url: str) -> None:
+        """One token computed, or a ServerError saying why not (a crash names its signal and the portable rebuild)."""
+        body = {"model": self.model.request_model, "prompt": "Hello", "max_tokens": 1, "temperature": 0.0}
+        try:
+            reply = httpx.post(url + "/v1/completions", json=body, timeout=FIRST_COMPUTATION_TIMEOUT_S)
+        except httpx.TransportError as exc:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                raise ServerError(f"the embedded model server at {url} did not compute its first token within "
+                                  f"{FIRST_COMPUTATION_TIMEOUT_S:.0f} s ({type(exc).__name__}; log: {log})") from exc
+            raise ServerError(crash_message(proc.returncode, log)) from exc
+        if reply.status_code != 200:
+            raise ServerError(f"the embedded model server at {url} answered its first computation with HTTP {reply.status_code}: "
+                              f"{reply.text[:300]} (log: {log})")
 
     def stop(self) -> None:
         """Stop every worker: SIGTERM, then SIGKILL after a grace period."""
