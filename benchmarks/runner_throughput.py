@@ -5,7 +5,8 @@ every request (chat, completions, tokenize) held a fixed latency (default 20 ms)
 concurrency 64, so the bound (Little's law) is concurrency / latency = 3,200 requests/s. The
 benchmark repeats the bundled example rows, and the server answers a completions request it
 has seen before from a cache (same bytes), so that its CPU goes to HTTP rather than to
-recomputing 60 kB echo bodies: on a 2-core machine the client, not the fake, is measured.
+recomputing echo bodies: on a 2-core machine the client, not the fake, is measured. Echo replies
+are shaped as vLLM's (a ``top_logprobs`` entry per prompt token: about 110 kB per Study 2 row).
 
 * each stage (Experiment 1 ``query`` on Study 1, one request per row; Experiment 2
   ``probabilities`` on Study 2, exact scoring: tokenize, detokenize, one tokenize per option
@@ -17,8 +18,11 @@ recomputing 60 kB echo bodies: on a 2-core machine the client, not the fake, is 
   - **after**: ``LLMClient`` over :class:`steps.http_session.AiohttpSession` sized to the
     concurrency (what runs use), on ``--rows`` rows (default 20,000);
 
+  - for probabilities also **after, replies parsed whole**: the same, with every echo reply
+    parsed in full by orjson instead of :func:`steps.echo_reply.decode_echo` (the reply path's baseline);
+
   each printed as rows/s, requests/s and the fraction of the bound, with the client's CPU
-  per request. The fraction compares throughputs, so the two row counts need not match;
+  per request and the reply bytes per row. The fraction compares throughputs, so the row counts need not match;
 * the HTTP client alone (``LLMClient.post_json`` in a sliding window, no step): the ceiling;
 * peak memory (max RSS, in a fresh process each) of loading and validating a study file of
   ``--memory-rows`` rows (default 100,000), and of a whole ``grace-pipeline run --stages query``
@@ -48,6 +52,7 @@ import pandas as pd
 
 from pipeline.config import example_study_path
 from schemas.settings import ModelSpec, SamplingSettings
+from steps import probabilities
 from steps.checkpoint import Checkpoint
 from steps.http_session import AiohttpSession, HttpSession, HttpxSession, Reply
 from steps.llm_client import LLMClient, completed_in_window
@@ -64,11 +69,13 @@ class CountingSession:
     """A session that counts the requests it passes on (the probabilities stage sends several per row)."""
 
     def __init__(self, inner: HttpSession):
-        self.inner, self.requests = inner, 0
+        self.inner, self.requests, self.reply_bytes = inner, 0, 0
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
         self.requests += 1
-        return await self.inner.post(url, body, headers)
+        reply = await self.inner.post(url, body, headers)
+        self.reply_bytes += len(reply.body)
+        return reply
 
     async def get(self, url: str, headers: Mapping[str, str], timeout_s: Optional[float] = None) -> Reply:
         return await self.inner.get(url, headers, timeout_s)
@@ -95,7 +102,8 @@ def _free_port() -> int:
 def _fake_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.fake_openai_server", "--port", str(port), "--latency-ms", str(latency_ms),
-                             "--latency-every-post", "--cache-replies"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--latency-every-post", "--cache-replies", "--vllm-echo-top-logprobs"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -124,15 +132,24 @@ async def _open(pool: str, concurrency: int) -> tuple[HttpSession, Optional[http
     return AiohttpSession(concurrency), None
 
 
-async def _stage(stage: str, pool: str, url: str, rows: int, concurrency: int, folder: Path) -> dict:
-    """Run ``stage`` over ``rows`` rows through ``pool``; wall time, rows done, requests, client CPU."""
+async def _stage(stage: str, pool: str, url: str, rows: int, concurrency: int, folder: Path, full_parse: bool = False) -> dict:
+    """Run ``stage`` over ``rows`` rows through ``pool``; wall time, rows done, requests, client CPU.
+
+    ``full_parse``: echo replies parsed whole (orjson), not by :func:`steps.echo_reply.decode_echo` (the reply path's baseline).
+    """
+    if full_parse:
+        saved, probabilities.decode_echo = probabilities.decode_echo, lambda body: None
+        try:
+            return await _stage(stage, pool, url, rows, concurrency, folder)
+        finally:
+            probabilities.decode_echo = saved
     spec = load_study(STAGE_STUDY[stage])
     frame = _study(spec.number, rows)
     inner, http = await _open(pool, concurrency)
     session = CountingSession(inner)
     client = LLMClient(session, [url], concurrency)
     try:
-        with Checkpoint(folder / f"{stage}-{pool}.jsonl", {"bench": stage}) as checkpoint:
+        with Checkpoint(folder / f"{stage}-{pool}-{time.monotonic_ns()}.jsonl", {"bench": stage}) as checkpoint:
             started, cpu = time.perf_counter(), time.process_time()
             if stage == "query":
                 outcome = await run_query_step(frame, spec, MODEL, client, SamplingSettings(), checkpoint, "bench", 1)
@@ -145,7 +162,7 @@ async def _stage(stage: str, pool: str, url: str, rows: int, concurrency: int, f
             await http.aclose()
     if outcome.failed:
         raise RuntimeError(f"{stage} through {pool}: {outcome.failed} rows failed")
-    return {"wall": wall, "rows": outcome.done, "requests": session.requests, "cpu": cpu}
+    return {"wall": wall, "rows": outcome.done, "requests": session.requests, "cpu": cpu, "reply_bytes": session.reply_bytes}
 
 
 async def _client_only(pool: str, url: str, requests: int, concurrency: int) -> dict:
@@ -167,7 +184,8 @@ async def _client_only(pool: str, url: str, requests: int, concurrency: int) -> 
 def _line(name: str, result: dict, bound: float) -> str:
     per_s, n = result["requests"] / result["wall"], result["requests"]
     return (f"  {name:22s} {result['rows'] / result['wall']:7,.0f} rows/s {per_s:7,.0f} requests/s = {per_s / bound:.3f} of the bound; "
-            f"CPU per request: client {result['cpu'] / n * 1000:.2f} ms, fake server {result['server_cpu'] / n * 1000:.2f} ms")
+            f"CPU per request: client {result['cpu'] / n * 1000:.2f} ms, fake server {result['server_cpu'] / n * 1000:.2f} ms"
+            + (f"; replies {result['reply_bytes'] / result['rows'] / 1000:.0f} kB per row" if "reply_bytes" in result else ""))
 
 
 def _measured(server: subprocess.Popen, run) -> dict:
@@ -213,6 +231,11 @@ def main() -> None:
                     summary[f"{stage} {pool}"] = result["requests"] / result["wall"] / bound
                     print(_line(label, result, bound), flush=True)
                 print(f"  after / before: {summary[f'{stage} aiohttp'] / summary[f'{stage} httpx']:.1f}x")
+                if stage == "probabilities":  # the reply path's baseline: each echo reply parsed whole
+                    result = _measured(server, lambda: asyncio.run(_stage(stage, "aiohttp", url, args.rows, args.concurrency, Path(tmp),
+                                                                          full_parse=True)))
+                    summary["probabilities aiohttp, full parse"] = result["requests"] / result["wall"] / bound
+                    print(_line("after, replies parsed whole", result, bound), flush=True)
             print("HTTP client alone (chat requests, no step):")
             for label, pool, rows in pools:
                 result = _measured(server, lambda: asyncio.run(_client_only(pool, url, rows, args.concurrency)))

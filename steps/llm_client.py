@@ -201,8 +201,13 @@ class LLMClient:
                 self._in_flight[url] -= 1
             return reply, (time.perf_counter() - started) * 1000.0
 
-    async def post_json(self, path: str, payload: dict[str, Any]) -> Response:
-        """POST ``payload`` to ``path`` with retries; return the parsed body or raise RequestFailed."""
+    async def post_json(self, path: str, payload: dict[str, Any],
+                        decode: Optional[Callable[[bytes], Optional[dict[str, Any]]]] = None) -> Response:
+        """POST ``payload`` to ``path`` with retries; return the parsed body or raise RequestFailed.
+
+        ``decode`` reads a 2xx body the caller needs only part of (e.g. :func:`steps.echo_reply.decode_echo`);
+        when it returns None the whole body is parsed as JSON as usual.
+        """
         body = orjson.dumps(payload)
         attempt = 0
         while True:
@@ -214,7 +219,9 @@ class LLMClient:
                 reply, latency_ms = await self._attempt(path, body)
                 status = reply.status
                 if 200 <= status < 300:
-                    parsed = _json_body(reply.body, status)
+                    parsed = decode(reply.body) if decode is not None else None
+                    if parsed is None:
+                        parsed = _json_body(reply.body, status)
                     if not isinstance(parsed, dict):
                         raise RequestFailed(f"HTTP {status} with JSON that is not an object", attempt, status)
                     return Response(parsed, latency_ms, attempt, datetime.now(timezone.utc))

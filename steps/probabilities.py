@@ -35,6 +35,7 @@ import pandas as pd
 from schemas.probabilities import ASSESSMENTS, FRAMES, PERCENT_BINS, STATES, ScoringMethod
 from schemas.settings import ModelSpec
 from steps.checkpoint import Checkpoint
+from steps.echo_reply import decode_echo
 from steps.errors import ConfigError, ServerError
 from steps.llm_client import LLMClient, RequestFailed
 from steps.outcome import NoProgress, RowProgress, StepOutcome, run_resumable
@@ -141,10 +142,11 @@ async def option_scores(
     prompts = question.prompts()
     base = {"model": model.request_model, "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 1}
     if separate_requests:
-        bodies = await asyncio.gather(*(client.post_json(COMPLETIONS_PATH, {**base, "prompt": [ids]}) for _, ids in prompts))
+        bodies = await asyncio.gather(*(client.post_json(COMPLETIONS_PATH, {**base, "prompt": [ids]}, decode_echo) for _, ids in prompts))
         choices = [_choices(b.body, 1)[0] for b in bodies]
     else:
-        choices = _choices((await client.post_json(COMPLETIONS_PATH, {**base, "prompt": [ids for _, ids in prompts]})).body, len(prompts))
+        reply = await client.post_json(COMPLETIONS_PATH, {**base, "prompt": [ids for _, ids in prompts]}, decode_echo)
+        choices = _choices(reply.body, len(prompts))
     start = len(question.context)
     per_label: dict[str, list[float]] = {}
     for (label, ids), choice in zip(prompts, choices):

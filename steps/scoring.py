@@ -68,7 +68,12 @@ def option_logprob(token_logprobs: Sequence[Any], start: int, end: int, what: st
     """Sum of ``token_logprobs[start:end]`` (an option's tokens in an echoed prompt), each checked."""
     if start < 1 or end > len(token_logprobs) or start >= end:
         raise MissingLogprobs(f"the server echoed {len(token_logprobs)} log-probabilities; {what} needs positions {start}..{end - 1}")
-    return float(sum(checked_logprob(token_logprobs[i], f"a token of {what}") for i in range(start, end)))
+    total = 0.0
+    for value in token_logprobs[start:end]:
+        if type(value) is not float or not -math.inf < value <= 0.0:  # the common case needs no message: build it only here
+            value = checked_logprob(value, f"a token of {what}")
+        total += value
+    return total
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import repeat
 from typing import Any, Mapping, Optional, Sequence
 
 from schemas.settings import ModelSpec
@@ -78,7 +80,7 @@ def reply_prefix_rest(prompt_text: str, reply_prefix: str) -> str:
 
 def _ids(body: Mapping[str, Any], what: str) -> list[int]:
     tokens = body.get("tokens")
-    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, int) for t in tokens):
+    if not isinstance(tokens, list) or not tokens or not all(map(isinstance, tokens, repeat(int))):
         raise Unscorable(f"the server's /tokenize answer for {what} has no token ids")
     return tokens
 
@@ -121,13 +123,21 @@ class ReplyTokenizer:
         self.client, self.model = client, model
         self._known: dict[str, asyncio.Task[list[int]]] = {}
 
-    async def ids(self, text: str) -> tuple[int, ...]:
-        """The server's ids of ``text`` alone ('' has none). A failed request is not remembered."""
+    def known(self, text: str) -> Optional[tuple[int, ...]]:
+        """The ids of ``text`` if the server has already given them, else None (no request is made)."""
         if not text:
             return ()
         task = self._known.get(text)
         if task is not None and task.done() and not task.cancelled() and task.exception() is None:
-            return tuple(task.result())  # known: no new task (every row asks again for every option)
+            return tuple(task.result())
+        return None
+
+    async def ids(self, text: str) -> tuple[int, ...]:
+        """The server's ids of ``text`` alone ('' has none). A failed request is not remembered."""
+        known = self.known(text)
+        if known is not None:
+            return known  # no new task: every row asks again for every option
+        task = self._known.get(text)
         if task is None or task.done():
             task = self._known[text] = asyncio.create_task(tokenize_text(self.client, self.model, text))
         return tuple(await asyncio.shield(task))
@@ -150,7 +160,11 @@ async def option_ids(replies: ReplyTokenizer, remainder: str, form: str) -> tupl
 
     Raises :class:`Unscorable` on a boundary merge or an option without tokens of its own.
     """
-    before, whole = await replies.ids(remainder), await replies.ids(remainder + form)  # known after the first row
+    return split_option(await replies.ids(remainder), await replies.ids(remainder + form), remainder, form)
+
+
+def split_option(before: tuple[int, ...], whole: tuple[int, ...], remainder: str, form: str) -> tuple[int, ...]:
+    """The option's own ids: ``whole`` (ids of remainder + form) after ``before`` (ids of the remainder); see :func:`option_ids`."""
     if whole[: len(before)] != before:
         raise OptionIdsError(f"boundary merge: the server's tokenizer joins the end of the reply prefix {remainder!r} with the start "
                          f"of the option {form!r} (the prefix's ids change when the option follows), so the option has no ids "
@@ -160,6 +174,13 @@ async def option_ids(replies: ReplyTokenizer, remainder: str, form: str) -> tupl
     return whole[len(before):]
 
 
+def _split_or_error(before, whole, remainder: str, form: str) -> Any:
+    try:
+        return split_option(before, whole, remainder, form)
+    except OptionIdsError as exc:
+        return exc
+
+
 def overlapping_options(options: Mapping[str, Sequence[tuple[int, ...]]]) -> Optional[str]:
     """Why the options are not prefix-free as token sequences (a form's ids begin another's), or None.
 
@@ -167,7 +188,13 @@ def overlapping_options(options: Mapping[str, Sequence[tuple[int, ...]]]) -> Opt
     the first form's probability already contains the second's, and the distribution would
     count that mass twice.
     """
-    forms = [(label, index, ids) for label, seqs in options.items() for index, ids in enumerate(seqs)]
+    return _overlap(tuple((label, tuple(seqs)) for label, seqs in options.items()))
+
+
+@lru_cache(maxsize=256)
+def _overlap(options: tuple[tuple[str, tuple[tuple[int, ...], ...]], ...]) -> Optional[str]:
+    """:func:`overlapping_options` of a hashable copy (every row of a question has the same option ids: checked once)."""
+    forms = [(label, index, ids) for label, seqs in options for index, ids in enumerate(seqs)]
     for label, index, ids in forms:
         for other, other_index, other_ids in forms:
             if (label, index) != (other, other_index) and other_ids[: len(ids)] == ids:
@@ -189,7 +216,12 @@ async def question_ids(
     replies = replies or ReplyTokenizer(client, model)
     context, remainder = await context_ids(client, model, messages, replies)
     forms = [(label, form) for label, label_forms in options.items() for form in label_forms]
-    found = await asyncio.gather(*(option_ids(replies, remainder, form) for _, form in forms), return_exceptions=True)
+    before, wholes = replies.known(remainder), [replies.known(remainder + form) for _, form in forms]
+    found: list[Any]
+    if before is not None and all(whole is not None for whole in wholes):  # every row after the first: no task per option
+        found = [_split_or_error(before, whole, remainder, form) for (_, form), whole in zip(forms, wholes)]
+    else:
+        found = await asyncio.gather(*(option_ids(replies, remainder, form) for _, form in forms), return_exceptions=True)
     per_label: dict[str, list[tuple[int, ...]]] = {label: [] for label in options}
     for (label, _), ids in zip(forms, found):
         if isinstance(ids, BaseException):

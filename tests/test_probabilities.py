@@ -16,7 +16,8 @@ from steps.checkpoint import Checkpoint
 from steps.errors import ConfigError, ServerError
 from steps.llm_client import LLMClient, RetryPolicy
 from steps.probabilities import SMOKE_POLICY, check_scoring_method, run_probability_step, scoring_messages, seed_literal_prompt
-from steps.server_prompt import minimum_prompt_tokens, question_ids, reply_prefix_rest
+from steps.scoring import OptionIdsError
+from steps.server_prompt import ReplyTokenizer, minimum_prompt_tokens, question_ids, reply_prefix_rest
 from steps.tables import coerce_to_schema
 from tests.fakes.fake_openai_server import FakeOpenAIServer, fake_chat_template
 
@@ -187,6 +188,32 @@ def test_context_ids_are_identical_across_options_and_options_are_located_by_ids
         assert len(prompts) == 8 and all(ids[: len(q.context)] == list(q.context) for _, ids in prompts)
         assert "".join(server._pieces[t] for t in q.options["wasnt_good"][0]) == "It wasn't good"
     assert minimum_prompt_tokens(q) < sum(len(ids) for _, ids in prompts)
+
+
+def test_later_rows_take_option_ids_from_the_cache_with_the_same_ids_and_the_same_errors(study2, study2_table):
+    """After the first row every option's ids are known: later rows build them without a request or a task, identically."""
+    question = study2.probability_questions[0]
+    for reply_prefix, merges in (("", False), ("Reply", True)):  # the FAKE tokenizer joins 'Reply' + 'It'
+        model = ModelSpec(name="fake-model", hf_id="fake-model", reply_prefix=reply_prefix)
+        rows = [scoring_messages(question, study2, study2_table.frame.iloc[i].to_dict(), {}, model) for i in range(3)]
+        with FakeOpenAIServer() as server:
+            async def go():
+                async with httpx.AsyncClient(timeout=10) as http:
+                    client = LLMClient(http, [server.url], 4, FAST)
+                    replies, out = ReplyTokenizer(client, model), []
+                    for messages in rows:
+                        try:
+                            out.append(await question_ids(client, model, messages, question.options, replies))
+                        except OptionIdsError as exc:
+                            out.append(str(exc))
+                        out.append(server.tokenize_requests)
+                    return out
+            first, after_first, second, after_second, third, after_third = asyncio.run(go())
+        assert after_second - after_first == after_third - after_second == 1  # the chat prompt only: options come from the cache
+        if merges:
+            assert first == second == third and "boundary merge" in first
+        else:
+            assert first.options == second.options == third.options and len(first.options) == 8
 
 
 def test_a_boundary_merge_is_detected_not_guessed(tmp_path, study2, study2_table):

@@ -44,7 +44,9 @@ seeded lognormal distribution (``latency_ms`` median, ``latency_sigma`` spread);
 benchmark's server, whose bound is then concurrency / latency for every request). ``record_requests=False``
 keeps no ``scoring_requests`` (a long benchmark would hold every request body); ``cache_replies`` answers a
 ``/v1/completions`` body seen before with the same bytes as the first time (the benchmark repeats rows: its
-server then spends its CPU on HTTP, not on recomputing 60 kB of pseudo log-probabilities).
+server then spends its CPU on HTTP, not on recomputing 60 kB of pseudo log-probabilities);
+``vllm_echo_top_logprobs`` gives every echoed prompt token a ``top_logprobs`` entry (its own and one
+alternative) as vLLM does for ``echo`` + ``logprobs: 1``, where the default leaves them ``null``.
 
 Run standalone: ``python -m tests.fakes.fake_openai_server --port 8000 --latency-ms 50``.
 """
@@ -194,8 +196,9 @@ class FakeOpenAIServer:
                  chat_template=fake_chat_template, logprob_overrides: Optional[dict] = None, tokenizer=None,
                  trace_words: int = 0, server_trace_field: str = "reasoning_content",
                  latency_every_post: bool = False, record_requests: bool = True, cache_replies: bool = False,
-                 healthy_after_polls: int = 0):
+                 healthy_after_polls: int = 0, vllm_echo_top_logprobs: bool = False):
         self.model = model
+        self.vllm_echo_top_logprobs = vllm_echo_top_logprobs
         self.cache_replies = cache_replies
         self.hold_after: Optional[int] = None
         self._reply_cache: dict[bytes, bytes] = {}
@@ -318,9 +321,13 @@ class FakeOpenAIServer:
             position += len(piece)
         along = fake_logprobs_along(pieces, skip_first=skip > 0)
         values: list = [None] + [self.logprob_overrides.get(piece, value) for piece, value in zip(pieces[1:], along)]
+        prompt_top: list = [None] * len(pieces)
+        if self.vllm_echo_top_logprobs:  # as vLLM answers echo + logprobs=1: each prompt token's own entry and the top-1 alternative
+            prompt_top = [None] + [{piece: value, ("\n" if piece != "\n" else " "): min(0.0, value + 0.5)}
+                                   for piece, value in zip(pieces[1:], values[1:])]
         return {"index": index, "text": text + generated, "finish_reason": "length", "logprobs": {
             "tokens": pieces + [generated], "token_logprobs": values + [fake_logprob(scored, generated)],
-            "text_offset": offsets + [position], "top_logprobs": [None] * len(pieces) + [top]}}
+            "text_offset": offsets + [position], "top_logprobs": prompt_top + [top]}}
 
     async def _handle_completion(self, writer: asyncio.StreamWriter, raw: bytes) -> None:
         self.completion_requests += 1
@@ -514,9 +521,12 @@ def main() -> None:
     parser.add_argument("--latency-sigma", type=float, default=0.0)
     parser.add_argument("--latency-every-post", action="store_true", help="/tokenize and /detokenize take --latency-ms too")
     parser.add_argument("--cache-replies", action="store_true", help="answer a /v1/completions body seen before from a cache")
+    parser.add_argument("--vllm-echo-top-logprobs", action="store_true",
+                        help="echo a top_logprobs entry per prompt token, as vLLM does (replies about twice as large)")
     args = parser.parse_args()
     server = FakeOpenAIServer(args.model, args.latency_ms, args.latency_sigma, port=args.port,
-                              latency_every_post=args.latency_every_post, record_requests=False, cache_replies=args.cache_replies)
+                              latency_every_post=args.latency_every_post, record_requests=False, cache_replies=args.cache_replies,
+                              vllm_echo_top_logprobs=args.vllm_echo_top_logprobs)
     print(f"fake server on port {args.port}", flush=True)
     asyncio.run(server._serve())
 
