@@ -185,7 +185,7 @@ def _line(name: str, result: dict, bound: float) -> str:
     per_s, n = result["requests"] / result["wall"], result["requests"]
     return (f"  {name:22s} {result['rows'] / result['wall']:7,.0f} rows/s {per_s:7,.0f} requests/s = {per_s / bound:.3f} of the bound; "
             f"CPU per request: client {result['cpu'] / n * 1000:.2f} ms, fake server {result['server_cpu'] / n * 1000:.2f} ms"
-            + (f"; replies {result['reply_bytes'] / result['rows'] / 1000:.0f} kB per row" if "reply_bytes" in result else ""))
+            + (f"; replies {result['reply_bytes'] / result['rows'] / 1000:.1f} kB per row" if "reply_bytes" in result else ""))
 
 
 def _measured(server: subprocess.Popen, run) -> dict:
