@@ -40,6 +40,45 @@ def test_one_failing_model_leaves_the_others_validated_merged_and_reported(tmp_p
     assert statuses["extract-acme-bad-study2"] == "skipped"  # its extraction needs the answers it does not have
 
 
+def test_a_model_whose_server_cannot_be_reached_leaves_the_others_run_merged_and_reported(tmp_path, capsys):
+    """On one machine as on the cluster: a model server that is down at start costs that model only."""
+    from pipeline.model_server.embedded import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with FakeOpenAIServer(model="acme-good") as good:
+        code = main(["run", "--models", "acme-good,acme-down", "--endpoint", f"acme-good={good.url}", "--endpoint", f"acme-down={dead}",
+                     "--studies", "2", "--limit", "2", "--extractor-url", good.url, "--extractor-model", "acme-good",
+                     "--store", str(tmp_path), "--run-id", "down"])
+        good_answers = good.chat_requests
+    captured = capsys.readouterr()
+    assert code == 4  # the unreachable server's code
+    assert good_answers >= 2  # the other model was queried all the same
+    run = tmp_path / "down"
+    analysis = pd.read_parquet(run / "analysis" / "study2_analysis.parquet")
+    assert set(analysis.model_name) == {"acme-good"} and (analysis.query_status == "ok").all() and len(analysis) == 2
+    summary = json.loads((run / "run_summary.json").read_text())
+    assert {(r["model"], r["stage"]) for r in summary["failed"]} == {("acme-down", "query"), ("acme-down", "probabilities")}
+    assert all(r["exit_code"] == 4 and "acme-down" in r["error"] and "does not answer" in r["error"] for r in summary["failed"])
+    assert "Not finished" in (run / "report.html").read_text()
+    assert "error: acme-down: model server for 'acme-down' does not answer" in captured.err
+    statuses = {p.stem: json.loads(p.read_text())["state"] for p in (run / "status").glob("*.json")}
+    assert statuses["query-acme-good-study2"] == statuses["probabilities-acme-good-study2"] == "done"
+    assert statuses["query-acme-down-study2"] == statuses["probabilities-acme-down-study2"] == "failed"
+    assert statuses["extract-acme-down-study2"] == "skipped"  # it needs the answers that were never written
+
+
+def test_when_no_model_server_can_be_reached_the_run_stops_before_any_row(tmp_path, capsys):
+    from pipeline.model_server.embedded import free_port
+
+    dead = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
+    code = main(["run", "--models", "acme-a,acme-b", "--endpoint", f"acme-a={dead[0]}", "--endpoint", f"acme-b={dead[1]}",
+                 "--studies", "2", "--limit", "2", "--stages", "query", "--store", str(tmp_path), "--run-id", "alldown"])
+    assert code == 4
+    assert not (tmp_path / "alldown" / "exp1").exists()
+    statuses = {p.stem: json.loads(p.read_text())["state"] for p in (tmp_path / "alldown" / "status").glob("*.json")}
+    assert statuses == {"query-acme-a-study2": "failed", "query-acme-b-study2": "failed"}
+
+
 def test_the_outcome_names_failed_missing_and_recovered_nodes(tmp_path):
     store = open_store(str(tmp_path))
     nodes = build_plan(["a", "b", "c"], [1], ["query", "extract", "probabilities"])

@@ -322,30 +322,46 @@ def _client(sessions: list[AiohttpSession], config: RunConfig, urls: list[str], 
     return LLMClient(sessions[-1], urls, concurrency, RetryPolicy(), api_key=api_key)
 
 
-async def _connect_models(config, models, stack, sessions: list[AiohttpSession], logs: Path,
-                          start_server: Optional[ServerStarter]) -> tuple[dict[str, LLMClient], dict[str, dict]]:
-    """One client per model: an existing endpoint, or embedded servers started here; each checked."""
+async def _connect_model(config, name: str, model: ModelSpec, stack, sessions: list[AiohttpSession], logs: Path,
+                         start_server: Optional[ServerStarter], api_key: Optional[str]) -> tuple[LLMClient, dict]:
+    """A checked client for one model (an existing endpoint, or embedded servers started here) and its manifest entry."""
+    if name in config.endpoints:
+        urls, concurrency, version = list(config.endpoints[name]), config.concurrency or DEFAULT_ENDPOINT_CONCURRENCY, None
+        if config.wait_for_endpoint_s:
+            async with httpx.AsyncClient() as probe:
+                for url in urls:
+                    await wait_for_health(probe, url, config.wait_for_endpoint_s)
+        client = _client(sessions, config, urls, concurrency, api_key)
+    else:
+        urls, workers, version = _start_own_server(start_server, stack, model, logs, config.embedded_workers, "model")
+        concurrency = config.concurrency or workers
+        client = _client(sessions, config, urls, concurrency)
+    version = await check_endpoint(client, model) or version
+    server = {"urls": [redact_url(u) for u in urls], "concurrency": concurrency, "server_version": version,
+              "engine": "endpoint" if name in config.endpoints else model.engine}
+    if model.reasoning:
+        server["reasoning_split"] = reasoning_split(model, sidecar=False)
+    return client, server
+
+
+async def _connect_models(config, models, stack, sessions: list[AiohttpSession], logs: Path, start_server: Optional[ServerStarter]
+                          ) -> tuple[dict[str, LLMClient], dict[str, dict], dict[str, ServerError]]:
+    """One checked client per model, and the models whose server could not be started or reached (ServerError each).
+
+    A model whose server fails does not stop the others: its nodes end with that error, the others run (partial
+    results, as on the cluster). A ConfigError (e.g. no endpoint and no way to start one) stops the run.
+    """
     api_key = os.environ.get(ENDPOINT_API_KEY_ENV) or None
     clients: dict[str, LLMClient] = {}
     servers: dict[str, dict] = {}
+    unavailable: dict[str, ServerError] = {}
     for name, model in models.items():
-        if name in config.endpoints:
-            urls, concurrency, version = list(config.endpoints[name]), config.concurrency or DEFAULT_ENDPOINT_CONCURRENCY, None
-            if config.wait_for_endpoint_s:
-                async with httpx.AsyncClient() as probe:
-                    for url in urls:
-                        await wait_for_health(probe, url, config.wait_for_endpoint_s)
-            clients[name] = _client(sessions, config, urls, concurrency, api_key)
-        else:
-            urls, workers, version = _start_own_server(start_server, stack, model, logs, config.embedded_workers, "model")
-            concurrency = config.concurrency or workers
-            clients[name] = _client(sessions, config, urls, concurrency)
-        version = await check_endpoint(clients[name], model) or version
-        servers[name] = {"urls": [redact_url(u) for u in urls], "concurrency": concurrency, "server_version": version,
-                         "engine": "endpoint" if name in config.endpoints else model.engine}
-        if model.reasoning:
-            servers[name]["reasoning_split"] = reasoning_split(model, sidecar=False)
-    return clients, servers
+        try:
+            clients[name], servers[name] = await _connect_model(config, name, model, stack, sessions, logs, start_server, api_key)
+        except ServerError as exc:
+            unavailable[name] = exc
+            print(f"error: {name}: {exc}", file=sys.stderr)
+    return clients, servers, unavailable
 
 
 async def check_extractor(client: LLMClient) -> None:
@@ -411,7 +427,11 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
         durable = checkpoint_store(config, run_id)
         try:
             try:
-                clients, servers = await _connect_models(config, served, stack, sessions, logs, start_server)
+                clients, servers, unavailable = await _connect_models(config, served, stack, sessions, logs, start_server)
+                if unavailable and len(unavailable) == len(served):
+                    raise next(iter(unavailable.values()))  # no model to run: stop here, as before any row
+                for name, error in unavailable.items():  # the other models go on; these nodes end with their server's error
+                    await asyncio.to_thread(record_setup_failure, durable, [n for n in nodes if n.model == name], error, error.exit_code)
                 extractor = None
                 if any(n.stage == "extract" for n in nodes):
                     extractor = await _make_extractor(config, clients, stack, sessions, logs, extractor_key, start_server)
@@ -433,6 +453,8 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
                 spec, table = inputs[node.study]
                 if node.model is None:
                     return await asyncio.to_thread(_run_study_node, node, spec, table, models, config, store)
+                if node.model in unavailable:
+                    raise unavailable[node.model]
                 return await _run_step_node(node, inputs, models, clients.get(node.model), config, run_id, store, progress, extractor)
 
             async def on_end(result: NodeResult) -> None:
