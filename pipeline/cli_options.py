@@ -24,6 +24,7 @@ from pipeline.registry import EMBEDDED_DEFAULT
 from schemas.fits import BootstrapMethod, FitSettings, SemanticsMode
 from schemas.probabilities import ScoringMethod
 from schemas.settings import (
+    DEFAULT_ALPHA,
     DEFAULT_EQUIVALENCE_MARGIN,
     DEFAULT_MAX_TOKENS,
     DEFAULT_SEED,
@@ -87,7 +88,10 @@ def _checks(value: str) -> tuple[str, ...]:
 
 
 def add_analysis_options(parser: argparse.ArgumentParser) -> None:
-    """Add how the report judges the papers' findings: --equivalence-margin and --study1-exclude."""
+    """Add how the report judges the papers' findings: --alpha, --equivalence-margin and --study1-exclude."""
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, metavar="A",
+                        help="Familywise error rate of each source's findings (Holm's correction after Tarone's screen; "
+                             "default: %(default)s; stated in the report)")
     parser.add_argument("--equivalence-margin", type=float, default=DEFAULT_EQUIVALENCE_MARGIN, metavar="M",
                         help="Smallest difference that matters in the findings, on the 0-1 scale of a normalised bet or an "
                              "utterance share: a 'no longer greater' finding is reproduced when its difference is shown below "
@@ -249,7 +253,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             extractor_api_key_env=args.extractor_api_key_env, extractor_json_mode=args.extractor_json_mode,
             extractor_concurrency=args.extractor_concurrency, min_extraction_confidence=args.min_extraction_confidence,
             lock_wait_s=args.wait_for_lock, fit=fit_settings_from_args(args),
-            analysis=AnalysisSettings(equivalence_margin=args.equivalence_margin, study1_exclude=args.study1_exclude),
+            analysis=AnalysisSettings(alpha=args.alpha, equivalence_margin=args.equivalence_margin,
+                                      study1_exclude=args.study1_exclude),
         )
     except ValidationError as exc:
         details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

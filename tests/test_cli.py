@@ -103,6 +103,7 @@ def test_vllm_model_without_endpoint_is_a_clear_error(tmp_path, capsys):
     pytest.param(["--temperature", "9"], "temperature", id="temperature-range"),
     pytest.param(["--study1-exclude", "prior,mood"], "unknown check 'mood'", id="unknown-exclusion-check"),
     pytest.param(["--equivalence-margin", "0"], "equivalence_margin", id="margin-zero"),
+    pytest.param(["--alpha", "1"], "alpha", id="alpha-one"),
 ])
 def test_invalid_options(tmp_path, capsys, args, message):
     try:
@@ -218,8 +219,8 @@ def test_analysis_options_reach_the_run_configuration():
     from pipeline.cli import build_parser
     from pipeline.cli_options import config_from_args
 
-    args = build_parser().parse_args(["run", "--equivalence-margin", "0.2", "--study1-exclude", "prior,knowledge"])
+    args = build_parser().parse_args(["run", "--equivalence-margin", "0.2", "--study1-exclude", "prior,knowledge", "--alpha", "0.01"])
     analysis = config_from_args(args).analysis
-    assert analysis.equivalence_margin == 0.2 and analysis.study1_exclude == ("prior", "knowledge")
+    assert analysis.equivalence_margin == 0.2 and analysis.study1_exclude == ("prior", "knowledge") and analysis.alpha == 0.01
     assert config_from_args(build_parser().parse_args(["run"])).analysis.study1_exclude == ()
 

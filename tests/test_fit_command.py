@@ -27,7 +27,7 @@ def finished_run(tmp_path_factory):
     human2 = write_pattern_file(out / "speaker_production.csv", participants=20)
     with FakeOpenAIServer(model="fake-model") as server:
         code = main(["run", "--endpoint", f"fake-model={server.url}", "--extractor-url", server.url, "--extractor-model", "fake-model",
-                     "--human2", str(human2), "--output", str(out / "store"), *FAST])
+                     "--human2", str(human2), "--output", str(out / "store"), "--alpha", "0.1", "--equivalence-margin", "0.2", *FAST])
     assert code == 0
     (run,) = (out / "store").iterdir()
     return run
@@ -52,7 +52,10 @@ def test_grace_pipeline_fit_refits_a_finished_run_without_any_model(finished_run
     assert "as recorded in the run's manifest" in printed and "study 2: humans" in printed
     parameters = pd.read_csv(finished_run / "fits" / "study2_rsa_parameters.csv", keep_default_na=False, na_values=["NA"])
     assert parameters.inputs.str.contains("fixed at the norming").all() and "human" in set(parameters.source)
-    assert "fixed at the norming" in (finished_run / "report.html").read_text(encoding="utf-8")
+    report = (finished_run / "report.html").read_text(encoding="utf-8")
+    assert "fixed at the norming" in report
+    # the rewritten report judges the findings as the run did (its recorded --alpha and --equivalence-margin)
+    assert "familywise &alpha; = 0.1)" in report and "equivalence margin <b>0.2</b>" in report
 
 
 def test_a_bad_norming_file_is_refused_before_any_fitting(finished_run, tmp_path, capsys):

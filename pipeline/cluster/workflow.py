@@ -79,7 +79,7 @@ from pipeline.plan import RUN_STAGES, SERVED_STAGES, STUDY_STAGE_DEPENDENCIES
 from pipeline.registry import load_registry
 from schemas.fits import BootstrapMethod, FitSettings, SemanticsMode
 from schemas.probabilities import ScoringMethod
-from schemas.settings import DEFAULT_EQUIVALENCE_MARGIN, DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE
+from schemas.settings import DEFAULT_ALPHA, DEFAULT_EQUIVALENCE_MARGIN, DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TEMPERATURE
 from steps.errors import RunLockedError, ServerError, StorageError
 from steps.extract import JSON_MODES
 from steps.human import HUMAN_FORMATS
@@ -159,6 +159,8 @@ PARAMETERS = (
                       "json_schema (vLLM/OpenAI), llama_schema (llama.cpp)", JSON_MODES),
     WorkflowParameter("extractor-concurrency", str(DEFAULT_EXTRACTOR_CONCURRENCY),
                       "Extractor requests in flight (one extraction job runs at a time)"),
+    WorkflowParameter("alpha", str(DEFAULT_ALPHA), "Findings in the report: familywise error rate of each source's findings "
+                      "(Holm's correction after Tarone's screen)"),
     WorkflowParameter("equivalence-margin", str(DEFAULT_EQUIVALENCE_MARGIN),
                       "Findings in the report: smallest difference that matters (0-1 scale of a bet or an utterance share); "
                       "a 'no longer greater' finding is reproduced when shown below it"),
@@ -327,7 +329,7 @@ def human_args() -> list[str]:
 
 def analysis_args() -> list[str]:
     """How the report step judges the papers' findings (the other steps do not use these)."""
-    return [f"--{option}={_wf(option)}" for option in ("equivalence-margin", "study1-exclude")]
+    return [f"--{option}={_wf(option)}" for option in ("alpha", "equivalence-margin", "study1-exclude")]
 
 
 # run stage -> the stage folders it reads (every study's)

@@ -97,7 +97,7 @@ def server_command(model: ModelSpec, gguf: Path, port: int) -> list[str]:
 
 def crash_message(returncode: int, log: Path) -> str:
     """What to tell a user whose embedded server died on its first computation (exit code or signal, log tail, the fix)."""
-    how = f"signal {-returncode} ({signal.Signals(-returncode).name})" if returncode < 0 else f"exit code {returncode}"
+    how = f"signal {-returncode}, {signal.Signals(-returncode).name}" if returncode < 0 else f"exit code {returncode}"
     tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
     try:
         version = metadata.version("llama-cpp-python")
@@ -105,7 +105,7 @@ def crash_message(returncode: int, log: Path) -> str:
         version = "0.3.36"
     return (f"the embedded model server crashed on its first computation ({how}). A llama.cpp compiled for this CPU's own "
             "features (pip's default build) does this on some CPUs (ggml's AMX kernels on Xeons with AMX). Rebuild it "
-            f'portably: CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv/bin/pip install --force-reinstall --no-cache-dir '
+            f'portably: CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv/bin/pip install --force-reinstall --no-deps --no-cache-dir '
             f"llama-cpp-python=={version}\nLog {log}:\n{tail}")
 
 

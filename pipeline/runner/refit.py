@@ -2,8 +2,9 @@
 
 Reads the run's analysis tables (and the human data files: the ones given, else those its manifest records, when they
 are still there unchanged), writes ``fits/`` and, when the run has a report, rewrites ``report.html`` so that it shows
-the new fits. Every input is checked before any fitting; the run's ``fit`` and ``report`` nodes are held while it works
-(:mod:`steps.run_lock`), so it never races a run writing the same files.
+the new fits, its findings judged as the run judged them (the analysis settings its manifest records). Every input is
+checked before any fitting; the run's ``fit`` and ``report`` nodes are held while it works (:mod:`steps.run_lock`), so it
+never races a run writing the same files.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Optional
 
+from pydantic import ValidationError
+
 from pipeline.layout import REPORT_KEY, analysis_stem
 from pipeline.runner.study_stages import run_fits, run_report
 from schemas.fits import FitSettings
+from schemas.settings import AnalysisSettings
 from steps.errors import ConfigError
 from steps.human import HUMAN_FORMATS, HumanTable, load_human_table
 from steps.rsa_polite import load_literal_semantics
@@ -57,6 +61,19 @@ def _recorded_human(manifest: dict, study: int, s3_endpoint: Optional[str], note
     return entry["path"]
 
 
+def _recorded_analysis(manifest: dict, notes: list[str]) -> AnalysisSettings:
+    """How the run's last invocation judged the findings (alpha, margin, exclusions); the defaults when none is recorded."""
+    for invocation in reversed(manifest.get("invocations", [])):
+        recorded = (invocation.get("config") or {}).get("analysis")
+        if recorded is not None:
+            try:
+                return AnalysisSettings.model_validate(recorded)
+            except ValidationError:
+                break
+    notes.append("the run's manifest records no usable analysis settings: the report's findings use the defaults")
+    return AnalysisSettings()
+
+
 def refit(store: Store, settings: FitSettings, human_paths: dict[int, str], studies: Optional[list[int]] = None,
           s3_endpoint: Optional[str] = None, report: bool = True, lock_wait_s: float = 0.0) -> RefitResult:
     """Fit the papers' models to the finished run in ``store`` (the run's own folder) and rewrite its report."""
@@ -82,5 +99,5 @@ def refit(store: Store, settings: FitSettings, human_paths: dict[int, str], stud
     with RunLock(store, ["fit", "report"], wait_s=lock_wait_s, what="grace-pipeline fit"):
         outputs, seconds = run_fits(chosen, run_id, store, human, settings, s3_endpoint)
         if report and store.exists(REPORT_KEY):
-            outputs = run_report(with_tables, run_id, store, human) + outputs
+            outputs = run_report(with_tables, run_id, store, human, settings=_recorded_analysis(manifest, notes)) + outputs
     return RefitResult(run_id, chosen, outputs, seconds, notes)
