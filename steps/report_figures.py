@@ -177,6 +177,9 @@ def per_item_effects(contrasts: tuple[Contrast, ...], results: list[SourceResult
                 if np.isfinite(low):
                     ax.plot([x, x], [low, high], color="black", linewidth=2)
                 ax.plot([x], [row["effect"]], marker="D", color="black", markersize=4)
+        if not any(len(result.values[c.key]) for c in contrasts):
+            ax.text(0.5, 0.5, f"no {result.unit} has every cell these findings compare", transform=ax.transAxes, ha="center",
+                    va="center", fontsize=8, color="grey", bbox={"facecolor": "white", "edgecolor": "none"})
         ax.axhline(0, color="grey", linewidth=0.8)
         for y in (margin, -margin):
             ax.axhline(y, color="grey", linewidth=0.8, linestyle=":")

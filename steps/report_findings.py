@@ -101,7 +101,7 @@ def study1_findings_section(ctx: ReportContext) -> str:
 
 
 def study2_findings_section(ctx: ReportContext) -> str:
-    """Yoon et al. (2020)'s findings tested on every source's utterances, with the humans' self-check."""
+    """Yoon et al. (2020)'s findings tested on every source's utterances, with the humans' self-check and the per-item figure."""
     if 2 not in ctx.tables and 2 not in ctx.human:
         return ""
     results = findings_study2.study2_results(ctx.tables.get(2), ctx.human_frame(2), ctx.settings)
@@ -122,7 +122,9 @@ def study2_findings_section(ctx: ReportContext) -> str:
         text = (f"the human file reproduces {done} of {total} published findings"
                 + ("." if not missed else f"; not: {html.escape('; '.join(missed))}. Check the file before reading the models."))
         parts.append(f"<p><b>Self-check</b>: <span class='{status}'>{text}</span></p>")
-    parts += ["<h3>Verdicts per source</h3>", html_table(_summary(frame)), "<h3>Findings</h3>", _table_html(frame, findings_study2.PAPER)]
+    parts += ["<h3>Verdicts per source</h3>", html_table(_summary(frame)), "<h3>Findings</h3>", _table_html(frame, findings_study2.PAPER),
+              per_item_effects(findings_study2.FINDINGS, results, ctx.settings.equivalence_margin,
+                               "Study 2: each finding per unit (dots), mean and 95% interval (black); dotted: the margin")]
     return "".join(parts)
 
 

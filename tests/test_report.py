@@ -34,9 +34,13 @@ def report(tmp_path_factory):
 def test_report_is_self_contained_with_every_section(report):
     text = report.read_text(encoding="utf-8")
     assert "http://" not in text and "https://" not in text  # opens offline
-    # Exp 2 distributions, per-item Study 1 effects, per study the scatter and the lines, the papers' models fitted (one per
+    # Exp 2 distributions, per study the per-item effects, the scatter and the lines, the papers' models fitted (one per
     # study: steps/report_fits.py), confidence and timing
-    assert text.count("data:image/png;base64,") == 9
+    assert text.count("data:image/png;base64,") == 10
+    assert "Study 1: each finding per unit" not in text  # figure titles are drawn inside the images; each study has one
+    for study in (1, 2):
+        section = text.split(f"<h2>Study {study}: the paper's findings")[1].split("<h2>")[0]
+        assert section.count("data:image/png;base64,") == 1
     for heading in ("Validation", "Rows per model and study", "Study 1: extracted answers by access x observe",
                     "Study 1: Experiment 2 distributions", "Study 2: coded answers (Experiment 1) by goal x state",
                     "Study 1: the paper's findings (Goodman &amp; Stuhlmueller 2013)", "Study 2: the paper's findings (Yoon et al. 2020)",
