@@ -42,6 +42,7 @@ from steps.redact import redact_url  # noqa: F401  (re-exported: callers use it 
 from steps.retry import DEFAULT_MAX_ATTEMPTS, RetryPolicy, backoff_delay  # noqa: F401  (RetryPolicy is part of this API)
 
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+REPLICA_DOWN_S = 15.0  # a replica that refused a connection is passed over this long while another one is up
 
 
 class RequestFailed(Exception):
@@ -156,7 +157,9 @@ class LLMClient:
     ``http`` is the connection pool (:mod:`steps.http_session`): an :class:`AiohttpSession`
     sized to ``concurrency`` in runs, or any ``httpx.AsyncClient`` (respx in tests). ``base_urls``
     are replicas of the same model; each request goes to the replica with the fewest requests
-    in flight. A request's latency is timed from when it holds a slot to its last byte, so it
+    in flight, passing over for ``REPLICA_DOWN_S`` one that could not be connected to (a dead
+    replica answers at once, so it would otherwise draw every retry); when every replica is
+    down they are all tried again. A request's latency is timed from when it holds a slot to its last byte, so it
     excludes the wait for a slot (and, with a pool of ``concurrency`` connections, for a
     connection).
     """
@@ -179,6 +182,7 @@ class LLMClient:
         self.concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight = {u: 0 for u in self._urls}
+        self._down_until = {u: 0.0 for u in self._urls}
         self._policy = policy
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if api_key:
@@ -190,13 +194,24 @@ class LLMClient:
         """The replicas' base URLs, without credentials."""
         return [redact_url(u) for u in self._urls]
 
+    def _pick(self) -> str:
+        """The replica for the next request: the fewest in flight among those not marked down (all, if all are)."""
+        if len(self._urls) == 1:
+            return self._urls[0]
+        now = time.monotonic()
+        up = [u for u in self._urls if self._down_until[u] <= now] or self._urls
+        return min(up, key=self._in_flight.__getitem__)
+
     async def _attempt(self, path: str, body: bytes) -> tuple[Reply, float]:
         async with self._slots:
-            url = min(self._urls, key=self._in_flight.__getitem__)
+            url = self._pick()
             self._in_flight[url] += 1
             started = time.perf_counter()
             try:
                 reply = await self._session.post(url + path, body, self._headers)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                self._down_until[url] = time.monotonic() + REPLICA_DOWN_S
+                raise
             finally:
                 self._in_flight[url] -= 1
             return reply, (time.perf_counter() - started) * 1000.0

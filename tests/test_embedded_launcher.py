@@ -55,3 +55,24 @@ def test_servers_that_compute_are_handed_over_and_stopped(fake_launch, tmp_path)
         procs = [proc for proc, _ in servers._procs]
         assert all(proc.poll() is None for proc in procs)
     assert all(proc.poll() is not None for proc in procs)
+
+
+def test_a_worker_that_dies_while_the_run_uses_it_is_reported_at_once(fake_launch, tmp_path, capsys):
+    import signal
+    import time
+
+    fake_launch("ok")
+    with EmbeddedServers(_model(), 2, tmp_path / "logs") as servers:
+        victim = servers._procs[1][0]
+        victim.send_signal(signal.SIGKILL)
+        said = ""
+        for _ in range(300):  # polls for the watcher's line (at most 30 s), no bound on how fast it comes
+            said += capsys.readouterr().err
+            if "exited" in said:
+                break
+            time.sleep(0.1)
+        survivor_alive = servers._procs[0][0].poll() is None
+    assert f"error: the embedded model server gemma-3-270m at {servers.urls[1]} exited (signal 9, SIGKILL)" in said
+    assert "the other 1 worker(s) take its requests" in said and "embedded-gemma-3-270m-1.log" in said
+    assert survivor_alive
+    assert "exited" not in capsys.readouterr().err  # stopping the servers is not reported as a death

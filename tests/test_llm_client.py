@@ -237,3 +237,48 @@ def test_the_aiohttp_session_speaks_the_contract(fake_server):
     assert rejected.attempts == 1 and rejected.status_code == 400 and rejected.reason == "HTTP 400: fake 400"
     assert listing["data"][0]["id"] == "fake-model"
     assert unreachable.reason.startswith("ConnectError") and unreachable.status_code is None
+
+
+class _CountingSession:
+    """An AiohttpSession that counts the POSTs each server received an attempt of."""
+
+    def __init__(self, inner):
+        self.inner, self.attempts = inner, {}
+
+    async def post(self, url, body, headers):
+        server = url.rsplit("/v1/", 1)[0]
+        self.attempts[server] = self.attempts.get(server, 0) + 1
+        return await self.inner.post(url, body, headers)
+
+    async def get(self, url, headers, timeout_s=None):
+        return await self.inner.get(url, headers, timeout_s)
+
+    async def aclose(self):
+        await self.inner.aclose()
+
+
+def test_a_replica_that_refuses_connections_is_passed_over_while_another_is_up(fake_server):
+    """A dead replica fails at once, so 'fewest in flight' would send it every retry: after refusing it is passed over."""
+    from pipeline.model_server.embedded import free_port
+    from steps.http_session import AiohttpSession
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    policy = RetryPolicy(max_attempts=2, base_delay_s=0.0, max_delay_s=0.0)
+
+    async def go(urls):
+        session = _CountingSession(AiohttpSession(4, connect_timeout_s=2))
+        try:
+            client = LLMClient(session, urls, 4, policy)
+            results = await asyncio.gather(*(client.post_json("/v1/chat/completions", {"messages": [{"role": "user", "content": str(i)}]})
+                                             for i in range(40)), return_exceptions=True)
+            return results, session.attempts
+        finally:
+            await session.aclose()
+
+    results, attempts = asyncio.run(go([dead, fake_server.url]))
+    assert all(not isinstance(r, BaseException) for r in results)  # every request ends on the live replica
+    assert attempts[fake_server.url] == 40 and attempts[dead] <= 4  # the dead one is tried by the first wave only
+
+    results, attempts = asyncio.run(go([dead, f"http://127.0.0.1:{free_port()}"]))  # all down: tried, then failed, never stuck
+    assert all(isinstance(r, RequestFailed) and r.reason.startswith("ConnectError") for r in results)
+    assert sum(attempts.values()) == 80

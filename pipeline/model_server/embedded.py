@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import ExitStack
 from importlib import metadata
@@ -33,6 +34,7 @@ from steps.errors import ConfigError, ServerError
 
 READY_TIMEOUT_S = 180.0
 FIRST_COMPUTATION_TIMEOUT_S = 120.0
+WATCH_INTERVAL_S = 1.0
 STOP_GRACE_S = 5.0
 MODEL_CACHE_ENV = "GRACE_MODEL_CACHE"
 
@@ -95,9 +97,19 @@ def server_command(model: ModelSpec, gguf: Path, port: int) -> list[str]:
     ]
 
 
+def _how(returncode: int) -> str:
+    """'exit code N' or 'signal N, SIGNAME' for a child's return code."""
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        return f"signal {-returncode}, {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"signal {-returncode}"
+
+
 def crash_message(returncode: int, log: Path) -> str:
     """What to tell a user whose embedded server died on its first computation (exit code or signal, log tail, the fix)."""
-    how = f"signal {-returncode}, {signal.Signals(-returncode).name}" if returncode < 0 else f"exit code {returncode}"
+    how = _how(returncode)
     tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
     try:
         version = metadata.version("llama-cpp-python")
@@ -118,6 +130,7 @@ class EmbeddedServers:
         self.log_dir = Path(log_dir)
         self.urls: list[str] = []
         self._procs: list[tuple[subprocess.Popen, Path]] = []
+        self._stopping = threading.Event()
 
     def __enter__(self) -> "EmbeddedServers":
         gguf = gguf_path(self.model)
@@ -138,7 +151,23 @@ class EmbeddedServers:
         except BaseException:
             self.stop()
             raise
+        threading.Thread(target=self._watch, args=(list(zip(self._procs, self.urls)),), daemon=True,
+                         name=f"watch-{self.model.name}").start()
         return self
+
+    def _watch(self, workers: list[tuple[tuple[subprocess.Popen, Path], str]]) -> None:
+        """Say at once when a worker dies while the run uses it (killed for memory, crashed): its requests then fail
+        with connection errors, which alone would not say why; the client passes a dead worker over for the others."""
+        reported: set[int] = set()
+        while not self._stopping.wait(WATCH_INTERVAL_S) and len(reported) < len(workers):
+            for index, ((proc, log), url) in enumerate(workers):
+                if index not in reported and proc.poll() is not None and not self._stopping.is_set():
+                    reported.add(index)
+                    alive = sum(p.poll() is None for (p, _), _ in workers)
+                    after = (f"the other {alive} worker(s) take its requests" if alive else
+                             "no worker is left: this model's remaining rows fail; re-run the same command to retry them")
+                    print(f"error: the embedded model server {self.model.name} at {url} exited ({_how(proc.returncode)}) while "
+                          f"the run was using it; {after}. Log: {log}", file=sys.stderr, flush=True)
 
     def _wait_ready(self, proc: subprocess.Popen, log: Path, url: str) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -172,6 +201,7 @@ class EmbeddedServers:
 
     def stop(self) -> None:
         """Stop every worker: SIGTERM, then SIGKILL after a grace period."""
+        self._stopping.set()
         for proc, _ in self._procs:
             if proc.poll() is None:
                 proc.terminate()
