@@ -250,9 +250,9 @@ class LLMClient:
                 raise RequestFailed(reason + suffix, attempt, status)
             await self._sleep(delay)
 
-    async def get_json(self, path: str) -> dict[str, Any]:
-        """One GET (no retries) for health and metadata checks; raises RequestFailed."""
-        url = self._urls[0] + path
+    async def get_json(self, path: str, replica: int = 0) -> dict[str, Any]:
+        """One GET (no retries) to replica ``replica`` for health and metadata checks; raises RequestFailed."""
+        url = self._urls[replica] + path
         shown = redact_url(url)
         headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
         try:

@@ -91,6 +91,18 @@ def test_wrong_model_on_endpoint_is_caught_before_rows_are_sent(tmp_path, fake_s
     assert fake_server.chat_requests == 0
 
 
+def test_every_replica_is_checked_so_answers_of_another_model_never_mix_in(tmp_path, fake_server, capsys):
+    from tests.fakes.fake_openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer(model="other-model") as other:
+        code = main(["run", "--endpoint", f"fake-model={fake_server.url},{other.url}", "--studies", "2", "--stages", "query",
+                     "--output", str(tmp_path / "o")])
+        other_answers = other.chat_requests
+    assert code == 4
+    assert f"the server at {other.url} serves ['other-model'], not 'fake-model'" in capsys.readouterr().err
+    assert fake_server.chat_requests == other_answers == 0
+
+
 def test_vllm_model_without_endpoint_is_a_clear_error(tmp_path, capsys):
     assert main(["run", "--models", "llama-3.1-8b-instruct", "--output", str(tmp_path)]) == 2
     assert "--endpoint llama-3.1-8b-instruct=URL" in capsys.readouterr().err

@@ -139,21 +139,22 @@ async def wait_for_health(http: httpx.AsyncClient, url: str, timeout_s: float, p
 
 
 async def check_endpoint(client: LLMClient, model: ModelSpec) -> Optional[str]:
-    """Make sure the server answers and serves ``model``; return its version if it says.
+    """Make sure every replica answers and serves ``model``; return the (first replica's) version if it says.
 
-    Raises ServerError naming what is served instead, so a wrong server is caught
-    before any row is sent.
+    Raises ServerError naming the replica and what it serves instead, so a wrong server is caught
+    before any row is sent (a replica of another model would mix its answers into this model's).
     """
-    try:
-        listing = await client.get_json("/v1/models")
-    except RequestFailed as exc:
-        raise ServerError(f"model server for {model.name!r} does not answer: {exc.reason}") from exc
-    served = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)]
-    if model.request_model not in served:
-        raise ServerError(
-            f"the server at {client.base_urls[0]} serves {served}, not {model.request_model!r} (model {model.name!r}). "
-            f"Start it with --served-model-name {model.request_model}, or pass the served name as the model: --endpoint NAME=URL"
-        )
+    for replica, url in enumerate(client.base_urls):
+        try:
+            listing = await client.get_json("/v1/models", replica)
+        except RequestFailed as exc:
+            raise ServerError(f"model server for {model.name!r} does not answer: {exc.reason}") from exc
+        served = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)]
+        if model.request_model not in served:
+            raise ServerError(
+                f"the server at {url} serves {served}, not {model.request_model!r} (model {model.name!r}). "
+                f"Start it with --served-model-name {model.request_model}, or pass the served name as the model: --endpoint NAME=URL"
+            )
     try:
         return str((await client.get_json("/version")).get("version"))
     except RequestFailed:
