@@ -76,3 +76,12 @@ def test_a_worker_that_dies_while_the_run_uses_it_is_reported_at_once(fake_launc
     assert "the other 1 worker(s) take its requests" in said and "embedded-gemma-3-270m-1.log" in said
     assert survivor_alive
     assert "exited" not in capsys.readouterr().err  # stopping the servers is not reported as a death
+
+
+def test_an_illegal_instruction_gets_the_build_for_this_cpu_not_the_portable_one(tmp_path):
+    from pipeline.model_server.embedded import crash_message
+
+    message = crash_message(-4, tmp_path / "missing.log")
+    assert "(signal 4, SIGILL)" in message and "lacks an instruction set" in message
+    assert 'CMAKE_ARGS="-DGGML_NATIVE=ON" .venv/bin/pip install --force-reinstall --no-deps --no-cache-dir llama-cpp-python==' in message
+    assert "GGML_NATIVE=OFF" not in message

@@ -115,10 +115,14 @@ def crash_message(returncode: int, log: Path) -> str:
         version = metadata.version("llama-cpp-python")
     except metadata.PackageNotFoundError:
         version = "0.3.36"
-    return (f"the embedded model server crashed on its first computation ({how}). A llama.cpp compiled for this CPU's own "
-            "features (pip's default build) does this on some CPUs (ggml's AMX kernels on Xeons with AMX). Rebuild it "
-            f'portably: CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv/bin/pip install --force-reinstall --no-deps --no-cache-dir '
-            f"llama-cpp-python=={version}\nLog {log}:\n{tail}")
+    if returncode == -signal.SIGILL:  # an instruction this CPU does not have: the portable build still assumes AVX2
+        cause = ("This CPU lacks an instruction set llama.cpp was compiled for (the portable build assumes AVX2, FMA and F16C). "
+                 'Rebuild it for this CPU alone: CMAKE_ARGS="-DGGML_NATIVE=ON" ')
+    else:
+        cause = ("A llama.cpp compiled for this CPU's own features (pip's default build) does this on some CPUs (ggml's AMX "
+                 'kernels on Xeons with AMX). Rebuild it portably: CMAKE_ARGS="-DGGML_NATIVE=OFF" ')
+    return (f"the embedded model server crashed on its first computation ({how}). {cause}.venv/bin/pip install --force-reinstall "
+            f"--no-deps --no-cache-dir llama-cpp-python=={version}\nLog {log}:\n{tail}")
 
 
 class EmbeddedServers:
