@@ -61,6 +61,7 @@ def test_a_model_whose_server_cannot_be_reached_leaves_the_others_run_merged_and
     assert all(r["exit_code"] == 4 and "acme-down" in r["error"] and "does not answer" in r["error"] for r in summary["failed"])
     assert "Not finished" in (run / "report.html").read_text()
     assert "error: acme-down: model server for 'acme-down' does not answer" in captured.err
+    assert "(the other models go on)" in captured.err and captured.err.count("does not answer") >= 1
     statuses = {p.stem: json.loads(p.read_text())["state"] for p in (run / "status").glob("*.json")}
     assert statuses["query-acme-good-study2"] == statuses["probabilities-acme-good-study2"] == "done"
     assert statuses["query-acme-down-study2"] == statuses["probabilities-acme-down-study2"] == "failed"
@@ -74,6 +75,7 @@ def test_when_no_model_server_can_be_reached_the_run_stops_before_any_row(tmp_pa
     code = main(["run", "--models", "acme-a,acme-b", "--endpoint", f"acme-a={dead[0]}", "--endpoint", f"acme-b={dead[1]}",
                  "--studies", "2", "--limit", "2", "--stages", "query", "--store", str(tmp_path), "--run-id", "alldown"])
     assert code == 4
+    assert capsys.readouterr().err.count("does not answer") == 1  # said once, by the CLI
     assert not (tmp_path / "alldown" / "exp1").exists()
     statuses = {p.stem: json.loads(p.read_text())["state"] for p in (tmp_path / "alldown" / "status").glob("*.json")}
     assert statuses == {"query-acme-a-study2": "failed", "query-acme-b-study2": "failed"}

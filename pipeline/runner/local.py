@@ -361,7 +361,6 @@ async def _connect_models(config, models, stack, sessions: list[AiohttpSession],
             clients[name], servers[name] = await _connect_model(config, name, model, stack, sessions, logs, start_server, api_key)
         except ServerError as exc:
             unavailable[name] = exc
-            print(f"error: {name}: {exc}", file=sys.stderr)
     return clients, servers, unavailable
 
 
@@ -432,6 +431,7 @@ async def run_local(config: RunConfig, progress: ProgressReporter, started: floa
                 if unavailable and len(unavailable) == len(served):
                     raise next(iter(unavailable.values()))  # no model to run: stop here, as before any row
                 for name, error in unavailable.items():  # the other models go on; these nodes end with their server's error
+                    print(f"error: {name}: {error} (the other models go on)", file=sys.stderr)
                     await asyncio.to_thread(record_setup_failure, durable, [n for n in nodes if n.model == name], error, error.exit_code)
                 extractor = None
                 if any(n.stage == "extract" for n in nodes):
