@@ -38,6 +38,10 @@ def test_one_failing_model_leaves_the_others_validated_merged_and_reported(tmp_p
     statuses = {p.stem: json.loads(p.read_text())["state"] for p in (run / "status").glob("*.json")}
     assert statuses["query-acme-good-study2"] == "done" and statuses["query-acme-bad-study2"] == "failed"
     assert statuses["extract-acme-bad-study2"] == "skipped"  # its extraction needs the answers it does not have
+    # refitting the finished run later rewrites its report: what did not finish is still said
+    assert main(["fit", str(run), "--fit-resamples", "4", "--fit-starts", "2"]) == 0
+    rewritten = (run / "report.html").read_text()
+    assert "Not finished" in rewritten and "acme-bad" in rewritten.split("Not finished")[1].split("</ul>")[0]
 
 
 def test_a_model_whose_server_cannot_be_reached_leaves_the_others_run_merged_and_reported(tmp_path, capsys):

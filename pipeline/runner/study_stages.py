@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import pandas as pd
 
-from pipeline.layout import COMPARISON_STEM, REPORT_KEY, analysis_stem, codebook_key, fit_stems, validation_keys
+from pipeline.layout import COMPARISON_STEM, REPORT_KEY, SUMMARY_KEY, analysis_stem, codebook_key, fit_stems, validation_keys
 from pipeline.manifest import code_version
 from pipeline.plan import Node
 from pipeline.runner.outcome import outcome_lines, run_outcome, write_summary
@@ -137,7 +137,8 @@ def run_report(studies: list[int], run_id: str, store: Store, human: Optional[di
     results and the validated human data (study -> table), judged with ``settings``; return where they are.
 
     With ``model_nodes`` (every model node of the run) and ``status_store`` (where their status records are), also the run
-    summary (``run_summary.json``): what finished, what failed and why; the report opens with it and it is printed."""
+    summary (``run_summary.json``): what finished, what failed and why; the report opens with it and it is printed.
+    Without them, a ``run_summary.json`` the run already saved is shown again (a report rewritten by ``grace-pipeline fit``)."""
     from steps.report import render_report
 
     human = human or {}
@@ -152,6 +153,8 @@ def run_report(studies: list[int], run_id: str, store: Store, human: Optional[di
         summary_uri = write_summary(store, outcome)
         for line in not_finished:
             print(f"not finished: {line}", flush=True)
+    elif (saved := store.read_bytes(SUMMARY_KEY)) is not None:  # a report rewritten later (grace-pipeline fit) keeps what the run saved
+        not_finished = outcome_lines(json.loads(saved))
     validations = {n: json.loads(v) for n in studies if (v := store.read_bytes(validation_keys(n)[0])) is not None}
     rows = [r for n in sorted(set(tables) | set(human))
             for r in comparison.comparison_rows(n, tables.get(n), human[n].frame if n in human else None, settings.study1_exclude)]
@@ -162,7 +165,8 @@ def run_report(studies: list[int], run_id: str, store: Store, human: Optional[di
     outputs.append(store.uri(comparison_codebook))
     if tables or human:
         page = render_report(tables, validations, run_id, code_version(), human, frame, settings,
-                             not_finished=not_finished if model_nodes else None, fits=read_fits(studies, store))
+                             not_finished=not_finished if model_nodes is not None or not_finished else None,
+                             fits=read_fits(studies, store))
     else:  # no model finished any study: the report is what did not finish
         items = "".join(f"<li>{html.escape(line)}</li>" for line in not_finished)
         page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>grace-pipeline report {html.escape(run_id)}</title></head>"
