@@ -91,7 +91,7 @@ def add_analysis_options(parser: argparse.ArgumentParser) -> None:
     """Add how the report judges the papers' findings: --alpha, --equivalence-margin and --study1-exclude."""
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, metavar="A",
                         help="Familywise error rate of each source's findings (Holm's correction after Tarone's screen; "
-                             "default: %(default)s; stated in the report)")
+                             "at most 0.2; default: %(default)s; stated in the report)")
     parser.add_argument("--equivalence-margin", type=float, default=DEFAULT_EQUIVALENCE_MARGIN, metavar="M",
                         help="Smallest difference that matters in the findings, on the 0-1 scale of a normalised bet or an "
                              "utterance share: a 'no longer greater' finding is reproduced when its difference is shown below "

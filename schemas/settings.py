@@ -33,7 +33,9 @@ class AnalysisSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    alpha: float = Field(DEFAULT_ALPHA, gt=0.0, lt=1.0, description="Familywise error rate per source (Holm's correction)")
+    alpha: float = Field(DEFAULT_ALPHA, gt=0.0, le=0.2,
+                         description="Familywise error rate per source (Holm's correction); at most 0.2, so that a model without "
+                                     "preferences cannot be called 'reproduced' by a lenient level")
     equivalence_margin: float = Field(
         DEFAULT_EQUIVALENCE_MARGIN, gt=0.0, le=1.0,
         description="Smallest difference that matters, on the 0-1 scale of a normalised bet (Study 1) or a share of utterances "

@@ -116,6 +116,7 @@ def test_vllm_model_without_endpoint_is_a_clear_error(tmp_path, capsys):
     pytest.param(["--study1-exclude", "prior,mood"], "unknown check 'mood'", id="unknown-exclusion-check"),
     pytest.param(["--equivalence-margin", "0"], "equivalence_margin", id="margin-zero"),
     pytest.param(["--alpha", "1"], "alpha", id="alpha-one"),
+    pytest.param(["--alpha", "0.5"], "alpha", id="alpha-lenient"),
 ])
 def test_invalid_options(tmp_path, capsys, args, message):
     try:
